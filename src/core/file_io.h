@@ -1,0 +1,27 @@
+// Files in and out: whole-file reads, JSON parsing with line/column in errors, and atomic
+// writes (temporary file in the same folder, fsync, rename) so that an interrupted or failed
+// write never leaves a half-written file under the final name.
+//
+//   MOSAIC_ASSIGN_OR_RETURN(Json doc, LoadJsonFile("plan.json"));
+//   MOSAIC_RETURN_IF_ERROR(WriteFileAtomic("plan.json", doc.dump(2) + "\n"));
+#pragma once
+
+#include <string>
+
+#include "core/json_reader.h"
+#include "core/status.h"
+
+namespace mosaic {
+
+StatusOr<std::string> ReadTextFile(const std::string& path);
+// Parses JSON text; `source` names it in errors ("plan.json: line 3, column 7: ...").
+StatusOr<Json> ParseJson(const std::string& text, const std::string& source);
+StatusOr<Json> LoadJsonFile(const std::string& path);
+
+// Writes `contents` to `path` atomically: `path.tmp.<pid>` is written, flushed to disk and
+// renamed over `path`. On any failure the temporary is removed and `path` is untouched.
+Status WriteFileAtomic(const std::string& path, const std::string& contents);
+// Pretty-printed JSON (2-space indent, trailing newline), written atomically.
+Status WriteJsonFile(const std::string& path, const Json& doc);
+
+}  // namespace mosaic
