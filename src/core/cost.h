@@ -15,13 +15,17 @@
 namespace mosaic {
 
 struct ModuleCost {
-  double parameters = 0;   // trainable parameters
-  Flops forward_flops{0};  // for `samples` samples; backward is about twice this
+  double parameters = 0;      // trainable parameters
+  Flops forward_flops{0};     // for `samples` samples; backward is about twice this
   Bytes activation_bytes{0};  // held from forward to backward, at the spec's precision
   Bytes forward_traffic{0};   // DRAM bytes one forward pass moves (weights + activations)
   Bytes parameter_bytes{0};   // fp32 master weights + grads + AdamW moments (16 B/param)
 };
 
 ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samples);
+
+// Tokens per sample leaving module `name`: 1 when pooled, its sequence otherwise; a projector
+// passes its input's count through. An LLM's input is these prefix tokens plus its seq_len.
+int InputTokensOut(const ModelSpec& model, const std::string& name);
 
 }  // namespace mosaic

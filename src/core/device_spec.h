@@ -27,7 +27,7 @@ struct DeviceSpec {
   // H100 (gpu-facts.md): 15 groups of 8 and a remainder of 12. Default sm_count/granularity.
   int sm_groups = 0;
   Bytes memory{0};
-  FlopsPerSec peak_flops_bf16{0};      // dense datasheet peak
+  FlopsPerSec peak_flops_bf16{0};  // dense datasheet peak
   FlopsPerSec peak_flops_fp32{0};
   FlopsPerSec measured_flops_bf16{0};  // measured dense matmul peak, 0 if unknown (for MFU)
   BytesPerSec memory_bandwidth{0};

@@ -197,13 +197,14 @@ size_t JsonReader::ForEach(const std::string& key, const std::function<void(Json
     return 0;
   }
   JsonReader array(*v, errors_, PathOf(key));
-  for (size_t i = 0; i < v->size(); ++i) fn(JsonReader((*v)[i], errors_, array.PathOf(i)));
+  for (size_t i = 0; i < v->size(); ++i)
+    fn(JsonReader((*v)[i], errors_, array.PathOf(i)));
   return v->size();
 }
 
-size_t JsonReader::ForEachMember(
-    const std::string& key, const std::function<void(const std::string&, JsonReader)>& fn,
-    bool required) const {
+size_t JsonReader::ForEachMember(const std::string& key,
+                                 const std::function<void(const std::string&, JsonReader)>& fn,
+                                 bool required) const {
   const Json* v = Member(key, required);
   if (!v) return 0;
   if (!v->is_object()) {
@@ -233,7 +234,8 @@ void JsonReader::RejectUnknownKeys(std::initializer_list<const char*> known) con
   for (auto it = node_.begin(); it != node_.end(); ++it) {
     if (allowed.count(it.key())) continue;
     std::string list;
-    for (const char* k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    for (const char* k : known)
+      list += (list.empty() ? "" : ", ") + std::string(k);
     Error(it.key(), "unknown field (expected one of: " + list + ")");
   }
 }

@@ -27,7 +27,9 @@ namespace mosaic {
 
 enum class ModuleKind { kVit, kText, kLlm, kProjector, kAudio, kLoss };
 enum class Precision { kFp32, kBf16, kFp16 };
-enum class Pooling { kCls, kMean, kNone };  // kNone: every token goes on (to a projector/LLM)
+// kCls: the class token (vit, audio) or, for text, the last (end-of-text) token, written
+// "last" in JSON; kMean: mean over tokens; kNone: every token goes on (to a projector/LLM).
+enum class Pooling { kCls, kMean, kNone };
 enum class ProjectorKind { kLinear, kMlp2 };
 enum class LossKind { kContrastive, kNextToken };
 
@@ -57,7 +59,7 @@ struct ModuleSpec {
   int channels = 0;    // default 3
 
   // text, llm
-  int seq_len = 0;     // text tokens per sample
+  int seq_len = 0;  // text tokens per sample
   int vocab_size = 0;
   bool causal = false;  // text: causal mask (CLIP) or bidirectional; llm: always causal
   int kv_heads = 0;     // llm: grouped-query attention heads; must divide heads

@@ -40,7 +40,7 @@ const char* ToString(PartitionKind k);
 struct PartitionSpec {
   std::string id;  // unique within its phase
   PartitionKind kind = PartitionKind::kShared;
-  SmCount sms{0};  // dedicated only
+  SmCount sms{0};             // dedicated only
   std::vector<TaskId> tasks;  // run in this order
 };
 

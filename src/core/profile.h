@@ -34,9 +34,9 @@ struct ProfilePoint {
 struct ProfileEntry {
   std::string module;
   TaskPhase phase = TaskPhase::kForward;
-  Flops flops{0};  // per micro-batch
-  Bytes bytes{0};  // DRAM traffic per micro-batch
-  Bytes activation_bytes{0};  // memory held from forward to backward per micro-batch (fwd)
+  Flops flops{0};                    // per micro-batch
+  Bytes bytes{0};                    // DRAM traffic per micro-batch
+  Bytes activation_bytes{0};         // memory held from forward to backward per micro-batch (fwd)
   std::vector<ProfilePoint> points;  // strictly increasing sms
 };
 

@@ -50,29 +50,39 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline std::ostream& operator<<(std::ostream& os, const Status& s) { return os << s.ToString(); }
+inline std::ostream& operator<<(std::ostream& os, const Status& s) {
+  return os << s.ToString();
+}
 
 inline Status InvalidArgument(std::string m) {
   return Status(StatusCode::kInvalidArgument, std::move(m));
 }
-inline Status NotFound(std::string m) { return Status(StatusCode::kNotFound, std::move(m)); }
+inline Status NotFound(std::string m) {
+  return Status(StatusCode::kNotFound, std::move(m));
+}
 inline Status FailedPrecondition(std::string m) {
   return Status(StatusCode::kFailedPrecondition, std::move(m));
 }
 inline Status ResourceExhausted(std::string m) {
   return Status(StatusCode::kResourceExhausted, std::move(m));
 }
-inline Status IoError(std::string m) { return Status(StatusCode::kIoError, std::move(m)); }
-inline Status Unavailable(std::string m) { return Status(StatusCode::kUnavailable, std::move(m)); }
-inline Status Internal(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
+inline Status IoError(std::string m) {
+  return Status(StatusCode::kIoError, std::move(m));
+}
+inline Status Unavailable(std::string m) {
+  return Status(StatusCode::kUnavailable, std::move(m));
+}
+inline Status Internal(std::string m) {
+  return Status(StatusCode::kInternal, std::move(m));
+}
 
 // Either a T or a non-OK Status.
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const T& value) : v_(value) {}             // NOLINT: implicit by design
-  StatusOr(T&& value) : v_(std::move(value)) {}       // NOLINT
-  StatusOr(const Status& status) : v_(status) {       // NOLINT
+  StatusOr(const T& value) : v_(value) {}        // NOLINT: implicit by design
+  StatusOr(T&& value) : v_(std::move(value)) {}  // NOLINT
+  StatusOr(const Status& status) : v_(status) {  // NOLINT
     assert(!status.ok() && "StatusOr built from an OK Status");
     if (std::get<Status>(v_).ok()) v_ = Internal("StatusOr built from an OK Status");
   }
@@ -101,9 +111,9 @@ class [[nodiscard]] StatusOr {
 #define MOSAIC_CONCAT_INNER_(a, b) a##b
 #define MOSAIC_CONCAT_(a, b) MOSAIC_CONCAT_INNER_(a, b)
 
-#define MOSAIC_RETURN_IF_ERROR(expr)               \
-  do {                                             \
-    ::mosaic::Status mosaic_status_ = (expr);      \
+#define MOSAIC_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::mosaic::Status mosaic_status_ = (expr);        \
     if (!mosaic_status_.ok()) return mosaic_status_; \
   } while (0)
 

@@ -1,0 +1,548 @@
+#include "core/model_spec.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "core/file_io.h"
+
+namespace mosaic {
+
+const char* ToString(ModuleKind k) {
+  switch (k) {
+    case ModuleKind::kVit:
+      return "vit";
+    case ModuleKind::kText:
+      return "text";
+    case ModuleKind::kLlm:
+      return "llm";
+    case ModuleKind::kProjector:
+      return "projector";
+    case ModuleKind::kAudio:
+      return "audio";
+    case ModuleKind::kLoss:
+      return "loss";
+  }
+  return "?";
+}
+const char* ToString(Precision p) {
+  switch (p) {
+    case Precision::kFp32:
+      return "fp32";
+    case Precision::kBf16:
+      return "bf16";
+    case Precision::kFp16:
+      return "fp16";
+  }
+  return "?";
+}
+const char* ToString(Pooling p) {
+  switch (p) {
+    case Pooling::kCls:
+      return "cls";
+    case Pooling::kMean:
+      return "mean";
+    case Pooling::kNone:
+      return "none";
+  }
+  return "?";
+}
+const char* ToString(ProjectorKind p) {
+  return p == ProjectorKind::kLinear ? "linear" : "mlp2";
+}
+const char* ToString(LossKind l) {
+  return l == LossKind::kContrastive ? "contrastive" : "next_token";
+}
+int BytesPerElement(Precision p) {
+  return p == Precision::kFp32 ? 4 : 2;
+}
+
+int ModuleSpec::feature_dim() const {
+  if (kind == ModuleKind::kProjector) return out_dim;
+  if (kind == ModuleKind::kLoss) return 0;
+  return output_dim > 0 ? output_dim : width;
+}
+
+int ModuleSpec::sequence_tokens() const {
+  switch (kind) {
+    case ModuleKind::kVit: {
+      if (patch_size <= 0) return 0;
+      int side = image_size / patch_size;
+      return side * side + (pool == Pooling::kCls ? 1 : 0);
+    }
+    case ModuleKind::kText:
+    case ModuleKind::kLlm:
+      return seq_len;
+    case ModuleKind::kAudio:
+      return frames / 2;
+    default:
+      return 0;
+  }
+}
+
+int ModuleSpec::output_tokens() const {
+  if (kind == ModuleKind::kLoss) return 0;
+  if (kind == ModuleKind::kProjector) return 0;  // as many as its input; see ModelSpec
+  if (pool != Pooling::kNone) return 1;
+  if (kind == ModuleKind::kVit) {
+    int side = patch_size > 0 ? image_size / patch_size : 0;
+    return side * side;  // patch tokens only, no class token
+  }
+  return sequence_tokens();
+}
+
+int ModelSpec::IndexOf(const std::string& n) const {
+  for (size_t i = 0; i < modules.size(); ++i)
+    if (modules[i].name == n) return static_cast<int>(i);
+  return -1;
+}
+
+const ModuleSpec* ModelSpec::Find(const std::string& n) const {
+  int i = IndexOf(n);
+  return i < 0 ? nullptr : &modules[i];
+}
+
+std::vector<std::string> ModelSpec::InputsOf(const std::string& n) const {
+  std::vector<std::string> out;
+  for (const auto& [from, to] : edges)
+    if (to == n) out.push_back(from);
+  return out;
+}
+
+std::vector<std::string> ModelSpec::ConsumersOf(const std::string& n) const {
+  std::vector<std::string> out;
+  for (const auto& [from, to] : edges)
+    if (from == n) out.push_back(to);
+  return out;
+}
+
+std::vector<std::string> ModelSpec::TopologicalOrder() const {
+  // Kahn's algorithm, always taking the ready module declared first.
+  std::vector<int> indegree(modules.size(), 0);
+  for (const auto& e : edges) {
+    int to = IndexOf(e.second);
+    if (to >= 0 && IndexOf(e.first) >= 0) ++indegree[to];
+  }
+  std::vector<std::string> order;
+  std::vector<bool> done(modules.size(), false);
+  for (size_t round = 0; round < modules.size(); ++round) {
+    int pick = -1;
+    for (size_t i = 0; i < modules.size(); ++i) {
+      if (!done[i] && indegree[i] == 0) {
+        pick = static_cast<int>(i);
+        break;
+      }
+    }
+    if (pick < 0) break;  // a cycle: callers validate first
+    done[pick] = true;
+    order.push_back(modules[pick].name);
+    for (const auto& e : edges) {
+      if (e.first == modules[pick].name) {
+        int to = IndexOf(e.second);
+        if (to >= 0) --indegree[to];
+      }
+    }
+  }
+  return order;
+}
+
+namespace {
+
+ModuleKind ParseKind(const std::string& s) {
+  if (s == "text") return ModuleKind::kText;
+  if (s == "llm") return ModuleKind::kLlm;
+  if (s == "projector") return ModuleKind::kProjector;
+  if (s == "audio") return ModuleKind::kAudio;
+  if (s == "loss") return ModuleKind::kLoss;
+  return ModuleKind::kVit;
+}
+
+Pooling ParsePooling(const std::string& s) {
+  if (s == "mean") return Pooling::kMean;
+  if (s == "none") return Pooling::kNone;
+  return Pooling::kCls;
+}
+
+// Reads a positive integer member; records an error when it is absent, not an integer or <= 0.
+void PositiveInt(const JsonReader& r, const char* key, int* out) {
+  if (r.Required(key, out)) r.ExpectPositive(key, *out);
+}
+void OptionalPositiveInt(const JsonReader& r, const char* key, int* out, int fallback) {
+  if (r.Optional(key, out, fallback) && r.Has(key)) r.ExpectPositive(key, *out);
+}
+
+void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
+  PositiveInt(r, "width", &m.width);
+  PositiveInt(r, "depth", &m.depth);
+  PositiveInt(r, "heads", &m.heads);
+  if (m.width > 0 && m.heads > 0 && m.width % m.heads != 0) {
+    r.Error("heads", std::to_string(m.heads) + " does not divide width " + std::to_string(m.width));
+  }
+  OptionalPositiveInt(r, "mlp_dim", &m.mlp_dim, 0);
+  if (!r.Has("mlp_dim") && m.width > 0) {
+    // GELU MLPs use 4x; SwiGLU (llm) uses 2/3 of 4x rounded up to a multiple of 256 (Llama).
+    m.mlp_dim = m.kind == ModuleKind::kLlm ? ((8 * m.width / 3 + 255) / 256) * 256 : 4 * m.width;
+  }
+  if (r.Has("output_dim")) {
+    r.Required("output_dim", &m.output_dim);
+    r.ExpectNonNegative("output_dim", m.output_dim);
+  }
+  std::string pool;
+  const char* default_pool = m.kind == ModuleKind::kVit ? "cls" : "mean";
+  if (m.kind == ModuleKind::kText) default_pool = "last";
+  if (m.kind == ModuleKind::kLlm) default_pool = "none";
+  if (r.Optional("pool", &pool, default_pool)) {
+    if (m.kind == ModuleKind::kText) {
+      // text pools at the last (end-of-text) token, as CLIP does, or by mean.
+      if (r.ExpectOneOf("pool", pool, {"last", "mean", "none"}))
+        m.pool = pool == "last" ? Pooling::kCls : ParsePooling(pool);
+    } else if (m.kind == ModuleKind::kLlm) {
+      if (pool != "none") r.Error("pool", "an llm does not pool; use \"none\"");
+      m.pool = Pooling::kNone;
+    } else if (r.ExpectOneOf("pool", pool, {"cls", "mean", "none"})) {
+      m.pool = ParsePooling(pool);
+    }
+  }
+}
+
+void ReadModule(const JsonReader& r, ModuleSpec& m) {
+  if (!r.ExpectObject()) return;
+  if (r.Required("name", &m.name) && m.name.empty()) r.Error("name", "must not be empty");
+  if (m.name.find('.') != std::string::npos)
+    r.Error("name", "\"" + m.name + "\" must not contain '.' (task ids use it)");
+  std::string kind;
+  if (!r.Required("kind", &kind) ||
+      !r.ExpectOneOf("kind", kind, {"vit", "text", "llm", "projector", "audio", "loss"})) {
+    return;
+  }
+  m.kind = ParseKind(kind);
+  switch (m.kind) {
+    case ModuleKind::kVit:
+      ReadTransformer(r, m);
+      PositiveInt(r, "image_size", &m.image_size);
+      PositiveInt(r, "patch_size", &m.patch_size);
+      OptionalPositiveInt(r, "channels", &m.channels, 3);
+      if (m.image_size > 0 && m.patch_size > 0 && m.image_size % m.patch_size != 0) {
+        r.Error("patch_size", std::to_string(m.patch_size) + " does not divide image_size " +
+                                  std::to_string(m.image_size));
+      }
+      r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
+                           "pool", "image_size", "patch_size", "channels"});
+      break;
+    case ModuleKind::kText:
+      ReadTransformer(r, m);
+      PositiveInt(r, "seq_len", &m.seq_len);
+      PositiveInt(r, "vocab_size", &m.vocab_size);
+      r.Optional("causal", &m.causal, true);
+      r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
+                           "pool", "seq_len", "vocab_size", "causal"});
+      break;
+    case ModuleKind::kLlm:
+      ReadTransformer(r, m);
+      PositiveInt(r, "seq_len", &m.seq_len);
+      PositiveInt(r, "vocab_size", &m.vocab_size);
+      m.causal = true;
+      OptionalPositiveInt(r, "kv_heads", &m.kv_heads, m.heads);
+      if (m.heads > 0 && m.kv_heads > 0 && m.heads % m.kv_heads != 0) {
+        r.Error("kv_heads",
+                std::to_string(m.kv_heads) + " does not divide heads " + std::to_string(m.heads));
+      }
+      if (m.width > 0 && m.heads > 0 && m.width % m.heads == 0 && (m.width / m.heads) % 2 != 0) {
+        r.Error("heads", "head size " + std::to_string(m.width / m.heads) +
+                             " must be even for rotary positions");
+      }
+      if (r.Optional("rope_theta", &m.rope_theta, 10000.0))
+        r.ExpectPositive("rope_theta", m.rope_theta);
+      if (m.output_dim != 0) r.Error("output_dim", "an llm has no output projection");
+      r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "pool", "seq_len",
+                           "vocab_size", "kv_heads", "rope_theta"});
+      break;
+    case ModuleKind::kAudio:
+      ReadTransformer(r, m);
+      PositiveInt(r, "n_mels", &m.n_mels);
+      PositiveInt(r, "frames", &m.frames);
+      if (m.frames > 0 && m.frames % 2 != 0) {
+        r.Error("frames",
+                std::to_string(m.frames) + " must be even (the stride-2 conv front end halves it)");
+      }
+      r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
+                           "pool", "n_mels", "frames"});
+      break;
+    case ModuleKind::kProjector: {
+      std::string p;
+      if (r.Optional("projector", &p, "mlp2") && r.ExpectOneOf("projector", p, {"linear", "mlp2"}))
+        m.projector = p == "linear" ? ProjectorKind::kLinear : ProjectorKind::kMlp2;
+      PositiveInt(r, "in_dim", &m.in_dim);
+      PositiveInt(r, "out_dim", &m.out_dim);
+      OptionalPositiveInt(r, "hidden_dim", &m.hidden_dim,
+                          m.projector == ProjectorKind::kMlp2 ? m.out_dim : 0);
+      if (m.projector == ProjectorKind::kLinear && r.Has("hidden_dim"))
+        r.Error("hidden_dim", "a linear projector has no hidden layer");
+      m.pool = Pooling::kNone;
+      r.RejectUnknownKeys({"name", "kind", "projector", "in_dim", "hidden_dim", "out_dim"});
+      break;
+    }
+    case ModuleKind::kLoss: {
+      std::string l;
+      if (r.Required("loss", &l) && r.ExpectOneOf("loss", l, {"contrastive", "next_token"}))
+        m.loss = l == "contrastive" ? LossKind::kContrastive : LossKind::kNextToken;
+      r.RejectUnknownKeys({"name", "kind", "loss"});
+      break;
+    }
+  }
+}
+
+// Cross-module checks: edges name modules, no cycles, dimensions agree along edges, every
+// module's output reaches a loss.
+void CheckGraph(const JsonReader& root, const ModelSpec& spec) {
+  const size_t n = spec.modules.size();
+  std::vector<std::vector<int>> out(n);
+  std::set<std::pair<std::string, std::string>> seen;
+  for (size_t i = 0; i < spec.edges.size(); ++i) {
+    const auto& [from, to] = spec.edges[i];
+    std::string where = "edges[" + std::to_string(i) + "]";
+    int a = spec.IndexOf(from), b = spec.IndexOf(to);
+    if (a < 0) root.Error(where + "[0]", "unknown module \"" + from + "\"");
+    if (b < 0) root.Error(where + "[1]", "unknown module \"" + to + "\"");
+    if (a < 0 || b < 0) continue;
+    if (a == b) root.Error(where, "module \"" + from + "\" feeds itself");
+    if (!seen.insert(spec.edges[i]).second)
+      root.Error(where, "duplicate edge " + from + " -> " + to);
+    if (spec.modules[a].is_loss())
+      root.Error(where, "loss module \"" + from + "\" cannot feed another module");
+    out[a].push_back(b);
+  }
+
+  // Cycle detection by DFS colors; report the cycle's path.
+  std::vector<int> color(n, 0), parent(n, -1);
+  bool cycle_reported = false;
+  std::function<void(int)> dfs = [&](int u) {
+    color[u] = 1;
+    for (int v : out[u]) {
+      if (cycle_reported) return;
+      if (color[v] == 1) {
+        std::vector<std::string> path{spec.modules[v].name};
+        for (int w = u; w != v && w >= 0; w = parent[w])
+          path.push_back(spec.modules[w].name);
+        path.push_back(spec.modules[v].name);
+        std::reverse(path.begin() + 1, path.end() - 1);
+        std::string text;
+        for (size_t k = 0; k < path.size(); ++k)
+          text += (k ? " -> " : "") + path[k];
+        root.Error("edges", "dependency cycle " + text);
+        cycle_reported = true;
+        return;
+      }
+      if (color[v] == 0) {
+        parent[v] = u;
+        dfs(v);
+      }
+    }
+    color[u] = 2;
+  };
+  for (size_t i = 0; i < n && !cycle_reported; ++i)
+    if (color[i] == 0) dfs(static_cast<int>(i));
+  if (cycle_reported) return;
+
+  bool has_loss = false;
+  for (size_t i = 0; i < n; ++i) {
+    const ModuleSpec& m = spec.modules[i];
+    std::string where = "modules[" + std::to_string(i) + "]";
+    std::vector<std::string> inputs = spec.InputsOf(m.name);
+    auto dim_of = [&](const std::string& name) {
+      const ModuleSpec* p = spec.Find(name);
+      return p ? p->feature_dim() : 0;
+    };
+    switch (m.kind) {
+      case ModuleKind::kVit:
+      case ModuleKind::kText:
+      case ModuleKind::kAudio:
+        if (!inputs.empty())
+          root.Error(where, "an encoder (" + std::string(ToString(m.kind)) +
+                                ") takes raw data, but edges feed it from \"" + inputs[0] + "\"");
+        break;
+      case ModuleKind::kProjector:
+        if (inputs.size() != 1) {
+          root.Error(where,
+                     "a projector needs exactly one input, has " + std::to_string(inputs.size()));
+        } else if (dim_of(inputs[0]) != m.in_dim) {
+          root.Error(where + ".in_dim", std::to_string(m.in_dim) + " does not match the " +
+                                            std::to_string(dim_of(inputs[0])) +
+                                            "-wide features of \"" + inputs[0] + "\"");
+        }
+        break;
+      case ModuleKind::kLlm:
+        for (const auto& in : inputs) {
+          if (dim_of(in) != m.width)
+            root.Error(where + ".width", std::to_string(m.width) + " does not match the " +
+                                             std::to_string(dim_of(in)) + "-wide tokens from \"" +
+                                             in + "\"");
+        }
+        break;
+      case ModuleKind::kLoss:
+        has_loss = true;
+        if (m.loss == LossKind::kContrastive) {
+          if (inputs.size() < 2) {
+            root.Error(where, "a contrastive loss needs at least two inputs, has " +
+                                  std::to_string(inputs.size()));
+          }
+          for (const auto& in : inputs) {
+            const ModuleSpec* p = spec.Find(in);
+            if (p && (p->pool == Pooling::kNone || p->kind == ModuleKind::kLlm))
+              root.Error(where, "contrastive input \"" + in + "\" must be pooled to one vector");
+            if (p && !inputs.empty() && dim_of(in) != dim_of(inputs[0])) {
+              root.Error(where, "contrastive inputs differ in width: \"" + inputs[0] + "\" has " +
+                                    std::to_string(dim_of(inputs[0])) + ", \"" + in + "\" has " +
+                                    std::to_string(dim_of(in)));
+            }
+          }
+        } else {
+          const ModuleSpec* p = inputs.size() == 1 ? spec.Find(inputs[0]) : nullptr;
+          if (!p || p->kind != ModuleKind::kLlm)
+            root.Error(where, "a next_token loss needs exactly one input, an llm");
+        }
+        break;
+    }
+    if (m.kind != ModuleKind::kLoss && spec.ConsumersOf(m.name).empty() &&
+        m.kind != ModuleKind::kLlm) {
+      root.Error(where, "\"" + m.name + "\" feeds nothing: no path to a loss");
+    }
+    if (m.kind == ModuleKind::kLlm) {
+      bool to_loss = false;
+      for (const auto& c : spec.ConsumersOf(m.name))
+        to_loss |= spec.Find(c)->is_loss();
+      if (!to_loss) root.Error(where, "llm \"" + m.name + "\" must feed a next_token loss");
+    }
+  }
+  if (!has_loss) root.Error("modules", "no loss module: nothing to train");
+}
+
+}  // namespace
+
+StatusOr<ModelSpec> ParseModelSpec(const Json& doc) {
+  ErrorList errors;
+  JsonReader r(doc, &errors);
+  ModelSpec spec;
+  if (!r.ExpectObject()) return errors.ToStatus();
+  if (r.Required("name", &spec.name) && spec.name.empty()) r.Error("name", "must not be empty");
+  r.Optional("description", &spec.description, "");
+  if (r.Required("batch_size", &spec.batch_size)) r.ExpectPositive("batch_size", spec.batch_size);
+  if (r.Optional("micro_batches", &spec.micro_batches, 1) &&
+      r.ExpectPositive("micro_batches", spec.micro_batches) && spec.batch_size > 0 &&
+      spec.batch_size % spec.micro_batches != 0) {
+    r.Error("micro_batches", std::to_string(spec.micro_batches) + " does not divide batch_size " +
+                                 std::to_string(spec.batch_size));
+  }
+  std::string precision;
+  if (r.Optional("precision", &precision, "bf16") &&
+      r.ExpectOneOf("precision", precision, {"fp32", "bf16", "fp16"})) {
+    spec.precision = precision == "fp32"   ? Precision::kFp32
+                     : precision == "fp16" ? Precision::kFp16
+                                           : Precision::kBf16;
+  }
+  size_t count = r.ForEach("modules", [&](JsonReader m) {
+    spec.modules.emplace_back();
+    ReadModule(m, spec.modules.back());
+  });
+  if (r.Has("modules") && r.node()["modules"].is_array() && count == 0)
+    r.Error("modules", "must list at least one module");
+  std::map<std::string, int> first_index;
+  for (size_t i = 0; i < spec.modules.size(); ++i) {
+    const std::string& name = spec.modules[i].name;
+    if (name.empty()) continue;
+    auto [it, fresh] = first_index.emplace(name, static_cast<int>(i));
+    if (!fresh) {
+      r.Error("modules[" + std::to_string(i) + "].name", "duplicate module name \"" + name +
+                                                             "\" (first at modules[" +
+                                                             std::to_string(it->second) + "])");
+    }
+  }
+  r.ForEach("edges", [&](JsonReader e) {
+    const Json& v = e.node();
+    if (!v.is_array() || v.size() != 2 || !v[0].is_string() || !v[1].is_string()) {
+      e.Error("expected [\"producer\", \"consumer\"], got " + Describe(v));
+      return;
+    }
+    spec.edges.emplace_back(v[0].get<std::string>(), v[1].get<std::string>());
+  });
+  r.RejectUnknownKeys(
+      {"name", "description", "batch_size", "micro_batches", "precision", "modules", "edges"});
+  if (errors.empty()) CheckGraph(r, spec);
+  if (!errors.empty()) return errors.ToStatus();
+  return spec;
+}
+
+StatusOr<ModelSpec> LoadModelSpec(const std::string& path) {
+  MOSAIC_ASSIGN_OR_RETURN(Json doc, LoadJsonFile(path));
+  StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+  if (!spec.ok()) return spec.status().WithPrefix(path);
+  return spec;
+}
+
+Json ToJson(const ModelSpec& spec) {
+  Json j;
+  j["name"] = spec.name;
+  if (!spec.description.empty()) j["description"] = spec.description;
+  j["batch_size"] = spec.batch_size;
+  j["micro_batches"] = spec.micro_batches;
+  j["precision"] = ToString(spec.precision);
+  Json mods = Json::array();
+  for (const ModuleSpec& m : spec.modules) {
+    Json o;
+    o["name"] = m.name;
+    o["kind"] = ToString(m.kind);
+    if (m.is_transformer()) {
+      o["width"] = m.width;
+      o["depth"] = m.depth;
+      o["heads"] = m.heads;
+      o["mlp_dim"] = m.mlp_dim;
+      if (m.kind != ModuleKind::kLlm) o["output_dim"] = m.output_dim;
+      if (m.kind == ModuleKind::kText) {
+        o["pool"] = m.pool == Pooling::kCls ? "last" : ToString(m.pool);
+      } else {
+        o["pool"] = ToString(m.pool);
+      }
+    }
+    switch (m.kind) {
+      case ModuleKind::kVit:
+        o["image_size"] = m.image_size;
+        o["patch_size"] = m.patch_size;
+        o["channels"] = m.channels;
+        break;
+      case ModuleKind::kText:
+        o["seq_len"] = m.seq_len;
+        o["vocab_size"] = m.vocab_size;
+        o["causal"] = m.causal;
+        break;
+      case ModuleKind::kLlm:
+        o["seq_len"] = m.seq_len;
+        o["vocab_size"] = m.vocab_size;
+        o["kv_heads"] = m.kv_heads;
+        o["rope_theta"] = m.rope_theta;
+        break;
+      case ModuleKind::kAudio:
+        o["n_mels"] = m.n_mels;
+        o["frames"] = m.frames;
+        break;
+      case ModuleKind::kProjector:
+        o["projector"] = ToString(m.projector);
+        o["in_dim"] = m.in_dim;
+        if (m.projector == ProjectorKind::kMlp2) o["hidden_dim"] = m.hidden_dim;
+        o["out_dim"] = m.out_dim;
+        break;
+      case ModuleKind::kLoss:
+        o["loss"] = ToString(m.loss);
+        break;
+    }
+    mods.push_back(o);
+  }
+  j["modules"] = mods;
+  Json edges = Json::array();
+  for (const auto& [from, to] : spec.edges)
+    edges.push_back(Json::array({from, to}));
+  j["edges"] = edges;
+  return j;
+}
+
+}  // namespace mosaic
