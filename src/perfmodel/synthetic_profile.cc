@@ -1,0 +1,113 @@
+// The synthetic scaling law; see synthetic_profile.h.
+#include "perfmodel/synthetic_profile.h"
+
+#include <algorithm>
+
+#include "core/cost.h"
+
+namespace mosaic {
+
+// Note [synthetic scaling law]
+// A task of F FLOPs moving B bytes over M tokens takes on s SMs
+//   t(s) = L + F / (eff(M) * P_sm * s) + B / (BW * min(1, s / s_bw))
+//   eff(M) = max_efficiency * M / (M + half_efficiency_tokens)
+// with P_sm the datasheet peak per SM, BW the DRAM bandwidth and L = kernels * launch
+// overhead. The three terms are what gpu-facts.md shows: a floor that no SM count removes
+// (kernel latency: 15 graph nodes per block and pass, about 2 ms for a 12-block text tower's
+// forward+backward), GEMM work that speeds up linearly with SMs at about a third of peak (ViT-B/16
+// bs128 reaches 33%), and memory traffic that speeds up only until about 48 SMs saturate HBM. Small
+// micro-batches reach a lower efficiency (ViT-B/16 bs8 scales 3.5x where bs32 scales 4x
+// over 16..132 SMs), which eff(M) captures. The terms add rather than overlap because a transformer
+// alternates compute-bound GEMMs and memory-bound elementwise kernels. With the defaults the law
+// lands within 6% rms (worst 12%) of the gpu-facts table (ViT-B/16 and text w512, bs8 and bs32);
+// docs/planning.md shows the comparison. Backward is twice the forward's FLOPs and traffic with
+// twice its kernels; the optimizer (fused AdamW) is memory-bound: 12 FLOPs and 28 bytes per
+// parameter (read weights, grads, two moments; write three), in a handful of kernels.
+
+TaskWork EstimateTaskWork(const ModelSpec& model, int module_index, TaskPhase phase, int samples,
+                          const SyntheticLaw& law) {
+  const ModuleSpec& m = model.modules[module_index];
+  const ModuleCost c = EstimateModuleCost(model, module_index, samples);
+  TaskWork w;
+  double tokens;
+  int fwd_kernels;
+  if (m.is_transformer()) {
+    tokens = double(samples) * m.sequence_tokens();
+    fwd_kernels = law.kernels_per_block_fwd * m.depth + 6;
+  } else {
+    tokens = c.parameters > 1 ? c.forward_flops.value() / (2 * c.parameters) : samples;
+    fwd_kernels = m.is_loss() ? 6 : 4;
+  }
+  w.tokens = std::max(1.0, tokens);
+  switch (phase) {
+    case TaskPhase::kForward:
+      w.flops = c.forward_flops;
+      w.bytes = c.forward_traffic;
+      w.activation_bytes = c.activation_bytes;
+      w.kernels = fwd_kernels;
+      break;
+    case TaskPhase::kBackward:
+      w.flops = c.forward_flops * 2.0;
+      w.bytes = c.forward_traffic * 2.0;
+      w.kernels = 2 * fwd_kernels;
+      break;
+    case TaskPhase::kOptimizer:
+      w.flops = Flops(12.0 * c.parameters);
+      w.bytes = Bytes(28.0 * c.parameters);
+      w.tokens = std::max(1.0, c.parameters / 4096);  // elementwise over all parameters
+      w.kernels = 4;
+      break;
+  }
+  return w;
+}
+
+TimeUs SyntheticTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
+                     TaskPhase phase, int samples, double sms, const SyntheticLaw& law) {
+  const TaskWork w = EstimateTaskWork(model, module_index, phase, samples, law);
+  const double total_sms = std::max(1, device.sm_count.value());
+  const bool low_precision = model.precision != Precision::kFp32;
+  const double peak = device.peak_flops(low_precision).value();
+  const double per_sm = peak > 0 ? peak / total_sms : 1e12;
+  const double bw = device.memory_bandwidth.value() > 0 ? device.memory_bandwidth.value() : 1e11;
+  const double eff = law.max_efficiency * w.tokens / (w.tokens + law.half_efficiency_tokens);
+  sms = std::max(sms, 1e-3);
+  const double bw_sms = std::min(law.bandwidth_sms, total_sms);
+  const double compute_s = w.flops.value() / (eff * per_sm * sms);
+  const double memory_s = w.bytes.value() / (bw * std::min(1.0, sms / bw_sms));
+  return TimeUs(w.kernels * device.launch_overhead.value() + 1e6 * (compute_s + memory_s));
+}
+
+Profile MakeSyntheticProfile(const ModelSpec& model, const DeviceSpec& device, int micro_batch_size,
+                             const SyntheticLaw& law) {
+  Profile p;
+  p.model = model.name;
+  p.device = device.name;
+  p.precision = ToString(model.precision);
+  p.micro_batch_size = micro_batch_size;
+  p.source = "synthetic";
+  std::vector<int> quotas;
+  for (int s = 1; s <= device.sm_count.value(); ++s)
+    if (device.IsValidQuota(SmCount(s)) || s == device.sm_count.value()) quotas.push_back(s);
+  for (int i = 0; i < static_cast<int>(model.modules.size()); ++i) {
+    const ModuleSpec& m = model.modules[i];
+    // A contrastive loss sees the whole batch (Note [task graph edges]).
+    const bool batch_level = m.is_loss() && m.loss == LossKind::kContrastive;
+    const int samples = batch_level ? model.batch_size : micro_batch_size;
+    for (TaskPhase ph : {TaskPhase::kForward, TaskPhase::kBackward, TaskPhase::kOptimizer}) {
+      if (ph == TaskPhase::kOptimizer && !m.has_parameters()) continue;
+      TaskWork w = EstimateTaskWork(model, i, ph, samples, law);
+      ProfileEntry e;
+      e.module = m.name;
+      e.phase = ph;
+      e.flops = w.flops;
+      e.bytes = w.bytes;
+      e.activation_bytes = w.activation_bytes;
+      for (int s : quotas)
+        e.points.push_back({SmCount(s), SyntheticTime(model, device, i, ph, samples, s, law)});
+      p.entries.push_back(std::move(e));
+    }
+  }
+  return p;
+}
+
+}  // namespace mosaic

@@ -1,0 +1,86 @@
+// Simulator: a deterministic discrete-event simulation of one training step under a plan, with
+// task speeds from the performance model re-evaluated whenever the set of running tasks
+// changes (Note [simulation and tie-breaking] in simulator.cc).
+//
+//   MOSAIC_ASSIGN_OR_RETURN(TaskGraph graph, BuildTaskGraph(model, plan));
+//   MOSAIC_ASSIGN_OR_RETURN(SimProgram program, CompilePlan(plan, graph));
+//   Simulator sim(graph, perf_model);
+//   MOSAIC_ASSIGN_OR_RETURN(SimResult r, sim.Run(program));
+//   r.step;  r.tasks[graph.Find("vision.fwd.0")].end;  r.utilization;
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/plan.h"
+#include "core/status.h"
+#include "core/task_graph.h"
+#include "core/units.h"
+#include "perfmodel/perf_model.h"
+
+namespace mosaic {
+
+// A plan compiled to task indices of a TaskGraph.
+struct SimPartition {
+  std::string id;
+  PartitionKind kind = PartitionKind::kShared;
+  int sms = 0;             // dedicated only
+  std::vector<int> tasks;  // task indices, run in order
+};
+struct SimPhase {
+  std::string name;
+  std::vector<SimPartition> partitions;
+};
+// A program may hold a subset of the graph's tasks (the planner simulates one phase at a time):
+// tasks it does not hold count as finished before it starts.
+struct SimProgram {
+  std::vector<SimPhase> phases;
+};
+
+// Maps task ids to indices; fails on unknown or repeated tasks and on phases whose shared
+// partitions would get no SMs. ValidatePlan checks the rest.
+StatusOr<SimProgram> CompilePlan(const Plan& plan, const TaskGraph& graph,
+                                 const DeviceSpec& device);
+
+struct TaskTiming {
+  int phase = -1;  // -1: not in the program
+  int partition = -1;
+  TimeUs start{0};
+  TimeUs end{0};
+  double sms = 0;  // SMs it ran on (time-weighted average for a shared task)
+};
+
+struct SimResult {
+  std::vector<TaskTiming> tasks;          // indexed by task index
+  std::vector<std::vector<TimeUs>> busy;  // [phase][partition]: time running a task
+  std::vector<TimeUs> phase_end;          // when each phase's last task ended
+  TimeUs step{0};                         // end of the last phase
+  double utilization = 0;                 // SM-time kept busy / (SMs * step), Note [simulation ...]
+  Bytes peak_activation{0};               // activations held between forward and backward, at most
+  int64_t events = 0;                     // task starts + task ends
+};
+
+struct SimOptions {
+  bool record_tasks = true;  // false: only step, utilization, memory (faster for search)
+  // Stop early (result.step = +inf) once simulated time exceeds this; the planner's pruning.
+  double stop_after_us = 0;  // 0: never
+};
+
+class Simulator {
+ public:
+  Simulator(const TaskGraph& graph, const PerfModel& model) : graph_(graph), model_(model) {}
+  // Fails (FailedPrecondition) on a deadlock: an order that contradicts a dependency.
+  StatusOr<SimResult> Run(const SimProgram& program, const SimOptions& options = {});
+
+ private:
+  const TaskGraph& graph_;
+  const PerfModel& model_;
+  // Scratch reused between runs.
+  std::vector<int> preds_, kind_, fwd_of_;
+  std::vector<char> in_program_;
+  std::vector<RunningTask> run_;
+  std::vector<TaskRate> rate_;
+};
+
+}  // namespace mosaic
