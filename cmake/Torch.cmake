@@ -15,3 +15,23 @@ if(NOT Torch_FOUND)
   find_package(Torch REQUIRED)
 endif()
 message(STATUS "Mosaic: libtorch ${Torch_VERSION} from ${Torch_DIR}")
+
+# One precompiled <torch/torch.h> shared by every torch target (libraries, tests, benchmarks):
+# torch.h alone takes ~15 s to parse per translation unit, more than most of our code.
+# A torch target calls mosaic_torch_target(<target>) after creating it. GCC uses the PCH only
+# when the flags match (same build type, ABI and standard); otherwise -Winvalid-pch says so
+# and the header is parsed normally, so a mismatch is slow, never wrong.
+if(NOT TARGET mosaic_torch_pch)
+  set(_pch_src "${CMAKE_CURRENT_BINARY_DIR}/mosaic_torch_pch.cc")
+  if(NOT EXISTS "${_pch_src}")
+    file(WRITE "${_pch_src}" "// Owner of the shared <torch/torch.h> precompiled header.\n")
+  endif()
+  add_library(mosaic_torch_pch STATIC "${_pch_src}")
+  target_link_libraries(mosaic_torch_pch PUBLIC ${TORCH_LIBRARIES})
+  target_precompile_headers(mosaic_torch_pch PRIVATE <torch/torch.h>)
+endif()
+
+function(mosaic_torch_target target)
+  target_precompile_headers(${target} REUSE_FROM mosaic_torch_pch)
+  target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+endfunction()

@@ -3,11 +3,13 @@
 // no biases, a final RMSNorm and an untied LM head.
 //
 //   CausalLm llm(spec);                          // spec.kind == ModuleKind::kLlm
-//   torch::Tensor logits = llm(prefix, tokens);  // (B, P, C) + (B, T) -> (B, P + T, vocab)
+//   torch::Tensor logits = llm(prefix, tokens);  // (B, P, C) + (B, T) -> (B, T, vocab)
 //
 // `prefix` holds embeddings that come before the text (projected image/audio tokens), already
-// of the LLM's width; undefined or P = 0 for a text-only LM. NextTokenLoss (losses.h) scores
-// the text positions only.
+// of the LLM's width; undefined or P = 0 for a text-only LM. The whole P + T sequence goes
+// through the blocks, but the LM head runs on the T text positions only (logits[:, t] predicts
+// text token t + 1): the prefix is never a target, and the head, the largest GEMM of a small
+// LLM, is not spent on it (core/cost.h counts it the same way).
 #pragma once
 
 #include <torch/torch.h>
@@ -20,7 +22,8 @@ namespace mosaic::models {
 class CausalLmImpl : public torch::nn::Module {
  public:
   explicit CausalLmImpl(const ModuleSpec& spec);
-  // prefix (B, P, width) or undefined, tokens (B, T) int64 -> logits (B, P + T, vocab_size).
+  // prefix (B, P, width) or undefined, tokens (B, T) int64 -> logits (B, T, vocab_size) at the
+  // text positions.
   torch::Tensor forward(const torch::Tensor& prefix, const torch::Tensor& tokens);
 
   const ModuleSpec& spec() const { return spec_; }

@@ -3,7 +3,7 @@
 //
 //   ContrastiveLoss clip(spec);                  // spec.loss == LossKind::kContrastive
 //   torch::Tensor loss = clip({image_features, text_features});   // each (B, D) -> ()
-//   torch::Tensor lm = NextTokenLoss(logits, tokens, mask);        // (B, P+T, V), (B, T) -> ()
+//   torch::Tensor lm = NextTokenLoss(logits, tokens, mask);        // (B, T, V), (B, T) -> ()
 #pragma once
 
 #include <torch/torch.h>
@@ -32,9 +32,9 @@ class ContrastiveLossImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ContrastiveLoss);
 
-// Mean cross-entropy of predicting text token t from position P + t - 1, for the text tokens
-// t = 0..T-1 that have a previous position (t >= 1 when P = 0) and are real (mask true).
-// logits (B, P + T, V) any float dtype (computed in fp32), tokens (B, T) int64,
+// Mean cross-entropy of predicting text token t + 1 from logits[:, t] (CausalLm's output at the
+// text positions), over t = 0..T-2 where token t + 1 is real (mask true).
+// logits (B, T, V) any float dtype (computed in fp32), tokens (B, T) int64,
 // mask (B, T) bool or undefined (all real) -> () fp32.
 torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& tokens,
                             const torch::Tensor& mask = {});

@@ -22,10 +22,13 @@
 //   text       {tokens (B, T) int64, mask (B, T) bool|undef} -> (B, D) or (B, T, D)
 //   audio      {mels (B, n_mels, F)}                       -> (B, D) or (B, F', D)
 //   projector  {x (B, N, in_dim) or (B, in_dim)}           -> same with out_dim
-//   llm        {prefix_1 .. prefix_k (B, N_i, width), tokens (B, T)} -> logits (B, sum N_i + T, V)
-//              (k >= 0; prefixes are concatenated along tokens in edge order)
+//   llm        {prefix_1 .. prefix_k (B, N_i, width), tokens (B, T)} -> logits (B, T, V)
+//              (k >= 0; prefixes are concatenated along tokens in edge order; logits at the
+//              text positions only, see llm.h)
 //   loss contrastive {features_1 .. features_k (B, D)}     -> () fp32
-//   loss next_token  {logits (B, P + T, V), tokens (B, T), mask (B, T) bool|undef} -> () fp32
+//   loss next_token  {logits (B, T, V), tokens (B, T), mask (B, T) bool|undef} -> () fp32
+// Encoders read the batch field of their kind, unless batch.inputs holds a tensor under their
+// module name (several encoders of one kind with different shapes: ImageBind's depth/thermal).
 #pragma once
 
 #include <torch/torch.h>
@@ -47,6 +50,8 @@ struct Batch {
   torch::Tensor tokens;      // (B, T) int64, right-padded
   torch::Tensor token_mask;  // (B, T) bool, true at real tokens; undefined: all real
   torch::Tensor audio;       // (B, n_mels, frames) float log-mel
+  // Per-module inputs by module name, overriding the field of the module's kind.
+  std::map<std::string, torch::Tensor> inputs;
 
   int64_t size() const;  // B, from the first defined tensor (0 if none)
   Batch To(torch::Device device) const;

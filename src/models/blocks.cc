@@ -1,0 +1,240 @@
+#include "models/blocks.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+
+namespace mosaic::models {
+
+namespace {
+
+// Under autocast, ops outside autocast's lists (like _addmm_activation) see the raw dtypes:
+// cast activations and weights ourselves so they meet in the autocast dtype.
+torch::Tensor AutocastArg(const torch::Tensor& t) {
+  const auto device = t.device().type();
+  if (!t.defined() || !at::autocast::is_autocast_available(device) ||
+      !at::autocast::is_autocast_enabled(device) || !t.is_floating_point())
+    return t;
+  return at::autocast::cached_cast(at::autocast::get_autocast_dtype(device), t, device);
+}
+
+// gelu_tanh(x W^T + b) with the bias+GELU in the GEMM epilogue on CUDA; on the CPU ATen's
+// _addmm_activation uses the exact GELU, so there it is addmm + in-place gelu(tanh).
+torch::Tensor FusedAddmmGelu(const torch::Tensor& x2d, const torch::Tensor& w,
+                             const torch::Tensor& b) {
+  if (x2d.is_cuda()) return at::_addmm_activation(b, x2d, w.t(), 1, 1, /*use_gelu=*/true);
+  torch::Tensor z = at::addmm(b, x2d, w.t());
+  return at::gelu_(z, "tanh");
+}
+
+// Fused forward; the backward recomputes the pre-activation (Note [bias+GELU epilogue]).
+class FusedLinearGeluFunction : public torch::autograd::Function<FusedLinearGeluFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x2d,
+                               const torch::Tensor& w, const torch::Tensor& b) {
+    ctx->save_for_backward({x2d, w, b});
+    return FusedAddmmGelu(x2d, w, b);  // (N, out)
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];                                      // (N, in)
+    const torch::Tensor& w = saved[1];                                      // (out, in)
+    const torch::Tensor& b = saved[2];                                      // (out)
+    torch::Tensor z = at::addmm(b, x, w.t());                               // (N, out)
+    torch::Tensor gz = at::gelu_backward(grad[0].contiguous(), z, "tanh");  // (N, out)
+    return {gz.mm(w), gz.t().mm(x), gz.sum(0)};
+  }
+};
+
+}  // namespace
+
+torch::Tensor LinearGelu(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, GeluEpilogue epilogue) {
+  TORCH_CHECK(bias.defined(), "LinearGelu needs a bias");
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
+  if (epilogue == GeluEpilogue::kUnfused || (epilogue == GeluEpilogue::kAuto && grad)) {
+    return at::gelu(at::linear(x, weight, bias), "tanh");
+  }
+  torch::Tensor xc = AutocastArg(x), wc = AutocastArg(weight), bc = AutocastArg(bias);
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = weight.size(0);
+  torch::Tensor x2d = xc.reshape({-1, xc.size(-1)});  // (N, in)
+  torch::Tensor y =
+      grad ? FusedLinearGeluFunction::apply(x2d, wc, bc) : FusedAddmmGelu(x2d, wc, bc);
+  return y.view(out_shape);  // (..., out)
+}
+
+std::pair<torch::Tensor, torch::Tensor> RotaryCosSin(int64_t seq_len, int64_t head_dim,
+                                                     double theta, torch::Device device) {
+  TORCH_CHECK(head_dim % 2 == 0, "rotary head_dim must be even, got ", head_dim);
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  // inv_freq_i = theta^(-2i / head_dim), i < head_dim / 2
+  torch::Tensor inv_freq =
+      torch::pow(theta, -torch::arange(0, head_dim, 2, f32.dtype(torch::kDouble)) / head_dim)
+          .to(torch::kFloat);                            // (hd/2)
+  torch::Tensor pos = torch::arange(seq_len, f32);       // (T)
+  torch::Tensor angles = torch::outer(pos, inv_freq);    // (T, hd/2)
+  torch::Tensor emb = torch::cat({angles, angles}, -1);  // (T, hd)
+  return {emb.cos(), emb.sin()};
+}
+
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
+                          const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  torch::Tensor rotated = torch::cat({-x2, x1}, -1);  // rotate_half: (B, H, T, hd)
+  torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  return x * c + rotated * s;
+}
+
+torch::Tensor SinusoidalPositions(int64_t seq_len, int64_t width, torch::Device device) {
+  TORCH_CHECK(width % 2 == 0, "sinusoidal width must be even, got ", width);
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
+  const int64_t half = width / 2;
+  // Whisper: timescales 10000^(-i / (half - 1)), [sin | cos].
+  torch::Tensor inv = torch::exp(-std::log(10000.0) / std::max<int64_t>(half - 1, 1) *
+                                 torch::arange(half, f32));               // (half)
+  torch::Tensor angles = torch::outer(torch::arange(seq_len, f32), inv);  // (T, half)
+  return torch::cat({angles.sin(), angles.cos()}, 1);                     // (T, width)
+}
+
+SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& o) : options_(o) {
+  if (options_.kv_heads() == 0) options_.kv_heads(options_.heads());
+  TORCH_CHECK(o.width() % o.heads() == 0, "heads ", o.heads(), " must divide width ", o.width());
+  TORCH_CHECK(o.heads() % options_.kv_heads() == 0, "kv_heads ", options_.kv_heads(),
+              " must divide heads ", o.heads());
+  const int64_t head_dim = o.width() / o.heads();
+  const int64_t qkv_out = (o.heads() + 2 * options_.kv_heads()) * head_dim;
+  qkv = register_module(
+      "qkv", torch::nn::Linear(torch::nn::LinearOptions(o.width(), qkv_out).bias(o.bias())));
+  out = register_module(
+      "out", torch::nn::Linear(torch::nn::LinearOptions(o.width(), o.width()).bias(o.bias())));
+}
+
+torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  const int64_t H = options_.heads(), KV = options_.kv_heads(), hd = C / H;
+  torch::Tensor qkv_out = qkv(x);  // (B, T, (H + 2 KV) hd)
+  torch::Tensor q =
+      qkv_out.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);  // (B, H, T, hd)
+  torch::Tensor k =
+      qkv_out.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);  // (B, KV, T, hd)
+  torch::Tensor v = qkv_out.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
+  if (options_.rope_theta() > 0) {
+    auto [cos, sin] = RotaryCosSin(T, hd, options_.rope_theta(), x.device());  // (T, hd)
+    q = ApplyRotary(q, cos, sin);
+    k = ApplyRotary(k, cos, sin);
+  }
+  std::optional<torch::Tensor> mask;
+  bool is_causal = options_.causal();
+  if (key_mask.defined()) {
+    torch::Tensor m = key_mask.to(torch::kBool).view({B, 1, 1, T});  // (B, 1, 1, T): keys
+    if (is_causal) {
+      m = m & torch::ones({T, T}, m.options()).tril();  // (B, 1, T, T)
+      is_causal = false;
+    }
+    mask = m;
+  }
+  torch::Tensor y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal, std::nullopt,
+                                                     /*enable_gqa=*/KV != H);  // (B, H, T, hd)
+  return out(y.transpose(1, 2).reshape({B, T, C}));                            // (B, T, C)
+}
+
+GeluMlpImpl::GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue e) : epilogue(e) {
+  fc1 = register_module("fc1", torch::nn::Linear(width, hidden));
+  fc2 = register_module("fc2", torch::nn::Linear(hidden, width));
+}
+
+torch::Tensor GeluMlpImpl::forward(const torch::Tensor& x) {
+  torch::Tensor h = LinearGelu(x, fc1->weight, fc1->bias, epilogue);  // (..., hidden)
+  return fc2(h);                                                      // (..., C)
+}
+
+SwiGluMlpImpl::SwiGluMlpImpl(int64_t width, int64_t hidden) {
+  gate_up = register_module(
+      "gate_up", torch::nn::Linear(torch::nn::LinearOptions(width, 2 * hidden).bias(false)));
+  down = register_module("down",
+                         torch::nn::Linear(torch::nn::LinearOptions(hidden, width).bias(false)));
+}
+
+torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
+  torch::Tensor gu = gate_up(x);                    // (..., 2 hidden)
+  auto halves = gu.chunk(2, -1);                    // gate, up: (..., hidden)
+  return down(torch::silu(halves[0]) * halves[1]);  // (..., C)
+}
+
+RmsNormImpl::RmsNormImpl(int64_t width, double e) : eps(e) {
+  weight = register_parameter("weight", torch::ones({width}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  torch::Tensor xf = x.to(torch::kFloat);  // (..., C)
+  torch::Tensor y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (y * weight).to(x.scalar_type());
+}
+
+TransformerBlockImpl::TransformerBlockImpl(const BlockOptions& o) : options_(o) {
+  const int64_t mlp_dim = o.mlp_dim() > 0 ? o.mlp_dim() : 4 * o.width();
+  if (o.norm() == NormKind::kLayerNorm) {
+    ln1 = register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()})));
+    ln2 = register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()})));
+  } else {
+    rms1 = register_module("rms1", RmsNorm(o.width()));
+    rms2 = register_module("rms2", RmsNorm(o.width()));
+  }
+  attn = register_module("attn", SelfAttention(AttentionOptions(o.width(), o.heads())
+                                                   .kv_heads(o.kv_heads())
+                                                   .causal(o.causal())
+                                                   .bias(o.bias())
+                                                   .rope_theta(o.rope_theta())));
+  if (o.mlp() == MlpKind::kGelu) {
+    gelu_mlp = register_module("mlp", GeluMlp(o.width(), mlp_dim, o.epilogue()));
+  } else {
+    swiglu_mlp = register_module("mlp", SwiGluMlp(o.width(), mlp_dim));
+  }
+}
+
+torch::Tensor TransformerBlockImpl::Norm1(const torch::Tensor& x) {
+  return ln1 ? ln1(x) : rms1(x);
+}
+torch::Tensor TransformerBlockImpl::Norm2(const torch::Tensor& x) {
+  return ln2 ? ln2(x) : rms2(x);
+}
+
+torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
+  torch::Tensor h = x + attn(Norm1(x), key_mask);  // (B, T, C)
+  torch::Tensor n = Norm2(h);
+  return h + (gelu_mlp ? gelu_mlp(n) : swiglu_mlp(n));  // (B, T, C)
+}
+
+TransformerStackImpl::TransformerStackImpl(const BlockOptions& options, int64_t depth) {
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < depth; ++i)
+    blocks->push_back(TransformerBlock(options));
+}
+
+torch::Tensor TransformerStackImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
+  torch::Tensor h = x;
+  for (const auto& block : *blocks)
+    h = block->as<TransformerBlockImpl>()->forward(h, key_mask);
+  return h;
+}
+
+void InitTransformerWeights(torch::nn::Module& module, double std) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/true)) {
+    if (auto* linear = m->as<torch::nn::LinearImpl>()) {
+      linear->weight.normal_(0.0, std);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = m->as<torch::nn::EmbeddingImpl>()) {
+      embedding->weight.normal_(0.0, std);
+    } else if (auto* ln = m->as<torch::nn::LayerNormImpl>()) {
+      ln->weight.fill_(1.0);
+      ln->bias.zero_();
+    }
+  }
+}
+
+}  // namespace mosaic::models
