@@ -170,7 +170,7 @@ RmsNormImpl::RmsNormImpl(int64_t width, double e) : eps(e) {
 }
 
 torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
-  torch::Tensor xf = x.to(torch::kFloat);  // (..., C)
+  torch::Tensor xf = AtLeastFp32(x);  // (..., C)
   torch::Tensor y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * weight).to(x.scalar_type());
 }

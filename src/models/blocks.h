@@ -152,6 +152,11 @@ class TransformerStackImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TransformerStack);
 
+// x in fp32, or in fp64 when it already is (so double-precision gradient checks stay exact).
+inline torch::Tensor AtLeastFp32(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kDouble ? x : x.to(torch::kFloat);
+}
+
 // Initializes Linear/Embedding weights N(0, std) and biases 0 (LayerNorm: 1 and 0) for every
 // submodule of `module`; the architectures call it once at construction.
 void InitTransformerWeights(torch::nn::Module& module, double std = 0.02);

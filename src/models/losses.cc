@@ -1,5 +1,7 @@
 #include "models/losses.h"
 
+#include "models/blocks.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
@@ -35,9 +37,9 @@ torch::Tensor ClipLoss(const torch::Tensor& a, const torch::Tensor& b, const tor
   TORCH_CHECK(a.dim() == 2 && a.sizes() == b.sizes(),
               "contrastive inputs must both be (B, D), got ", a.sizes(), " and ", b.sizes());
   namespace F = torch::nn::functional;
-  torch::Tensor an = F::normalize(a.to(torch::kFloat), F::NormalizeFuncOptions().dim(1));  // (B, D)
-  torch::Tensor bn = F::normalize(b.to(torch::kFloat), F::NormalizeFuncOptions().dim(1));  // (B, D)
-  torch::Tensor logits = scale * an.mm(bn.t());                                            // (B, B)
+  torch::Tensor an = F::normalize(AtLeastFp32(a), F::NormalizeFuncOptions().dim(1));  // (B, D)
+  torch::Tensor bn = F::normalize(AtLeastFp32(b), F::NormalizeFuncOptions().dim(1));  // (B, D)
+  torch::Tensor logits = scale * an.mm(bn.t());                                       // (B, B)
   torch::Tensor labels = torch::arange(a.size(0), a.options().dtype(torch::kLong));
   return (F::cross_entropy(logits, labels) + F::cross_entropy(logits.t(), labels)) / 2;
 }
@@ -69,9 +71,8 @@ torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& to
               " and ", tokens.sizes());
   const int64_t T = tokens.size(1), V = logits.size(2);
   TORCH_CHECK(T >= 2, "next-token loss needs at least 2 text tokens, got ", T);
-  torch::Tensor pred =
-      logits.narrow(1, 0, T - 1).to(torch::kFloat).reshape({-1, V});  // (B(T-1), V)
-  torch::Tensor target = tokens.narrow(1, 1, T - 1).reshape({-1});    // (B(T-1))
+  torch::Tensor pred = AtLeastFp32(logits.narrow(1, 0, T - 1)).reshape({-1, V});  // (B(T-1), V)
+  torch::Tensor target = tokens.narrow(1, 1, T - 1).reshape({-1});                // (B(T-1))
   namespace F = torch::nn::functional;
   if (!mask.defined()) return F::cross_entropy(pred, target);
   // Padded targets are set to ignore_index.
