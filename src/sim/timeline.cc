@@ -165,7 +165,7 @@ double TickStep(double span, int target) {
 }  // namespace
 
 std::string RenderGanttSvg(const Timeline& tl) {
-  const double label_w = 210, right = 30, top = 58, lane_h = 30, lane_gap = 8, phase_gap = 14;
+  const double label_w = 210, right = 30, top = 74, lane_h = 30, lane_gap = 8, phase_gap = 14;
   const double plot_w = 1000;
   const double width = label_w + plot_w + right;
   double span = tl.step_us;
@@ -229,8 +229,8 @@ std::string RenderGanttSvg(const Timeline& tl) {
     double x0 = X(phase_start), x1 = X(tl.phase_end_us[i]);
     if (tl.phase_names.size() > 1) {
       o << "<text x=\"" << (x0 + x1) / 2 << "\" y=\"" << top - 8
-        << "\" font-size=\"11\" text-anchor=\"middle\" fill=\"#777\">" << Escape(tl.phase_names[i])
-        << "</text>\n";
+        << "\" font-size=\"12\" text-anchor=\"middle\" fill=\"#555\" font-style=\"italic\">"
+        << Escape(tl.phase_names[i]) << "</text>\n";
       if (i + 1 < tl.phase_names.size())
         o << "<line x1=\"" << x1 << "\" y1=\"" << top - 4 << "\" x2=\"" << x1 << "\" y2=\""
           << plot_bottom << "\" stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n";

@@ -1,0 +1,72 @@
+// Loading a plan with its model, device and profile, validating it and simulating it: shared by
+// `mosaic simulate` and `mosaic show`.
+//
+//   MOSAIC_ASSIGN_OR_RETURN(PlanSimulation s, SimulatePlanFile("plan.json", flags));
+//   s.result.step;  MakeTimeline(s.result, s.program, s.graph, s.inputs.model, "title");
+#pragma once
+
+#include <string>
+
+#include "cli/planning_inputs.h"
+#include "core/file_io.h"
+#include "core/plan.h"
+#include "perfmodel/perf_model.h"
+#include "sim/simulator.h"
+#include "sim/timeline.h"
+
+namespace mosaic::cli {
+
+struct PlanSimulation {
+  PlanningInputs inputs;
+  Plan plan;
+  TaskGraph graph;
+  SimProgram program;
+  SimResult result;
+};
+
+// Model and device default to the plan's own names, looked up under flags.configs.
+inline StatusOr<PlanSimulation> SimulatePlanFile(const std::string& path, PlanningFlags flags) {
+  PlanSimulation s;
+  MOSAIC_ASSIGN_OR_RETURN(s.plan, LoadPlan(path));
+  if (flags.model.empty()) flags.model = s.plan.model;
+  if (flags.device.empty()) flags.device = s.plan.device;
+  MOSAIC_ASSIGN_OR_RETURN(s.inputs, LoadPlanningInputs(flags));
+  MOSAIC_RETURN_IF_ERROR(ValidatePlan(s.plan, s.inputs.model, s.inputs.device).WithPrefix(path));
+  MOSAIC_ASSIGN_OR_RETURN(s.graph, BuildTaskGraph(s.inputs.model, s.plan));
+  MOSAIC_ASSIGN_OR_RETURN(s.program, CompilePlan(s.plan, s.graph, s.inputs.device));
+  PerfModelOptions options;
+  options.world_size = flags.world_size;
+  MOSAIC_ASSIGN_OR_RETURN(
+      PerfModel pm, PerfModel::Build(s.inputs.model, s.inputs.device, s.inputs.profile,
+                                     s.inputs.model.batch_size / s.plan.micro_batches, options));
+  Simulator sim(s.graph, pm);
+  MOSAIC_ASSIGN_OR_RETURN(s.result, sim.Run(s.program));
+  return s;
+}
+
+inline Json SimulationToJson(const PlanSimulation& s) {
+  Json doc;
+  doc["plan"] = s.plan.name;
+  doc["model"] = s.inputs.model.name;
+  doc["device"] = s.inputs.device.name;
+  doc["profile"] = s.inputs.profile_from;
+  doc["step_us"] = s.result.step.value();
+  doc["utilization"] = s.result.utilization;
+  doc["peak_activation_bytes"] = s.result.peak_activation.value();
+  doc["events"] = s.result.events;
+  Json tasks = Json::array();
+  for (const Task& t : s.graph.tasks()) {
+    const TaskTiming& tt = s.result.tasks[t.index];
+    const SimPartition& p = s.program.phases[tt.phase].partitions[tt.partition];
+    tasks.push_back({{"task", t.id.ToString()},
+                     {"phase", s.program.phases[tt.phase].name},
+                     {"partition", p.id},
+                     {"start_us", tt.start.value()},
+                     {"end_us", tt.end.value()},
+                     {"sms", tt.sms}});
+  }
+  doc["tasks"] = tasks;
+  return doc;
+}
+
+}  // namespace mosaic::cli
