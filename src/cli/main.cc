@@ -4,6 +4,7 @@
 //   mosaic plan --model clip-b16 --device h100-sxm -o plan.json
 //   mosaic train --model clip-tiny
 #include <iostream>
+#include <list>
 
 #include <CLI/CLI.hpp>
 
@@ -12,11 +13,15 @@
 namespace mosaic::cli {
 
 namespace {
-CommandFn* chosen = nullptr;
+std::list<CommandFn>& Commands() {  // stable addresses, destroyed at exit
+  static std::list<CommandFn> commands;
+  return commands;
 }
+const CommandFn* chosen = nullptr;
+}  // namespace
 
 void SetCommand(CLI::App* sub, CommandFn fn) {
-  auto* holder = new CommandFn(std::move(fn));  // lives for the process
+  const CommandFn* holder = &Commands().emplace_back(std::move(fn));
   sub->callback([holder] { chosen = holder; });
 }
 

@@ -38,6 +38,12 @@ StatusOr<Json> ParseJson(const std::string& text, const std::string& source) {
     if (pos != std::string::npos) what = what.substr(pos);
     return InvalidArgument(source + ": line " + std::to_string(line) + ", column " +
                            std::to_string(col) + ": invalid JSON (" + what + ")");
+  } catch (const nlohmann::json::exception& e) {
+    // Lexically valid but unrepresentable, e.g. a number overflowing a double (1e999).
+    std::string what = e.what();
+    auto pos = what.find("] ");
+    if (pos != std::string::npos) what = what.substr(pos + 2);
+    return InvalidArgument(source + ": invalid JSON (" + what + ")");
   }
 }
 

@@ -47,6 +47,7 @@ class JsonReader {
   const Json& node() const { return node_; }
   const std::string& path() const { return path_; }
   bool is_object() const { return node_.is_object(); }
+  size_t errors_count() const { return errors_->size(); }
   bool Has(const std::string& key) const { return node_.is_object() && node_.contains(key); }
 
   // Path of a member or element: "modules[2]" + "heads" -> "modules[2].heads".

@@ -296,6 +296,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
 // Cross-module checks: edges name modules, no cycles, dimensions agree along edges, every
 // module's output reaches a loss.
 void CheckGraph(const JsonReader& root, const ModelSpec& spec) {
+  const size_t errors_before = root.errors_count();
   const size_t n = spec.modules.size();
   std::vector<std::vector<int>> out(n);
   std::set<std::pair<std::string, std::string>> seen;
@@ -313,6 +314,7 @@ void CheckGraph(const JsonReader& root, const ModelSpec& spec) {
       root.Error(where, "loss module \"" + from + "\" cannot feed another module");
     out[a].push_back(b);
   }
+  if (root.errors_count() != errors_before) return;  // later checks assume sound edges
 
   // Cycle detection by DFS colors; report the cycle's path.
   std::vector<int> color(n, 0), parent(n, -1);
@@ -410,8 +412,10 @@ void CheckGraph(const JsonReader& root, const ModelSpec& spec) {
     }
     if (m.kind == ModuleKind::kLlm) {
       bool to_loss = false;
-      for (const auto& c : spec.ConsumersOf(m.name))
-        to_loss |= spec.Find(c)->is_loss();
+      for (const auto& c : spec.ConsumersOf(m.name)) {
+        const ModuleSpec* consumer = spec.Find(c);
+        to_loss |= consumer && consumer->is_loss();
+      }
       if (!to_loss) root.Error(where, "llm \"" + m.name + "\" must feed a next_token loss");
     }
   }
