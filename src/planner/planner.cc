@@ -234,11 +234,40 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
       g.dedicated = true;
       int pool_left_needed = shared_groups > 1 ? 1 : 0;
       int avail = free - pool_left_needed;
-      for (int take : {1, avail / 2, avail - 0}) {
-        if (take < 1 || take > avail) continue;
+      for (int take = 1; take <= avail; ++take) {
         PhaseLayout t = l;
         t.groups[i].granules = take;
-        push(std::move(t));
+        push(t);
+        if (remainder_exists && remainder_holder < 0) {
+          t.groups[i].remainder = true;
+          push(std::move(t));
+        }
+      }
+    }
+  }
+  // Swap kinds: a dedicated partition's SMs go to a shared one, which becomes dedicated.
+  for (int i = 0; i < G; ++i) {
+    if (!base.groups[i].dedicated) continue;
+    for (int j = 0; j < G; ++j) {
+      if (base.groups[j].dedicated) continue;
+      PhaseLayout l = base;
+      std::swap(l.groups[i].dedicated, l.groups[j].dedicated);
+      std::swap(l.groups[i].granules, l.groups[j].granules);
+      std::swap(l.groups[i].remainder, l.groups[j].remainder);
+      push(std::move(l));
+    }
+  }
+  // Re-split two dedicated partitions' granules every possible way.
+  for (int i = 0; i < G; ++i) {
+    for (int j = i + 1; j < G; ++j) {
+      if (!base.groups[i].dedicated || !base.groups[j].dedicated) continue;
+      const int total = base.groups[i].granules + base.groups[j].granules;
+      for (int q = 0; q <= total; ++q) {
+        if (q == base.groups[i].granules) continue;
+        PhaseLayout l = base;
+        l.groups[i].granules = q;
+        l.groups[j].granules = total - q;
+        push(std::move(l));
       }
     }
   }

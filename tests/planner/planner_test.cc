@@ -1,0 +1,226 @@
+// Planner tests: never worse than the temporal and all-shared baselines, equal to the
+// exhaustive oracle on small cases, valid plans whose re-simulation matches the prediction,
+// and clear errors for budgets that cannot fit.
+#include <gtest/gtest.h>
+
+#include "../sim/toy_step.h"
+#include "core/plan.h"
+#include "perfmodel/synthetic_profile.h"
+#include "planner/planner.h"
+#include "sim/simulator.h"
+
+namespace mosaic {
+namespace {
+
+using testing::ToyDevice;
+using testing::ToyModel;
+using testing::ToyProfile;
+using testing::ToyTask;
+
+struct Zoo {
+  ModelSpec model;
+  DeviceSpec device;
+  Profile profile;
+};
+
+Zoo LoadZoo(const std::string& model, const std::string& device = "h100-sxm") {
+  Zoo z;
+  const std::string root = MOSAIC_SOURCE_DIR;
+  z.model = *LoadModelSpec(root + "/configs/models/" + model + ".json");
+  z.device = *LoadDeviceSpec(root + "/configs/devices/" + device + ".json");
+  z.profile = MakeSyntheticProfile(z.model, z.device, z.model.micro_batch_size());
+  return z;
+}
+
+// Re-simulates a plan the way `mosaic simulate` does, from the plan alone.
+double Resimulate(const Plan& plan, const Zoo& z, const PlannerOptions& options) {
+  EXPECT_TRUE(ValidatePlan(plan, z.model, z.device).ok()) << ValidatePlan(plan, z.model, z.device);
+  TaskGraph g = *BuildTaskGraph(z.model, plan);
+  SimProgram prog = *CompilePlan(plan, g, z.device);
+  PerfModelOptions o = options.perf;
+  o.contention =
+      PerfModel::FitContention(z.model, z.device, z.profile, o.default_contention).value();
+  PerfModel pm =
+      *PerfModel::Build(z.model, z.device, z.profile, z.model.batch_size / plan.micro_batches, o);
+  Simulator sim(g, pm);
+  return sim.Run(prog)->step.value();
+}
+
+class ZooPlans : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ZooPlans, NeverWorseThanTemporalOrAllSharedAndValid) {
+  Zoo z = LoadZoo(GetParam());
+  PlannerOptions options;
+  StatusOr<PlanReport> r = PlanStep(z.model, z.device, z.profile, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_FALSE(r->plans.empty());
+  EXPECT_LE(r->plans.size(), 5u);
+  EXPECT_LE(r->plans[0].step_us, r->temporal_us);
+  EXPECT_LE(r->plans[0].step_us, r->all_shared_us);
+  for (size_t i = 1; i < r->plans.size(); ++i)
+    EXPECT_LE(r->plans[i - 1].step_us, r->plans[i].step_us);
+  for (const RankedPlan& rp : r->plans) {
+    EXPECT_DOUBLE_EQ(Resimulate(rp.plan, z, options), rp.step_us) << rp.strategy;
+    ASSERT_TRUE(rp.plan.predicted_step.has_value());
+    EXPECT_DOUBLE_EQ(rp.plan.predicted_step->value(), rp.step_us);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, ZooPlans,
+                         ::testing::Values("clip-tiny", "clip-b16", "clip-l14", "llava-small",
+                                           "omni-small", "imagebind-like"));
+
+TEST(Planner, TemporalBaselineIsOneStreamInOrder) {
+  // Toy: a single stream runs tasks back to back at full speed: 100+200+10+50+100+10.
+  ModelSpec m = ToyModel({"a", "b"}, {{"a", "b"}});
+  DeviceSpec d = ToyDevice();
+  Profile p = ToyProfile(m, d,
+                         {{"a.fwd", {100}},
+                          {"a.bwd", {200}},
+                          {"a.opt", {10}},
+                          {"b.fwd", {50}},
+                          {"b.bwd", {100}},
+                          {"b.opt", {10}}},
+                         8);
+  PlannerOptions o;
+  o.micro_batches = {1};
+  o.perf.contention = 0;
+  PlanReport r = *PlanStep(m, d, p, o);
+  EXPECT_DOUBLE_EQ(r.temporal_us, 470);
+}
+
+// Small generated instances: the heuristic matches the exhaustive oracle.
+struct SmallCase {
+  int modules;
+  bool chain;
+  double scale[4];
+  double saturation[4];  // SMs beyond which the module stops speeding up
+};
+
+Profile CaseProfile(const ModelSpec& m, const DeviceSpec& d, const SmallCase& c) {
+  Profile p;
+  p.model = m.name;
+  p.device = d.name;
+  p.micro_batch_size = m.batch_size;
+  p.source = "measured";
+  for (int k = 0; k < c.modules; ++k) {
+    for (TaskPhase ph : {TaskPhase::kForward, TaskPhase::kBackward, TaskPhase::kOptimizer}) {
+      ProfileEntry e;
+      e.module = m.modules[k].name;
+      e.phase = ph;
+      const double w = c.scale[k] * (ph == TaskPhase::kForward    ? 1
+                                     : ph == TaskPhase::kBackward ? 2
+                                                                  : 0.1);
+      e.bytes = Bytes(w * 2e5);
+      for (int s = d.sm_granularity.value(); s <= d.sm_count.value();
+           s += d.sm_granularity.value()) {
+        const double eff = std::min<double>(s, c.saturation[k]);
+        e.points.push_back({SmCount(s), TimeUs(5 + w * 100 / eff)});
+      }
+      p.entries.push_back(e);
+    }
+  }
+  return p;
+}
+
+TEST(Planner, MatchesTheOracleOnSmallCases) {
+  const SmallCase cases[] = {
+      {2, false, {1, 1}, {16, 16}},     {2, false, {4, 1}, {16, 4}},
+      {2, true, {3, 1}, {12, 16}},      {3, false, {2, 1, 0.5}, {16, 8, 4}},
+      {3, true, {1, 2, 1}, {8, 16, 8}}, {3, false, {5, 1, 1}, {16, 6, 6}},
+      {2, false, {1, 6}, {4, 16}},      {3, true, {0.2, 3, 0.5}, {16, 16, 2}},
+  };
+  int index = 0;
+  for (const SmallCase& c : cases) {
+    std::vector<std::string> names = {"a", "b", "c", "d"};
+    names.resize(c.modules);
+    std::vector<std::pair<std::string, std::string>> edges;
+    if (c.chain)
+      for (int k = 0; k + 1 < c.modules; ++k)
+        edges.push_back({names[k], names[k + 1]});
+    ModelSpec m = ToyModel(names, edges, 4);
+    DeviceSpec d = ToyDevice(16, 2);
+    Profile p = CaseProfile(m, d, c);
+    PlannerOptions o;
+    o.micro_batches = {1, 2};
+    PlanReport h = *PlanStep(m, d, p, o);
+    PlanReport x = *PlanStepExhaustive(m, d, p, o);
+    if (getenv("DEBUG_ORACLE")) {
+      for (const auto* rep : {&h, &x})
+        std::cerr << ToJson(rep->plans[0].plan).dump() << "\n";
+    }
+    EXPECT_LE(x.plans[0].step_us, h.plans[0].step_us * (1 + 1e-12)) << "case " << index;
+    EXPECT_NEAR(h.plans[0].step_us, x.plans[0].step_us, 1e-9 * x.plans[0].step_us)
+        << "case " << index << ": heuristic " << h.plans[0].strategy << " vs oracle "
+        << x.plans[0].strategy;
+    ++index;
+  }
+}
+
+TEST(Planner, PlansEveryPhaseStructure) {
+  // Each structure yields plans whose phases each carry their own partition set.
+  Zoo z = LoadZoo("clip-b16");
+  for (Structure st : {Structure::kSingle, Structure::kTwoPhases, Structure::kThreePhases}) {
+    PlannerOptions o;
+    o.structures = {st};
+    o.top_k = 20;
+    PlanReport r = *PlanStep(z.model, z.device, z.profile, o);
+    bool found = false;
+    for (const RankedPlan& rp : r.plans) {
+      if (rp.plan.phases.size() != PhasesOf(st).size()) continue;
+      found = true;
+      EXPECT_TRUE(ValidatePlan(rp.plan, z.model, z.device).ok()) << rp.strategy;
+    }
+    EXPECT_TRUE(found) << ToString(st);
+  }
+}
+
+TEST(Planner, WeightsOverTheBudgetIsAClearError) {
+  Zoo z = LoadZoo("llava-small");
+  PlannerOptions o;
+  o.memory_budget_bytes = 4.0 * (1 << 30);
+  StatusOr<PlanReport> r = PlanStep(z.model, z.device, z.profile, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("weights, gradients and AdamW state need"), std::string::npos)
+      << r.status();
+}
+
+TEST(Planner, ActivationsOverTheBudgetIsAClearError) {
+  Zoo z = LoadZoo("clip-b16");
+  PlannerOptions o;
+  // Static state plus 1 MiB: no plan's activations fit.
+  double static_bytes = PlanStep(z.model, z.device, z.profile, {})->static_bytes;
+  o.memory_budget_bytes = static_bytes + (1 << 20);
+  StatusOr<PlanReport> r = PlanStep(z.model, z.device, z.profile, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("smallest activation peak"), std::string::npos) << r.status();
+}
+
+TEST(Planner, TightMemoryPicksMicroBatchesAndBuffers) {
+  // llava-small has no batch-level module: with 8 micro-batches and one buffer per module the
+  // activation peak drops; a budget between that and the full batch's peak must be met.
+  Zoo z = LoadZoo("llava-small");
+  PlannerOptions loose;
+  PlanReport free = *PlanStep(z.model, z.device, z.profile, loose);
+  PlannerOptions tight;
+  tight.memory_budget_bytes = free.static_bytes + 0.4 * free.plans[0].peak_activation_bytes;
+  StatusOr<PlanReport> r = PlanStep(z.model, z.device, z.profile, tight);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const RankedPlan& rp : r->plans)
+    EXPECT_LE(rp.peak_activation_bytes, 0.4 * free.plans[0].peak_activation_bytes);
+  EXPECT_GT(r->plans[0].plan.micro_batches, 1);
+}
+
+TEST(Planner, BadMicroBatchCountIsRejected) {
+  Zoo z = LoadZoo("clip-b16");
+  PlannerOptions o;
+  o.micro_batches = {3};
+  StatusOr<PlanReport> r = PlanStep(z.model, z.device, z.profile, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("does not divide"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mosaic
