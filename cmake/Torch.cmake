@@ -12,7 +12,26 @@ if(NOT Torch_FOUND)
   if(MOSAIC_TORCH_PREFIX)
     list(APPEND CMAKE_PREFIX_PATH "${MOSAIC_TORCH_PREFIX}")
   endif()
+  # Torch's CUDA config (Caffe2/public/cuda.cmake) picks nvcc flags from TORCH_CUDA_ARCH_LIST
+  # (autodetected, noisily, when unset and no GPU is visible) and sets CMAKE_CUDA_ARCHITECTURES
+  # to OFF, which would silently drop the architectures of our own CUDA sources (engine):
+  # default the list to Hopper (H100/H200) and restore CMAKE_CUDA_ARCHITECTURES afterwards
+  # (90 unless given).
+  if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+    set(TORCH_CUDA_ARCH_LIST "9.0" CACHE STRING "CUDA architectures for torch's nvcc flags")
+  endif()
+  set(_mosaic_cuda_archs_defined FALSE)
+  if(DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(_mosaic_cuda_archs_defined TRUE)
+    set(_mosaic_cuda_archs "${CMAKE_CUDA_ARCHITECTURES}")
+    unset(CMAKE_CUDA_ARCHITECTURES)  # the normal variable; torch warns when it sees one
+  endif()
   find_package(Torch REQUIRED)
+  if(_mosaic_cuda_archs_defined)
+    set(CMAKE_CUDA_ARCHITECTURES "${_mosaic_cuda_archs}")
+  else()
+    set(CMAKE_CUDA_ARCHITECTURES 90)  # H100/H200 (sm_90); pass -DCMAKE_CUDA_ARCHITECTURES to change
+  endif()
 endif()
 message(STATUS "Mosaic: libtorch ${Torch_VERSION} from ${Torch_DIR}")
 

@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
+#include <tuple>
 
 namespace mosaic::models {
 
@@ -73,9 +74,10 @@ std::pair<torch::Tensor, torch::Tensor> RotaryCosSin(int64_t seq_len, int64_t he
   // inv_freq_i = theta^(-2i / head_dim), i < head_dim / 2
   torch::Tensor inv_freq =
       torch::pow(theta, -torch::arange(0, head_dim, 2, f32.dtype(torch::kDouble)) / head_dim)
-          .to(torch::kFloat);                            // (hd/2)
-  torch::Tensor pos = torch::arange(seq_len, f32);       // (T)
-  torch::Tensor angles = torch::outer(pos, inv_freq);    // (T, hd/2)
+          .to(torch::kFloat);                       // (hd/2)
+  torch::Tensor pos = torch::arange(seq_len, f32);  // (T)
+  torch::Tensor angles =
+      pos.unsqueeze(1) * inv_freq.unsqueeze(0);          // (T, hd/2), fp32 under autocast
   torch::Tensor emb = torch::cat({angles, angles}, -1);  // (T, hd)
   return {emb.cos(), emb.sin()};
 }
@@ -95,9 +97,9 @@ torch::Tensor SinusoidalPositions(int64_t seq_len, int64_t width, torch::Device 
   const int64_t half = width / 2;
   // Whisper: timescales 10000^(-i / (half - 1)), [sin | cos].
   torch::Tensor inv = torch::exp(-std::log(10000.0) / std::max<int64_t>(half - 1, 1) *
-                                 torch::arange(half, f32));               // (half)
-  torch::Tensor angles = torch::outer(torch::arange(seq_len, f32), inv);  // (T, half)
-  return torch::cat({angles.sin(), angles.cos()}, 1);                     // (T, width)
+                                 torch::arange(half, f32));                            // (half)
+  torch::Tensor angles = torch::arange(seq_len, f32).unsqueeze(1) * inv.unsqueeze(0);  // (T, half)
+  return torch::cat({angles.sin(), angles.cos()}, 1);                                  // (T, width)
 }
 
 SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& o) : options_(o) {
@@ -123,7 +125,10 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
       qkv_out.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);  // (B, KV, T, hd)
   torch::Tensor v = qkv_out.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
   if (options_.rope_theta() > 0) {
-    auto [cos, sin] = RotaryCosSin(T, hd, options_.rope_theta(), x.device());  // (T, hd)
+    if (!rope_cos_.defined() || rope_cos_.device() != x.device() || rope_cos_.size(0) < T) {
+      std::tie(rope_cos_, rope_sin_) = RotaryCosSin(T, hd, options_.rope_theta(), x.device());
+    }
+    torch::Tensor cos = rope_cos_.narrow(0, 0, T), sin = rope_sin_.narrow(0, 0, T);  // (T, hd)
     q = ApplyRotary(q, cos, sin);
     k = ApplyRotary(k, cos, sin);
   }
@@ -224,7 +229,8 @@ torch::Tensor TransformerStackImpl::forward(const torch::Tensor& x, const torch:
 
 void InitTransformerWeights(torch::nn::Module& module, double std) {
   torch::NoGradGuard no_grad;
-  for (auto& m : module.modules(/*include_self=*/true)) {
+  // include_self=false: constructors call this before the module is held by a shared_ptr.
+  for (auto& m : module.modules(/*include_self=*/false)) {
     if (auto* linear = m->as<torch::nn::LinearImpl>()) {
       linear->weight.normal_(0.0, std);
       if (linear->bias.defined()) linear->bias.zero_();

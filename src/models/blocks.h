@@ -72,6 +72,9 @@ class SelfAttentionImpl : public torch::nn::Module {
 
  private:
   AttentionOptions options_;
+  // Rotary tables for the longest sequence seen on their device (not state: not saved, not
+  // moved by to(); rebuilt when the device changes or a longer sequence comes).
+  torch::Tensor rope_cos_, rope_sin_;
 };
 TORCH_MODULE(SelfAttention);
 

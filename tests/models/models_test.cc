@@ -1,0 +1,222 @@
+// Every architecture: output shapes for each pooling, parameter counts (by hand and against
+// core/cost.h), gradients against finite differences in double, and the semantics of masks,
+// causality and pooling (padding and future tokens must not leak).
+#include <gtest/gtest.h>
+
+#include "core/cost.h"
+#include "models/audio.h"
+#include "models/llm.h"
+#include "models/projector.h"
+#include "models/text.h"
+#include "models/vit.h"
+#include "test_util.h"
+
+namespace mosaic::models {
+namespace {
+
+using namespace mosaic::models::testing;  // NOLINT
+using Shape = std::vector<int64_t>;
+
+// Parameters counted by core/cost.h for one module (parameters do not depend on the inputs).
+double CostParameters(const ModuleSpec& m) {
+  ModelSpec spec;
+  spec.name = "one";
+  spec.batch_size = 1;
+  spec.modules = {m};
+  return EstimateModuleCost(spec, 0, 1).parameters;
+}
+
+int64_t Count(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters())
+    n += p.numel();
+  return n;
+}
+
+TEST(VitTest, ShapesForEachPooling) {
+  torch::Tensor images = torch::randn({3, 3, 8, 8});
+  EXPECT_EQ(VisionTransformer(TinyVit(Pooling::kCls, 6))(images).sizes(), Shape({3, 6}));
+  EXPECT_EQ(VisionTransformer(TinyVit(Pooling::kMean))(images).sizes(), Shape({3, 8}));
+  EXPECT_EQ(VisionTransformer(TinyVit(Pooling::kNone))(images).sizes(), Shape({3, 4, 8}));
+  EXPECT_EQ(VisionTransformer(TinyVit(Pooling::kNone, 5))(images).sizes(), Shape({3, 4, 5}));
+  ModuleSpec gray = TinyVit(Pooling::kCls);
+  gray.channels = 1;
+  EXPECT_EQ(VisionTransformer(gray)(torch::randn({2, 1, 8, 8})).sizes(), Shape({2, 8}));
+  EXPECT_THROW(VisionTransformer(TinyVit(Pooling::kCls))(torch::randn({2, 3, 12, 12})), c10::Error);
+}
+
+TEST(VitTest, ParameterCount) {
+  ModuleSpec m = TinyVit(Pooling::kCls, 6);
+  VisionTransformer vit(m);
+  // blocks 2 x (qkv 216 + out 72 + fc1 144 + fc2 136 + 2 LN 32) + conv 392 + class token 8
+  // + positions 5 x 8 + ln_pre, ln_post 32 + proj 48.
+  EXPECT_EQ(Count(*vit), 1720);
+  // core/cost.h does not count ln_pre (2 x width); everything else agrees.
+  EXPECT_NEAR(double(Count(*vit)), CostParameters(m), 2.0 * m.width);
+  EXPECT_FALSE(VisionTransformer(TinyVit(Pooling::kMean))->class_token.defined());
+}
+
+TEST(VitTest, GradientsMatchFiniteDifferences) {
+  torch::manual_seed(10);
+  VisionTransformer vit(TinyVit(Pooling::kCls, 6));
+  vit->to(torch::kDouble);
+  torch::Tensor images = torch::randn({2, 3, 8, 8}, torch::kDouble);
+  ExpectGradientsMatchFiniteDifferences(*vit, [&] { return Probe(vit(images)); });
+}
+
+TEST(TextTest, ShapesForEachPooling) {
+  torch::Tensor tokens = torch::randint(0, 11, {3, 6}, torch::kLong);
+  EXPECT_EQ(TextTransformer(TinyText(Pooling::kCls, true, 5))(tokens).sizes(), Shape({3, 5}));
+  EXPECT_EQ(TextTransformer(TinyText(Pooling::kMean, false))(tokens).sizes(), Shape({3, 8}));
+  EXPECT_EQ(TextTransformer(TinyText(Pooling::kNone, true))(tokens).sizes(), Shape({3, 6, 8}));
+  // Shorter sequences are fine; longer than seq_len are not.
+  EXPECT_EQ(TextTransformer(TinyText(Pooling::kCls, true))(tokens.narrow(1, 0, 4)).sizes(),
+            Shape({3, 8}));
+  EXPECT_THROW(TextTransformer(TinyText(Pooling::kCls, true))(torch::zeros({1, 7}, torch::kLong)),
+               c10::Error);
+}
+
+TEST(TextTest, ParameterCountMatchesCost) {
+  ModuleSpec m = TinyText(Pooling::kCls, true, 5);
+  TextTransformer text(m);
+  EXPECT_EQ(double(Count(*text)), CostParameters(m));
+}
+
+// The pooled feature of a padded row equals that of the same text without padding.
+void ExpectPaddingIgnored(const ModuleSpec& spec) {
+  torch::manual_seed(11);
+  TextTransformer text(spec);
+  torch::Tensor tokens = torch::randint(1, 11, {2, 6}, torch::kLong);
+  torch::Tensor mask = torch::ones({2, 6}, torch::kBool);
+  mask[0].narrow(0, 4, 2).fill_(false);  // row 0: 4 real tokens
+  torch::Tensor padded = text(tokens, mask);
+  torch::Tensor alone = text(tokens.narrow(0, 0, 1).narrow(1, 0, 4));
+  EXPECT_TRUE(torch::allclose(padded[0], alone[0], 1e-5, 1e-5)) << ToString(spec.pool);
+  // Changing the padding changes nothing.
+  torch::Tensor other = tokens.clone();
+  other[0][5] = 3;
+  other[0][4] = 7;
+  EXPECT_TRUE(torch::allclose(text(other, mask), padded, 1e-6, 1e-6));
+}
+
+TEST(TextTest, PaddingIsIgnored) {
+  ExpectPaddingIgnored(TinyText(Pooling::kCls, true, 5));
+  ExpectPaddingIgnored(TinyText(Pooling::kMean, false));
+  ExpectPaddingIgnored(TinyText(Pooling::kCls, false));
+}
+
+TEST(TextTest, CausalTowerPoolsAtEndOfText) {
+  torch::manual_seed(12);
+  TextTransformer text(TinyText(Pooling::kNone, true));
+  TextTransformer pooled(TinyText(Pooling::kCls, true));
+  torch::NoGradGuard g;
+  for (size_t i = 0; i < text->parameters().size(); ++i)
+    pooled->parameters()[i].copy_(text->parameters()[i]);
+  torch::Tensor tokens = torch::randint(0, 11, {2, 6}, torch::kLong);
+  EXPECT_TRUE(torch::allclose(pooled(tokens), text(tokens).select(1, 5), 1e-6, 1e-6));
+}
+
+TEST(TextTest, GradientsMatchFiniteDifferences) {
+  torch::manual_seed(13);
+  for (bool causal : {true, false}) {
+    TextTransformer text(TinyText(causal ? Pooling::kCls : Pooling::kMean, causal, 5));
+    text->to(torch::kDouble);
+    torch::Tensor tokens = torch::randint(0, 11, {2, 6}, torch::kLong);
+    torch::Tensor mask = torch::ones({2, 6}, torch::kBool);
+    mask[1][5] = false;
+    ExpectGradientsMatchFiniteDifferences(*text, [&] { return Probe(text(tokens, mask)); });
+  }
+}
+
+TEST(LlmTest, ShapesAndParameterCount) {
+  ModuleSpec m = TinyLlm();
+  CausalLm llm(m);
+  torch::Tensor tokens = torch::randint(0, 13, {2, 6}, torch::kLong);
+  EXPECT_EQ(llm(torch::randn({2, 3, 16}), tokens).sizes(), Shape({2, 6, 13}));
+  EXPECT_EQ(llm(torch::Tensor(), tokens).sizes(), Shape({2, 6, 13}));
+  EXPECT_THROW(llm(torch::randn({2, 3, 8}), tokens), c10::Error);
+  // blocks 2 x (qkv 16 x 32 + out 256 + gate_up 16 x 48 + down 24 x 16 + 2 RMSNorm 32)
+  // + embedding 208 + head 208 + final RMSNorm 16.
+  EXPECT_EQ(Count(*llm), 2 * (512 + 256 + 768 + 384 + 32) + 208 + 208 + 16);
+  // core/cost.h counts the final norm as 2 x width (a LayerNorm); RMSNorm has no bias.
+  EXPECT_NEAR(double(Count(*llm)), CostParameters(m), double(m.width));
+  EXPECT_EQ(DefaultSwiGluHidden(2048), 5632);
+}
+
+TEST(LlmTest, CausalAndConditionedOnThePrefix) {
+  torch::manual_seed(14);
+  CausalLm llm(TinyLlm());
+  torch::Tensor prefix = torch::randn({1, 3, 16});
+  torch::Tensor tokens = torch::randint(0, 13, {1, 6}, torch::kLong);
+  torch::Tensor changed = tokens.clone();
+  changed[0][4] = (tokens[0][4].item<int64_t>() + 1) % 13;
+  torch::Tensor a = llm(prefix, tokens), b = llm(prefix, changed);
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 4), b.narrow(1, 0, 4), 1e-6, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 4, 2), b.narrow(1, 4, 2), 1e-6, 1e-6));
+  torch::Tensor c = llm(prefix + 1, tokens);
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 0, 1), c.narrow(1, 0, 1), 1e-6, 1e-6));
+}
+
+TEST(LlmTest, GradientsMatchFiniteDifferences) {
+  torch::manual_seed(15);
+  CausalLm llm(TinyLlm());
+  llm->to(torch::kDouble);
+  torch::Tensor prefix = torch::randn({2, 3, 16}, torch::kDouble).requires_grad_();
+  torch::Tensor tokens = torch::randint(0, 13, {2, 6}, torch::kLong);
+  ExpectGradientsMatchFiniteDifferences(*llm, [&] { return Probe(llm(prefix, tokens)); });
+  // The prefix (the projector's output) gets its gradient too.
+  ASSERT_TRUE(prefix.grad().defined());
+  EXPECT_GT(prefix.grad().abs().sum().item<double>(), 0);
+}
+
+TEST(ProjectorTest, ShapesCountsAndGradients) {
+  ModuleSpec mlp2 = TinyProjector(ProjectorKind::kMlp2, 8, 12, 16);
+  ModuleSpec linear = TinyProjector(ProjectorKind::kLinear, 8, 0, 16);
+  Projector p2(mlp2), p1(linear);
+  EXPECT_EQ(p2(torch::randn({2, 4, 8})).sizes(), Shape({2, 4, 16}));
+  EXPECT_EQ(p1(torch::randn({2, 8})).sizes(), Shape({2, 16}));
+  EXPECT_EQ(double(Count(*p2)), CostParameters(mlp2));
+  EXPECT_EQ(double(Count(*p1)), CostParameters(linear));
+  // mlp2 = fc2(gelu_tanh(fc1(x))), by hand.
+  torch::Tensor x = torch::randn({3, 8});
+  torch::Tensor h = torch::gelu(torch::matmul(x, p2->fc1->weight.t()) + p2->fc1->bias, "tanh");
+  EXPECT_TRUE(
+      torch::allclose(p2(x), torch::matmul(h, p2->fc2->weight.t()) + p2->fc2->bias, 1e-5, 1e-5));
+  p2->to(torch::kDouble);
+  torch::Tensor xd = torch::randn({2, 4, 8}, torch::kDouble);
+  ExpectGradientsMatchFiniteDifferences(*p2, [&] { return Probe(p2(xd)); });
+}
+
+TEST(AudioTest, ShapesCountAndGradients) {
+  ModuleSpec m = TinyAudio(Pooling::kMean, 6);
+  AudioEncoder audio(m);
+  torch::Tensor mels = torch::randn({2, 5, 10});
+  EXPECT_EQ(audio(mels).sizes(), Shape({2, 6}));
+  EXPECT_EQ(AudioEncoder(TinyAudio(Pooling::kNone))(mels).sizes(), Shape({2, 5, 8}));
+  EXPECT_EQ(audio(mels.narrow(2, 0, 6)).sizes(), Shape({2, 6}));
+  EXPECT_THROW(audio(torch::randn({2, 4, 10})), c10::Error);
+  EXPECT_EQ(double(Count(*audio)), CostParameters(m));
+  // Positions start as the sinusoidal table.
+  EXPECT_TRUE(torch::allclose(audio->positions[0], SinusoidalPositions(5, 8, torch::kCPU)));
+  torch::manual_seed(16);
+  audio->to(torch::kDouble);
+  torch::Tensor md = torch::randn({2, 5, 10}, torch::kDouble);
+  ExpectGradientsMatchFiniteDifferences(*audio, [&] { return Probe(audio(md)); });
+}
+
+TEST(AudioTest, FrontEndIsTwoConvsWithGeluSecondStrideTwo) {
+  torch::manual_seed(17);
+  ModuleSpec m = TinyAudio(Pooling::kNone);
+  m.depth = 0;
+  AudioEncoder audio(m);
+  torch::Tensor mels = torch::randn({1, 5, 10});
+  torch::Tensor x =
+      torch::gelu(torch::conv1d(mels, audio->conv1->weight, audio->conv1->bias, 1, 1), "tanh");
+  x = torch::gelu(torch::conv1d(x, audio->conv2->weight, audio->conv2->bias, 2, 1), "tanh");
+  x = x.transpose(1, 2) + audio->positions;  // (1, 5, 8)
+  x = torch::layer_norm(x, {8}, audio->ln_post->weight, audio->ln_post->bias);
+  EXPECT_TRUE(torch::allclose(audio(mels), x, 1e-5, 1e-5));
+}
+
+}  // namespace
+}  // namespace mosaic::models
