@@ -38,6 +38,7 @@ namespace mosaic {
 namespace {
 
 constexpr double kImprove = 1e-9;  // relative: an improvement smaller than this is none
+constexpr int kWideLayout = 6;      // partitions beyond which the costliest moves are thinned
 
 double Gib(double bytes) {
   return bytes / (1024.0 * 1024 * 1024);
@@ -234,7 +235,16 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
       g.dedicated = true;
       int pool_left_needed = shared_groups > 1 ? 1 : 0;
       int avail = free - pool_left_needed;
-      for (int take = 1; take <= avail; ++take) {
+      // Every size on small layouts; on wide ones (where this would dominate the search) one
+      // granule, half and all of what is free.
+      std::vector<int> takes;
+      if (G <= kWideLayout) {
+        for (int take = 1; take <= avail; ++take) takes.push_back(take);
+      } else {
+        takes = {1, avail / 2, avail};
+      }
+      for (int take : takes) {
+        if (take < 1 || take > avail) continue;
         PhaseLayout t = l;
         t.groups[i].granules = take;
         push(t);
@@ -257,8 +267,8 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
       push(std::move(l));
     }
   }
-  // Re-split two dedicated partitions' granules every possible way.
-  for (int i = 0; i < G; ++i) {
+  // Re-split two dedicated partitions' granules every possible way (small layouts only).
+  for (int i = 0; i < G && G <= kWideLayout; ++i) {
     for (int j = i + 1; j < G; ++j) {
       if (!base.groups[i].dedicated || !base.groups[j].dedicated) continue;
       const int total = base.groups[i].granules + base.groups[j].granules;
@@ -324,7 +334,7 @@ PhaseChoice Refine(PhaseEvaluator& eval, PhaseChoice start, int max_rounds) {
   for (int round = 0; round < max_rounds; ++round) {
     PhaseChoice best = start;
     for (PhaseLayout& n : Neighbors(*eval.context(), start.layout)) {
-      double t = eval.Evaluate(n);
+      double t = eval.Evaluate(n, best.time_us);
       if (t < best.time_us * (1 - kImprove)) best = {std::move(n), t};
     }
     if (!(best.time_us < start.time_us)) break;
@@ -405,7 +415,7 @@ PhaseChoice ExhaustivePhaseSearch(PhaseEvaluator& eval, const std::vector<int>& 
           PhaseLayout l = base;
           Normalize(&l);
           if (!IsFeasible(ctx, l)) return;
-          double t = eval.Evaluate(l);
+          double t = eval.Evaluate(l, best.time_us);
           if (t < best.time_us) best = {l, t};
           return;
         }

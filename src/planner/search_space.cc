@@ -233,47 +233,67 @@ std::string Key(const PhaseLayout& layout) {
   return k;
 }
 
-SimPhase ToSimPhase(const SearchContext& ctx, PhaseKind kind, const PhaseLayout& layout) {
-  SimPhase sp;
-  sp.name = PhaseName(kind);
-  std::vector<int> group_of(ctx.model->modules.size(), -1);
-  for (size_t i = 0; i < layout.groups.size(); ++i) {
-    const PartitionGroup& g = layout.groups[i];
-    SimPartition p;
-    for (int m : g.modules) {
-      group_of[m] = static_cast<int>(i);
-      p.id += (p.id.empty() ? "" : "+") + ctx.model->modules[m].name;
-    }
-    if (layout.groups.size() == 1 && g.modules.size() > 1) p.id = "all";
-    p.kind = g.dedicated ? PartitionKind::kDedicated : PartitionKind::kShared;
-    p.sms = ctx.sms_of(g);
-    sp.partitions.push_back(std::move(p));
-  }
-  // Tasks of the phase in global order.
+std::vector<int> PhaseTasks(const SearchContext& ctx, PhaseKind kind) {
   std::vector<int> tasks;
   for (const Task& t : ctx.graph.tasks())
     if (InPhase(kind, t.id.phase)) tasks.push_back(t.index);
   std::sort(tasks.begin(), tasks.end(), [&](int a, int b) { return ctx.rank[a] < ctx.rank[b]; });
-  for (int t : tasks) {
+  return tasks;
+}
+
+SimPhase ToSimPhase(const SearchContext& ctx, PhaseKind kind, const PhaseLayout& layout,
+                    const std::vector<int>* phase_tasks, bool with_ids) {
+  SimPhase sp;
+  sp.name = PhaseName(kind);
+  thread_local std::vector<int> group_of;
+  group_of.assign(ctx.model->modules.size(), -1);
+  sp.partitions.resize(layout.groups.size());
+  for (size_t i = 0; i < layout.groups.size(); ++i) {
+    const PartitionGroup& g = layout.groups[i];
+    SimPartition& p = sp.partitions[i];
+    for (int m : g.modules) {
+      group_of[m] = static_cast<int>(i);
+      if (with_ids) p.id += (p.id.empty() ? "" : "+") + ctx.model->modules[m].name;
+    }
+    if (with_ids && layout.groups.size() == 1 && g.modules.size() > 1) p.id = "all";
+    p.kind = g.dedicated ? PartitionKind::kDedicated : PartitionKind::kShared;
+    p.sms = ctx.sms_of(g);
+  }
+  std::vector<int> own;
+  if (!phase_tasks) {
+    own = PhaseTasks(ctx, kind);
+    phase_tasks = &own;
+  }
+  for (int t : *phase_tasks) {
     int g = group_of[ctx.graph.tasks()[t].module_index];
     if (g >= 0) sp.partitions[g].tasks.push_back(t);
   }
   return sp;
 }
 
-double PhaseEvaluator::Evaluate(const PhaseLayout& layout) {
+double PhaseEvaluator::Evaluate(const PhaseLayout& layout, double bound) {
   const std::string key = Key(layout);
   auto it = memo_.find(key);
-  if (it != memo_.end()) return it->second;
+  if (it != memo_.end()) {
+    if (it->second.exact) return it->second.value;
+    if (it->second.value >= bound) return kInfeasible;  // known to exceed an even lower bound
+  }
   double result = kInfeasible;
+  bool exact = true;
   last_peak_ = 0;
   if (IsFeasible(*ctx_, layout)) {
     SimProgram program;
-    program.phases.push_back(ToSimPhase(*ctx_, kind_, layout));
+    program.phases.push_back(ToSimPhase(*ctx_, kind_, layout, &tasks_, /*with_ids=*/false));
     SimOptions options;
     options.record_tasks = false;
+    // Stop once past the bound (a little slack so ties with the bound stay exact).
+    if (bound < kInfeasible) options.stop_after_us = bound * (1 + 1e-6);
     ++ctx_->simulations;
     StatusOr<SimResult> r = ctx_->sim->Run(program, options);
+    if (r.ok() && !(r->step.value() < kInfeasible)) {
+      memo_[key] = {options.stop_after_us, false};
+      return kInfeasible;
+    }
     if (r.ok()) {
       last_peak_ = r->peak_activation.value();
       if (ctx_->memory_budget <= 0 || r->peak_activation.value() <= ctx_->memory_budget) {
@@ -284,7 +304,7 @@ double PhaseEvaluator::Evaluate(const PhaseLayout& layout) {
       }
     }
   }
-  memo_.emplace(key, result);
+  memo_[key] = {result, exact};
   return result;
 }
 

@@ -94,14 +94,21 @@ bool IsFeasible(const SearchContext& ctx, const PhaseLayout& layout);
 void Normalize(PhaseLayout* layout);
 std::string Key(const PhaseLayout& layout);
 
-SimPhase ToSimPhase(const SearchContext& ctx, PhaseKind kind, const PhaseLayout& layout);
+// `phase_tasks`: the phase's tasks in global order (PhaseTasks), when the caller has them.
+// Partition ids ("vision+text") are only built when `with_ids`.
+SimPhase ToSimPhase(const SearchContext& ctx, PhaseKind kind, const PhaseLayout& layout,
+                    const std::vector<int>* phase_tasks = nullptr, bool with_ids = true);
+std::vector<int> PhaseTasks(const SearchContext& ctx, PhaseKind kind);
 
 // Simulates one phase under a layout (memoized). Returns the phase's time in microseconds, or
 // kInfeasible (invalid layout, deadlock, or activations over the memory budget).
 class PhaseEvaluator {
  public:
-  PhaseEvaluator(SearchContext* ctx, PhaseKind kind) : ctx_(ctx), kind_(kind) {}
-  double Evaluate(const PhaseLayout& layout);
+  PhaseEvaluator(SearchContext* ctx, PhaseKind kind)
+      : ctx_(ctx), kind_(kind), tasks_(PhaseTasks(*ctx, kind)) {}
+  // With a `bound`, a simulation that passes it stops early and returns kInfeasible: the
+  // layout cannot beat the bound (pruning). Results stay exact for layouts within the bound.
+  double Evaluate(const PhaseLayout& layout, double bound = kInfeasible);
   PhaseKind kind() const { return kind_; }
   SearchContext* context() const { return ctx_; }
   double last_peak_activation() const { return last_peak_; }
@@ -109,7 +116,12 @@ class PhaseEvaluator {
  private:
   SearchContext* ctx_;
   PhaseKind kind_;
-  std::map<std::string, double> memo_;
+  std::vector<int> tasks_;  // the phase's tasks in global order
+  struct Memo {
+    double value;  // exact time, or (when !exact) a lower bound that was exceeded
+    bool exact;
+  };
+  std::map<std::string, Memo> memo_;
   double last_peak_ = 0;
 };
 
