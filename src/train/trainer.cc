@@ -1,0 +1,454 @@
+// The training loop (see trainer.h).
+#include "train/trainer.h"
+
+#include <ATen/DeviceAccelerator.h>
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <numeric>
+#include <sstream>
+
+#include "models/multimodal_model.h"
+#include "train/checkpoint.h"
+#include "train/data_loader.h"
+#include "train/optimizer.h"
+#include "train/posix_files.h"
+#include "train/progress.h"
+#include "train/tokenizer.h"
+
+namespace mosaic::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+StatusOr<torch::Device> ParseDevice(const std::string& s) {
+  if (s == "cpu") return torch::Device(torch::kCPU);
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      return Unavailable("--device " + s + ": no CUDA device is available here");
+    }
+    try {
+      torch::Device d(s);
+      if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+        return InvalidArgument("--device " + s + ": only " +
+                               std::to_string(torch::cuda::device_count()) + " CUDA devices");
+      }
+      return d;
+    } catch (const std::exception&) {
+    }
+  }
+  return InvalidArgument("--device: expected cpu, cuda or cuda:N, got '" + s + "'");
+}
+
+// What the data loader must produce for this model.
+struct DataShape {
+  int image_size = 0;
+  int seq_len = 0;
+  int n_mels = 0, frames = 0;
+};
+
+StatusOr<DataShape> ShapeFor(const ModelSpec& spec, const Tokenizer& tok) {
+  DataShape d;
+  for (size_t i = 0; i < spec.modules.size(); ++i) {
+    const ModuleSpec& m = spec.modules[i];
+    const std::string where = "modules[" + std::to_string(i) + "] '" + m.name + "'";
+    switch (m.kind) {
+      case ModuleKind::kVit:
+        if (m.channels != 0 && m.channels != 3) {
+          return InvalidArgument(where + ": mosaic train reads RGB images; channels is " +
+                                 std::to_string(m.channels));
+        }
+        if (d.image_size != 0 && d.image_size != m.image_size) {
+          return InvalidArgument(where +
+                                 ": vision modules of different image sizes need "
+                                 "per-module inputs, which mosaic train does not read yet");
+        }
+        d.image_size = m.image_size;
+        break;
+      case ModuleKind::kText:
+      case ModuleKind::kLlm:
+        if (tok.vocab_size() > m.vocab_size) {
+          return InvalidArgument(where + ": vocab_size " + std::to_string(m.vocab_size) +
+                                 " is smaller than the tokenizer's " +
+                                 std::to_string(tok.vocab_size()) + " pieces (" + tok.path() + ")");
+        }
+        d.seq_len = d.seq_len == 0 ? m.seq_len : std::min(d.seq_len, m.seq_len);
+        break;
+      case ModuleKind::kAudio:
+        d.n_mels = m.n_mels;
+        d.frames = m.frames;
+        break;
+      default:
+        break;
+    }
+  }
+  if (d.image_size == 0 || d.seq_len == 0) {
+    return InvalidArgument(spec.name +
+                           ": mosaic train needs a vision module and a text or llm module");
+  }
+  return d;
+}
+
+models::Batch ToModelBatch(const Batch& b, torch::Device device) {
+  models::Batch m;
+  m.images = b.images;
+  m.tokens = b.tokens;
+  m.token_mask = torch::arange(b.tokens.size(1)).unsqueeze(0) < b.lengths.unsqueeze(1);
+  m.audio = b.audio;
+  return device.is_cpu() ? m : m.To(device);
+}
+
+int64_t DeviceMemoryBytes(torch::Device device) {
+  if (device.is_cpu()) return ResidentMemoryBytes();
+  auto stats = at::accelerator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+  return stats.allocated_bytes[0].peak;  // StatType::AGGREGATE
+}
+
+// The two inputs of the first contrastive loss fed by a vision and a text module.
+bool FindRetrievalPair(const ModelSpec& spec, std::string* image, std::string* text) {
+  for (const ModuleSpec& m : spec.modules) {
+    if (!m.is_loss() || m.loss != LossKind::kContrastive) continue;
+    image->clear();
+    text->clear();
+    for (const std::string& in : spec.InputsOf(m.name)) {
+      const ModuleSpec* src = spec.Find(in);
+      if (src == nullptr) continue;
+      if (src->kind == ModuleKind::kVit && image->empty()) *image = in;
+      if (src->kind == ModuleKind::kText && text->empty()) *text = in;
+    }
+    if (!image->empty() && !text->empty()) return true;
+  }
+  return false;
+}
+
+struct EvalResult {
+  bool has_retrieval = false;
+  double top1 = 0, chance = 0, loss = 0;
+  int pairs = 0;
+};
+
+StatusOr<EvalResult> Evaluate(models::MultimodalModel& model, const ExampleSource& source,
+                              const Tokenizer& tok, const LoaderOptions& loader_options,
+                              int samples, torch::Device device, int chunk) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const ModelSpec& spec = model->spec();
+  std::string image_module, text_module;
+  const bool retrieval = FindRetrievalPair(spec, &image_module, &text_module);
+  std::vector<torch::Tensor> image_features, text_features;
+  std::vector<std::string> captions;
+  double loss_sum = 0;
+  int64_t counted = 0;
+  const int64_t n = std::min<int64_t>(samples, source.size());
+  LoaderOptions o = loader_options;
+  o.on_bad_data = BadDataPolicy::kSkip;  // evaluation reports and skips broken pairs
+  for (int64_t start = 0; start < n; start += chunk) {
+    std::vector<int64_t> idx(static_cast<size_t>(std::min<int64_t>(chunk, n - start)));
+    std::iota(idx.begin(), idx.end(), start);
+    auto batch = MakeBatch(source, tok, o, idx);
+    if (!batch.ok()) continue;
+    models::ModelOutput out;
+    {
+      models::AutocastGuard autocast(device, spec.precision);
+      out = model->forward(ToModelBatch(*batch, device));
+    }
+    loss_sum += out.loss.item<double>() * batch->size();
+    counted += batch->size();
+    if (retrieval) {
+      image_features.push_back(out.outputs.at(image_module).to(torch::kCPU, torch::kFloat32));
+      text_features.push_back(out.outputs.at(text_module).to(torch::kCPU, torch::kFloat32));
+      for (auto& c : batch->captions)
+        captions.push_back(c);
+    }
+  }
+  model->train();
+  if (counted == 0) return InvalidArgument("no usable held-out examples to evaluate on");
+  EvalResult r;
+  r.loss = loss_sum / static_cast<double>(counted);
+  r.pairs = static_cast<int>(counted);
+  if (retrieval) {
+    auto img = torch::nn::functional::normalize(
+        torch::cat(image_features), torch::nn::functional::NormalizeFuncOptions().dim(1));
+    auto txt = torch::nn::functional::normalize(
+        torch::cat(text_features), torch::nn::functional::NormalizeFuncOptions().dim(1));
+    auto best = torch::matmul(img, txt.t()).argmax(1);  // (N)
+    auto best_a = best.accessor<int64_t, 1>();
+    int64_t right = 0;
+    double chance = 0;
+    const size_t N = captions.size();
+    for (size_t i = 0; i < N; ++i) {
+      right += captions[static_cast<size_t>(best_a[i])] == captions[i];
+      chance += static_cast<double>(std::count(captions.begin(), captions.end(), captions[i])) /
+                static_cast<double>(N);
+    }
+    r.has_retrieval = true;
+    r.top1 = static_cast<double>(right) / static_cast<double>(N);
+    r.chance = chance / static_cast<double>(N);
+  }
+  return r;
+}
+
+at::Generator CpuGenerator() {
+  return at::detail::getDefaultCPUGenerator();
+}
+
+}  // namespace
+
+std::string ResolveModelPath(const std::string& model, const std::string& configs_dir) {
+  const bool json = model.size() > 5 && model.compare(model.size() - 5, 5, ".json") == 0;
+  if (json || model.find('/') != std::string::npos) {
+    return model;
+  }
+  return JoinPath(JoinPath(configs_dir, "models"), model + ".json");
+}
+
+StatusOr<TrainResult> Train(const TrainOptions& options) {
+  std::ostream& log = options.log ? *options.log : std::cerr;
+  if (options.steps <= 0) return InvalidArgument("--steps must be positive");
+  if (options.lr <= 0 || !std::isfinite(options.lr)) {
+    return InvalidArgument("--lr must be a positive number");
+  }
+  if (options.log_every <= 0) return InvalidArgument("--log-every must be positive");
+  if (options.checkpoint_every < 0) return InvalidArgument("--checkpoint-every must be >= 0");
+  if (options.resume && options.checkpoint_dir.empty()) {
+    return InvalidArgument("--resume needs --checkpoint-dir");
+  }
+
+  // Model spec, with the batch overrides.
+  const std::string model_path = ResolveModelPath(options.model_path, options.configs_dir);
+  MOSAIC_ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_path));
+  if (options.batch_size > 0) spec.batch_size = options.batch_size;
+  if (options.micro_batches > 0) spec.micro_batches = options.micro_batches;
+  if (spec.batch_size % spec.micro_batches != 0) {
+    return InvalidArgument("batch size " + std::to_string(spec.batch_size) +
+                           " is not a multiple of micro_batches " +
+                           std::to_string(spec.micro_batches));
+  }
+  MOSAIC_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+
+  // Tokenizer and data.
+  const std::string tok_path =
+      options.tokenizer.empty()
+          ? JoinPath(JoinPath(options.configs_dir, "tokenizers"), "shapes.model")
+          : options.tokenizer;
+  MOSAIC_ASSIGN_OR_RETURN(Tokenizer tok_value, Tokenizer::Load(tok_path));
+  auto tokenizer = std::make_shared<const Tokenizer>(std::move(tok_value));
+  MOSAIC_ASSIGN_OR_RETURN(DataShape shape, ShapeFor(spec, *tokenizer));
+
+  ShapesOptions shapes;
+  shapes.image_size = shape.image_size;
+  shapes.audio_frames = shape.frames;
+  std::shared_ptr<const ExampleSource> train_source, eval_source;
+  DataSourceOptions source_options;
+  source_options.on_bad_data = options.on_bad_data;
+  source_options.want_audio = shape.n_mels > 0;
+  source_options.warn = [&log](const std::string& line) {
+    log << "mosaic train: " << line << "\n";
+  };
+  if (options.data.empty()) {
+    // Effectively endless: a fresh example for every step of any run this program makes.
+    train_source = MakeShapesSource(options.seed, int64_t{1} << 24, shapes);
+  } else {
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<ExampleSource> s,
+                            OpenDataSource(options.data, source_options));
+    train_source = std::move(s);
+  }
+  if (!options.eval_data.empty()) {
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<ExampleSource> s,
+                            OpenDataSource(options.eval_data, source_options));
+    eval_source = std::move(s);
+  } else if (options.data.empty()) {
+    // Held out: another seed's stream, never seen in training.
+    eval_source =
+        MakeShapesSource(options.seed ^ 0x9e3779b97f4a7c15ull, options.eval_samples, shapes);
+  }
+
+  LoaderOptions loader_options;
+  loader_options.batch_size = spec.micro_batch_size();
+  loader_options.image_size = shape.image_size;
+  loader_options.seq_len = shape.seq_len;
+  loader_options.n_mels = shape.n_mels;
+  loader_options.frames = shape.frames;
+  loader_options.seed = options.seed;
+  loader_options.on_bad_data = options.on_bad_data;
+  loader_options.prefetch_batches = options.prefetch_batches;
+  loader_options.warn = source_options.warn;
+
+  // Model and optimizer, initialized from the seed.
+  torch::manual_seed(options.seed);
+  MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
+                          models::BuildMultimodalModel(spec, device));
+  model->train();
+  if (options.print_model_table) log << models::ModelTable(*model);
+  AdamWConfig adamw;
+  adamw.lr = options.lr;
+  adamw.weight_decay = options.weight_decay;
+  MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::AdamW> optimizer,
+                          MakeAdamW(model->named_parameters(), adamw));
+  ScheduleConfig sched;
+  sched.peak_lr = options.lr;
+  sched.total_steps = options.steps;
+  sched.warmup_steps =
+      options.warmup_steps >= 0 ? options.warmup_steps : std::max<int64_t>(1, options.steps / 20);
+  WarmupCosine lr_at(sched);
+  LossScaler scaler(spec.precision == Precision::kFp16 && device.is_cuda(), device);
+
+  // Resume.
+  TrainState state;
+  state.model_name = spec.name;
+  state.seed = options.seed;
+  if (!options.checkpoint_dir.empty()) {
+    MOSAIC_RETURN_IF_ERROR(MakeDirectories(options.checkpoint_dir));
+  }
+  if (options.resume) {
+    std::vector<std::string> found = ListCheckpoints(options.checkpoint_dir);
+    std::string refused;
+    bool loaded = false;
+    for (const std::string& path : found) {
+      TrainState candidate = state;
+      Status s = LoadCheckpoint(path, *model, *optimizer, &candidate);
+      if (s.ok()) {
+        state = candidate;
+        loaded = true;
+        log << "mosaic train: resuming from " << path << " (step " << state.step << ")\n";
+        break;
+      }
+      log << "mosaic train: refusing checkpoint: " << s.message() << "\n";
+      refused += (refused.empty() ? "" : "; ") + s.message();
+    }
+    if (!loaded && !found.empty()) {
+      return InvalidArgument("no usable checkpoint in " + options.checkpoint_dir + ": " + refused);
+    }
+    if (!loaded) {
+      log << "mosaic train: no checkpoint in " << options.checkpoint_dir
+          << "; starting from step 0\n";
+    }
+    if (loaded) {
+      if (state.rng.defined()) CpuGenerator().set_state(state.rng);
+      if (state.loss_scale.defined()) scaler.LoadState(state.loss_scale);
+    }
+  }
+
+  TrainResult result;
+  result.model_name = spec.name;
+  result.first_step = state.step;
+  log << "mosaic train: " << spec.name << " on " << device << ", batch " << spec.batch_size << " ("
+      << spec.micro_batches << " micro-batch" << (spec.micro_batches > 1 ? "es" : "") << "), "
+      << ToString(spec.precision) << ", data: " << train_source->Describe() << ", steps "
+      << state.step << " -> " << options.steps << "\n";
+
+  auto save = [&](int64_t step_done, const DataPosition& pos) -> Status {
+    TrainState st = state;
+    st.step = step_done;
+    st.data = pos;
+    st.rng = CpuGenerator().get_state();
+    if (scaler.enabled()) st.loss_scale = scaler.State();
+    const std::string path = JoinPath(options.checkpoint_dir, CheckpointFileName(step_done));
+    MOSAIC_RETURN_IF_ERROR(SaveCheckpoint(path, *model, *optimizer, st));
+    PruneCheckpoints(options.checkpoint_dir, options.keep_checkpoints);
+    result.checkpoints_written.push_back(path);
+    return Status::Ok();
+  };
+
+  std::vector<torch::Tensor> params = model->parameters();
+  ProgressLog progress(log, options.progress_bar, options.steps);
+  DataLoader loader(train_source, tokenizer, loader_options, state.data);
+  DataPosition position = state.data;
+  const auto t_start = Clock::now();
+  auto t_window = t_start;
+  int64_t window_samples = 0, window_tokens = 0, total_samples = 0;
+  double window_loss = 0;
+  int64_t window_steps = 0;
+
+  for (int64_t step = state.step; step < options.steps; ++step) {
+    const double lr = lr_at(step);
+    SetLearningRate(*optimizer, lr);
+    optimizer->zero_grad();
+    double step_loss = 0;
+    for (int mb = 0; mb < spec.micro_batches; ++mb) {
+      MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
+      position = batch.next;
+      result.skipped_examples += batch.skipped;
+      window_samples += batch.size();
+      window_tokens += batch.lengths.sum().item<int64_t>();
+      torch::Tensor loss;
+      {
+        models::AutocastGuard autocast(device, spec.precision);
+        loss = model->forward(ToModelBatch(batch, device)).loss;
+      }
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        return FailedPrecondition("loss is " + std::to_string(value) + " at step " +
+                                  std::to_string(step) + " (micro-batch " + std::to_string(mb) +
+                                  "); lower --lr or check the data");
+      }
+      step_loss += value / spec.micro_batches;
+      scaler.Scale(loss / spec.micro_batches).backward();
+    }
+    const bool finite = scaler.Unscale(params);
+    if (finite) {
+      if (options.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, options.clip_grad);
+      optimizer->step();
+    } else {
+      progress.Message("mosaic train: step " + std::to_string(step) +
+                       ": gradients overflowed in fp16; step skipped, loss scale halved");
+    }
+    scaler.Update();
+    result.losses.push_back(step_loss);
+    window_loss += step_loss;
+    ++window_steps;
+    const int64_t done = step + 1;
+
+    if (done % options.log_every == 0 || done == options.steps) {
+      const auto now = Clock::now();
+      const double dt = std::max(1e-9, Seconds(t_window, now));
+      StepReport r;
+      r.step = done;
+      r.loss = window_loss / window_steps;
+      r.lr = lr;
+      r.samples_per_s = window_samples / dt;
+      r.tokens_per_s = window_tokens / dt;
+      r.memory_bytes = DeviceMemoryBytes(device);
+      r.loss_scale = scaler.enabled() ? scaler.scale() : 0;
+      progress.Report(r);
+      total_samples += window_samples;
+      t_window = now;
+      window_samples = window_tokens = window_steps = 0;
+      window_loss = 0;
+    }
+    if (!options.checkpoint_dir.empty() &&
+        ((options.checkpoint_every > 0 && done % options.checkpoint_every == 0) ||
+         done == options.steps)) {
+      Status s = save(done, position);
+      if (!s.ok()) {
+        progress.Finish();
+        return Status(s.code(), s.message() + " (the previous checkpoint is kept)");
+      }
+      progress.Message("mosaic train: checkpoint " + result.checkpoints_written.back());
+    }
+  }
+  progress.Finish();
+  result.last_step = std::max(options.steps, state.step);
+  result.wall_seconds = Seconds(t_start, Clock::now());
+  total_samples += window_samples;
+  result.samples_per_second = total_samples / std::max(1e-9, result.wall_seconds);
+
+  if (eval_source) {
+    MOSAIC_ASSIGN_OR_RETURN(
+        EvalResult e, Evaluate(model, *eval_source, *tokenizer, loader_options,
+                               options.eval_samples, device, std::max(1, spec.micro_batch_size())));
+    result.has_retrieval = e.has_retrieval;
+    result.eval_pairs = e.pairs;
+    result.retrieval_top1 = e.top1;
+    result.retrieval_chance = e.chance;
+    result.eval_loss = e.loss;
+  }
+  return result;
+}
+
+}  // namespace mosaic::train
