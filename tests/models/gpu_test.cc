@@ -83,6 +83,48 @@ TEST(GpuModelsTest, LlavaSmallTrainsInBf16) {
   EXPECT_LT(losses.back(), losses.front() - 1.0);
 }
 
+// Where an eager step's time goes (forward, backward, AdamW), for the lead's notes and for the
+// engine's later comparisons; asserts nothing but that it runs.
+TEST(GpuModelsTest, ClipB16StepBreakdown) {
+  REQUIRE_CUDA();
+  ModelSpec spec = LoadZoo("clip-b16");
+  torch::Device cuda(torch::kCUDA);
+  torch::manual_seed(43);
+  MultimodalModel model(spec);
+  model->to(cuda);
+  Batch batch = SyntheticBatch(spec, 32, cuda, 2);
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-4));
+  using Clock = std::chrono::steady_clock;
+  double fwd = 0, bwd = 0, step = 0;
+  const int warmup = 3, iters = 10;
+  for (int i = 0; i < warmup + iters; ++i) {
+    torch::cuda::synchronize();
+    auto t0 = Clock::now();
+    opt.zero_grad();
+    torch::Tensor loss;
+    {
+      AutocastGuard autocast(cuda, spec.precision);
+      loss = model(batch).loss;
+    }
+    torch::cuda::synchronize();
+    auto t1 = Clock::now();
+    loss.backward();
+    torch::cuda::synchronize();
+    auto t2 = Clock::now();
+    opt.step();
+    torch::cuda::synchronize();
+    auto t3 = Clock::now();
+    if (i < warmup) continue;
+    fwd += std::chrono::duration<double, std::milli>(t1 - t0).count() / iters;
+    bwd += std::chrono::duration<double, std::milli>(t2 - t1).count() / iters;
+    step += std::chrono::duration<double, std::milli>(t3 - t2).count() / iters;
+  }
+  std::printf(
+      "clip-b16 bs32 eager bf16 (synchronized phases): forward %.2f ms, backward %.2f ms, "
+      "AdamW (libtorch, unfused) %.2f ms\n",
+      fwd, bwd, step);
+}
+
 TEST(GpuBlocksTest, FlashAttentionMatchesCpuMath) {
   REQUIRE_CUDA();
   torch::manual_seed(41);
