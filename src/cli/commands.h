@@ -42,5 +42,8 @@ void AddShowCommand(CLI::App& app);
 #ifdef MOSAIC_HAVE_TORCH
 void AddTrainCommand(CLI::App& app);
 #endif
+#ifdef MOSAIC_HAVE_ENGINE
+void AddProfileCommand(CLI::App& app);
+#endif
 
 }  // namespace mosaic::cli

@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
 #ifdef MOSAIC_HAVE_TORCH
   AddTrainCommand(app);
 #endif
+#ifdef MOSAIC_HAVE_ENGINE
+  AddProfileCommand(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,312 @@
+// Per-module forward/backward CUDA graphs and their eager twin (graphed_module.h).
+#include "engine/graphed_module.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <string>
+#include <utility>
+
+#include "engine/cuda_check.h"
+#include "engine/driver_api.h"
+
+namespace mosaic::engine {
+
+const char* ToString(ExecMode m) {
+  return m == ExecMode::kGraph ? "graph" : "eager";
+}
+
+Status RetargetGraph(cudaGraph_t graph, cudaStream_t target, int* kept) {
+  std::string why;
+  const DriverApi* api = GetDriverApi(&why);
+  if (!api) return Unavailable(why);
+  CUcontext ctx = nullptr;
+  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuStreamGetCtx(reinterpret_cast<CUstream>(target), &ctx));
+  size_t n = 0;
+  CUgraph g = reinterpret_cast<CUgraph>(graph);
+  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphGetNodes(g, nullptr, &n));
+  std::vector<CUgraphNode> nodes(n);
+  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphGetNodes(g, nodes.data(), &n));
+  int unmoved = 0;
+  for (CUgraphNode node : nodes) {
+    CUgraphNodeType type;
+    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphNodeGetType(node, &type));
+    if (type != CU_GRAPH_NODE_TYPE_KERNEL) continue;
+    CUDA_KERNEL_NODE_PARAMS p{};
+    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphKernelNodeGetParams(node, &p));
+    // The node's context is honoured only for a context-independent kernel (func == NULL).
+    if (p.kern == nullptr) {
+      ++unmoved;
+      continue;
+    }
+    p.func = nullptr;
+    p.ctx = ctx;
+    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphKernelNodeSetParams(node, &p));
+  }
+  if (kept) *kept = unmoved;
+  return Status::Ok();
+}
+
+StatusOr<GraphExec> GraphExec::Create(cudaGraph_t graph, cudaStream_t target, int* kept) {
+  if (kept) *kept = 0;
+  cudaGraph_t clone = nullptr;
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaGraphClone(&clone, graph));
+  Status s = target ? RetargetGraph(clone, target, kept) : Status::Ok();
+  GraphExec e;
+  if (s.ok()) {
+    const cudaError_t err = cudaGraphInstantiate(&e.exec_, clone, 0);
+    if (err != cudaSuccess) s = CudaFailure(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+  }
+  MOSAIC_CUDA_WARN(cudaGraphDestroy(clone));
+  if (!s.ok()) return s;
+  return e;
+}
+
+GraphExec& GraphExec::operator=(GraphExec&& o) noexcept {
+  if (this != &o) {
+    if (exec_) MOSAIC_CUDA_WARN(cudaGraphExecDestroy(exec_));
+    exec_ = o.exec_;
+    o.exec_ = nullptr;
+  }
+  return *this;
+}
+
+GraphExec::~GraphExec() {
+  if (exec_) MOSAIC_CUDA_WARN(cudaGraphExecDestroy(exec_));
+}
+
+Status GraphExec::Launch(cudaStream_t stream) const {
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(exec_, stream));
+  return Status::Ok();
+}
+
+GraphedModule::GraphedModule(models::MultimodalModelImpl* model, int module_index, ExecMode mode,
+                             torch::Device device, Precision precision)
+    : model_(model), index_(module_index), mode_(mode), device_(device), precision_(precision) {
+  if (mode_ == ExecMode::kGraph) {
+    // Persistent gradient buffers that the backward graphs add into (Note [graphed module]).
+    torch::NoGradGuard no_grad;
+    for (torch::Tensor& p : Trainable()) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    }
+  }
+}
+
+GraphedModule::~GraphedModule() {
+  // Executables first, then the graphs (which return their pools), then the streams.
+  for (Slot& s : slots_) {
+    s.fwd_exec = GraphExec();
+    s.bwd_exec = GraphExec();
+    s.inputs.clear();
+    s.output = s.grad_output = torch::Tensor();
+    s.grad_parts.clear();
+    s.grad_inputs.clear();
+    s.fwd_graph.reset();
+    s.bwd_graph.reset();
+  }
+}
+
+void GraphedModule::set_slots(int n) {
+  slots_.resize(n);
+}
+
+void GraphedModule::set_grad_parts(int n) {
+  grad_parts_ = std::max(1, n);
+}
+
+std::vector<torch::Tensor> GraphedModule::Trainable() const {
+  std::vector<torch::Tensor> out;
+  for (const torch::Tensor& p : model_->ModuleParameters(index_))
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& example,
+                                  const std::vector<bool>& needs_grad, OwnedStream capture_stream,
+                                  cudaStream_t fwd_target, cudaStream_t bwd_target) {
+  if (mode_ != ExecMode::kGraph) return Internal("CaptureSlot on an eager module");
+  Slot& s = slots_.at(slot);
+  s.capture_stream = std::move(capture_stream);
+  const c10::cuda::CUDAStream cs =
+      c10::cuda::getStreamFromExternal(s.capture_stream.get(), device_.index());
+  try {
+    c10::cuda::CUDAStreamGuard guard(cs);
+    torch::AutoGradMode grad_mode(true);
+    {
+      torch::NoGradGuard no_grad;
+      s.inputs.clear();
+      s.needs_grad = needs_grad;
+      for (size_t k = 0; k < example.size(); ++k) {
+        torch::Tensor x = example[k].defined() ? example[k].detach().clone() : torch::Tensor();
+        if (x.defined() && needs_grad[k]) x.requires_grad_(true);
+        s.inputs.push_back(x);
+      }
+    }
+    std::vector<torch::Tensor> wrt = Trainable();
+    const size_t n_params = wrt.size();
+    for (size_t k = 0; k < s.inputs.size(); ++k)
+      if (needs_grad[k]) wrt.push_back(s.inputs[k]);
+
+    // Warm up on the capture stream: lazy initialisation (cuBLAS handles and workspaces,
+    // kernel selection) must not happen inside the capture.
+    for (int i = 0; i < 2; ++i) {
+      torch::Tensor y;
+      {
+        models::AutocastGuard autocast(device_, precision_);
+        y = model_->ForwardModule(index_, s.inputs);
+      }
+      torch::autograd::grad({y}, wrt, {torch::ones_like(y)}, false, false, true);
+    }
+    cs.synchronize();
+
+    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+    s.fwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
+    s.bwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
+    {
+      models::AutocastGuard autocast(device_, precision_);
+      const bool cache = at::autocast::is_autocast_cache_enabled();
+      at::autocast::set_autocast_cache_enabled(false);  // cached casts would outlive the graph
+      s.fwd_graph->capture_begin(pool);
+      s.output = model_->ForwardModule(index_, s.inputs);
+      s.fwd_graph->capture_end();
+      at::autocast::set_autocast_cache_enabled(cache);
+    }
+    s.grad_output = torch::zeros_like(s.output);
+    s.grad_parts.assign(grad_parts_, torch::Tensor());
+    s.grad_parts[0] = s.grad_output;
+    for (int k = 1; k < grad_parts_; ++k)
+      s.grad_parts[k] = torch::zeros_like(s.output);
+
+    s.bwd_graph->capture_begin(pool);
+    std::vector<torch::Tensor> grads =
+        torch::autograd::grad({s.output}, wrt, {s.grad_output}, false, false, true);
+    {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> params = Trainable();
+      for (size_t i = 0; i < n_params; ++i)
+        if (grads[i].defined()) params[i].mutable_grad().add_(grads[i]);
+    }
+    s.grad_inputs.assign(s.inputs.size(), torch::Tensor());
+    for (size_t k = 0, j = n_params; k < s.inputs.size(); ++k)
+      if (needs_grad[k]) {
+        s.grad_inputs[k] = grads[j].defined() ? grads[j] : torch::zeros_like(s.inputs[k]);
+        ++j;
+      }
+    s.bwd_graph->capture_end();
+  } catch (const c10::Error& e) {
+    return Internal("capturing " + model_->spec().modules[index_].name + " slot " +
+                    std::to_string(slot) + ": " + e.what_without_backtrace());
+  }
+  int kept_f = 0, kept_b = 0;
+  MOSAIC_ASSIGN_OR_RETURN(s.fwd_exec,
+                          GraphExec::Create(s.fwd_graph->raw_cuda_graph(), fwd_target, &kept_f));
+  MOSAIC_ASSIGN_OR_RETURN(s.bwd_exec,
+                          GraphExec::Create(s.bwd_graph->raw_cuda_graph(), bwd_target, &kept_b));
+  unretargeted_ += kept_f + kept_b;
+  if (kept_f + kept_b > 0) {
+    WarnOnce(std::to_string(kept_f + kept_b) + " kernel node(s) of " +
+             model_->spec().modules[index_].name +
+             " could not be moved to their partition's context and run where captured");
+  }
+  return Status::Ok();
+}
+
+StatusOr<torch::Tensor> GraphedModule::Forward(int slot, const std::vector<torch::Tensor>& inputs,
+                                               const std::vector<bool>& needs_grad) {
+  Slot& s = slots_.at(slot);
+  try {
+    if (mode_ == ExecMode::kGraph) {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < inputs.size(); ++k)
+        if (inputs[k].defined()) s.inputs[k].detach().copy_(inputs[k], /*non_blocking=*/true);
+      MOSAIC_RETURN_IF_ERROR(
+          s.fwd_exec.Launch(c10::cuda::getCurrentCUDAStream(device_.index()).stream()));
+      return s.output;
+    }
+    torch::AutoGradMode grad_mode(true);
+    s.inputs.clear();
+    s.needs_grad = needs_grad;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      torch::Tensor x = inputs[k];
+      if (x.defined() && needs_grad[k]) x = x.detach().requires_grad_(true);
+      s.inputs.push_back(x);
+    }
+    models::AutocastGuard autocast(device_, precision_);
+    s.output = model_->ForwardModule(index_, s.inputs);
+    s.grad_parts.assign(grad_parts_, torch::Tensor());
+    return s.output;
+  } catch (const c10::Error& e) {
+    return Internal("forward of " + model_->spec().modules[index_].name + ": " +
+                    e.what_without_backtrace());
+  }
+}
+
+Status GraphedModule::LaunchForward(int slot, cudaStream_t stream) const {
+  return slots_.at(slot).fwd_exec.Launch(stream);
+}
+
+Status GraphedModule::LaunchBackward(int slot, cudaStream_t stream) const {
+  return slots_.at(slot).bwd_exec.Launch(stream);
+}
+
+void GraphedModule::SetGradPart(int slot, int part, const torch::Tensor& grad) {
+  Slot& s = slots_.at(slot);
+  if (mode_ == ExecMode::kGraph) {
+    torch::NoGradGuard no_grad;
+    s.grad_parts.at(part).copy_(grad, /*non_blocking=*/true);
+  } else {
+    s.grad_parts.at(part) = grad;
+  }
+}
+
+std::vector<torch::Tensor> GraphedModule::ProducerGrads(int slot) const {
+  const Slot& s = slots_.at(slot);
+  std::vector<torch::Tensor> out;
+  for (size_t k = 0; k < s.inputs.size() && k < s.needs_grad.size(); ++k) {
+    if (!s.needs_grad[k]) continue;
+    torch::Tensor g = k < s.grad_inputs.size() ? s.grad_inputs[k] : torch::Tensor();
+    out.push_back(g.defined() ? g : torch::zeros_like(s.inputs[k]));
+  }
+  return out;
+}
+
+torch::Tensor GraphedModule::SumParts(Slot& s) {
+  torch::NoGradGuard no_grad;
+  if (mode_ == ExecMode::kGraph) {
+    for (size_t k = 1; k < s.grad_parts.size(); ++k)
+      s.grad_output.add_(s.grad_parts[k]);
+    return s.grad_output;
+  }
+  torch::Tensor sum;
+  for (const torch::Tensor& g : s.grad_parts)
+    if (g.defined()) sum = sum.defined() ? sum + g : g;
+  return sum;
+}
+
+Status GraphedModule::Backward(int slot) {
+  Slot& s = slots_.at(slot);
+  try {
+    torch::Tensor gy = SumParts(s);
+    if (mode_ == ExecMode::kGraph) {
+      return s.bwd_exec.Launch(c10::cuda::getCurrentCUDAStream(device_.index()).stream());
+    }
+    if (!gy.defined())
+      return Internal("backward of " + model_->spec().modules[index_].name +
+                      " before any gradient arrived");
+    if (gy.sizes() != s.output.sizes()) gy = gy.expand_as(s.output);
+    torch::autograd::backward({s.output}, {gy});
+    s.grad_inputs.assign(s.inputs.size(), torch::Tensor());
+    for (size_t k = 0; k < s.inputs.size(); ++k)
+      if (s.inputs[k].defined() && s.inputs[k].requires_grad())
+        s.grad_inputs[k] = s.inputs[k].grad();
+    s.output = torch::Tensor();  // frees the autograd graph's activations
+    return Status::Ok();
+  } catch (const c10::Error& e) {
+    return Internal("backward of " + model_->spec().modules[index_].name + ": " +
+                    e.what_without_backtrace());
+  }
+}
+
+}  // namespace mosaic::engine

@@ -1,0 +1,134 @@
+// GraphedModule: one module of a MultimodalModel, run forward and backward as separate units so
+// that the engine can put its forward and its backward on different partitions and keep several
+// micro-batches in flight (one activation slot each).
+//
+// Graph mode (Note [graphed module]) is the make_graphed_callables recipe in C++: per slot,
+// static inputs, a forward graph `y = m(x)` and a backward graph
+// `grads = autograd::grad(y, params + x, gy)` that also adds the parameter gradients into
+// persistent buffers (the parameters' .grad, zeroed by the executor at the start of a step).
+// Both graphs are captured on a private stream of the slot in the forward partition's context
+// (a graph keeps the SMs of the context it was captured in) and are instantiated for their
+// target partitions: a backward that runs on another partition gets its kernel nodes retargeted
+// to that partition's context (RetargetGraph). Each slot has its own memory pool, because slots
+// run concurrently; destroying the module frees the graphs before their pools.
+//
+// Eager mode runs the same module with autograd, no graphs: the CPU path, the temporal-eager
+// baseline, and losses (which see whole batches or per micro-batch logits, and are cheap).
+//
+//   GraphedModule vision(model.get(), model->IndexOf("vision"), ExecMode::kGraph, device,
+//                      Precision::kBf16);
+//   vision.set_slots(2);
+//   MOSAIC_RETURN_IF_ERROR(vision.CaptureSlot(0, {images}, {false}, std::move(capture_stream),
+//                                             fwd_stream, bwd_stream));
+//   torch::Tensor y = vision.Forward(0, {images});     // on the current stream
+//   vision.SetGradPart(0, 0, dloss_dy);                 // from the consumer
+//   vision.Backward(0);                                 // grads accumulate into .grad
+#pragma once
+
+#include <ATen/cuda/CUDAGraph.h>
+#include <cuda_runtime_api.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/partition.h"
+#include "models/multimodal_model.h"
+
+namespace mosaic::engine {
+
+enum class ExecMode { kEager, kGraph };
+const char* ToString(ExecMode m);
+
+// Sets every kernel node of `graph` to run in the context of `target` (a green context's SMs or
+// the whole GPU). *kept counts kernel nodes that could not be moved (bound to a CUfunction
+// without a context-independent kernel); they stay where they were captured.
+Status RetargetGraph(cudaGraph_t graph, cudaStream_t target, int* kept);
+
+// Owns an instantiated graph.
+class GraphExec {
+ public:
+  // Clones `graph`, retargets the clone to `target` (nullptr: leave as captured), instantiates.
+  static StatusOr<GraphExec> Create(cudaGraph_t graph, cudaStream_t target, int* kept = nullptr);
+  GraphExec() = default;
+  GraphExec(GraphExec&& o) noexcept : exec_(o.exec_) { o.exec_ = nullptr; }
+  GraphExec& operator=(GraphExec&& o) noexcept;
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec();
+  Status Launch(cudaStream_t stream) const;
+  bool valid() const { return exec_ != nullptr; }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+class GraphedModule {
+ public:
+  GraphedModule(models::MultimodalModelImpl* model, int module_index, ExecMode mode,
+                torch::Device device, Precision precision);
+  ~GraphedModule();
+  GraphedModule(const GraphedModule&) = delete;
+  GraphedModule& operator=(const GraphedModule&) = delete;
+
+  int index() const { return index_; }
+  ExecMode mode() const { return mode_; }
+  void set_slots(int n);
+  int slots() const { return static_cast<int>(slots_.size()); }
+  // Number of gradient contributions the backward sums (consumers of the output; 1 for a loss).
+  void set_grad_parts(int n);
+
+  // Graph mode: captures slot `slot` for inputs shaped like `example` (needs_grad[k]: input k
+  // comes from another module and gets a gradient). `capture_stream` becomes the slot's own.
+  // Warns (once) when kernel nodes could not be retargeted.
+  Status CaptureSlot(int slot, const std::vector<torch::Tensor>& example,
+                     const std::vector<bool>& needs_grad, OwnedStream capture_stream,
+                     cudaStream_t fwd_target, cudaStream_t bwd_target);
+
+  // Runs the forward of `slot` on the current stream; returns its output (graph: the static
+  // output, valid until the slot's next forward).
+  StatusOr<torch::Tensor> Forward(int slot, const std::vector<torch::Tensor>& inputs,
+                                  const std::vector<bool>& needs_grad);
+  // Gradient contribution `part` to the slot's output (graph: copied into a static buffer).
+  void SetGradPart(int slot, int part, const torch::Tensor& grad);
+  // Graph mode: replays slot's forward / backward graph alone on `stream` (the profiler).
+  Status LaunchForward(int slot, cudaStream_t stream) const;
+  Status LaunchBackward(int slot, cudaStream_t stream) const;
+  // Runs the backward of `slot` on the current stream with the sum of the parts as gradient.
+  Status Backward(int slot);
+  // Gradient of input k from the last backward of `slot` (undefined for inputs without grad).
+  torch::Tensor grad_input(int slot, int k) const { return slots_.at(slot).grad_inputs.at(k); }
+  // Gradients of the inputs that came from other modules (needs_grad), in input order; zeros
+  // where the module did not use one.
+  std::vector<torch::Tensor> ProducerGrads(int slot) const;
+  torch::Tensor output(int slot) const { return slots_.at(slot).output; }
+  // Kernel nodes left in their capture context, over every slot (0 when all were retargeted).
+  int unretargeted_nodes() const { return unretargeted_; }
+
+ private:
+  struct Slot {
+    std::vector<torch::Tensor> inputs;  // graph: static; eager: the last forward's
+    std::vector<bool> needs_grad;
+    torch::Tensor output;
+    torch::Tensor grad_output;              // graph: static
+    std::vector<torch::Tensor> grad_parts;  // graph: static (aliases grad_output if one)
+    std::vector<torch::Tensor> grad_inputs;
+    OwnedStream capture_stream;
+    std::unique_ptr<at::cuda::CUDAGraph> fwd_graph, bwd_graph;  // own the memory pool
+    GraphExec fwd_exec, bwd_exec;
+  };
+  std::vector<torch::Tensor> Trainable() const;
+  torch::Tensor SumParts(Slot& s);
+
+  models::MultimodalModelImpl* model_;
+  int index_;
+  ExecMode mode_;
+  torch::Device device_;
+  Precision precision_;
+  int grad_parts_ = 1;
+  int unretargeted_ = 0;
+  std::vector<Slot> slots_;
+};
+
+}  // namespace mosaic::engine

@@ -1,0 +1,148 @@
+// Partitions on a real GPU: green contexts built from one split are disjoint (a kernel records
+// the %smid of every block), a graph retargeted to a partition runs there, and the fallback
+// without green contexts gives plain streams.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <iostream>
+#include <iterator>
+
+#include "engine/graphed_module.h"
+#include "engine/partition.h"
+#include "engine/sm_probe.h"
+
+namespace mosaic::engine {
+namespace {
+
+constexpr int kBlocks = 2048;
+
+Plan ThreePartitions() {
+  Plan p;
+  p.name = "probe";
+  PhaseSpec ph;
+  ph.name = "all";
+  ph.partitions.push_back({"a", PartitionKind::kDedicated, SmCount(64), {}});
+  ph.partitions.push_back({"b", PartitionKind::kDedicated, SmCount(28), {}});
+  ph.partitions.push_back({"c", PartitionKind::kDedicated, SmCount(40), {}});
+  ph.partitions.push_back({"s", PartitionKind::kShared, SmCount(0), {}});
+  p.phases.push_back(ph);
+  return p;
+}
+
+std::string Show(const std::set<int>& s) {
+  std::string out;
+  for (int x : s)
+    out += std::to_string(x) + " ";
+  return out;
+}
+
+class PartitionGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  }
+};
+
+TEST_F(PartitionGpu, OneSplitCoversTheDevice) {
+  auto split = SmSplit::Create(0);
+  ASSERT_TRUE(split.ok()) << split.status();
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  std::cout << prop.name << ": " << (*split)->groups() << " groups of " << (*split)->granule()
+            << " SMs + remainder " << (*split)->remainder() << "\n";
+  EXPECT_EQ((*split)->total(), prop.multiProcessorCount);
+  EXPECT_GT((*split)->groups(), 1);
+}
+
+TEST_F(PartitionGpu, DedicatedPartitionsOfAPhaseAreDisjoint) {
+  auto set = PartitionSet::Create(ThreePartitions(), torch::Device(torch::kCUDA, 0));
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_TRUE((*set)->green()) << "green contexts unavailable on this GPU";
+  std::vector<std::set<int>> used;
+  for (int p = 0; p < 3; ++p) {
+    const Partition& part = (*set)->at(0, p);
+    EXPECT_TRUE(part.green);
+    auto sms = ProbeSms(part.stream->stream(), kBlocks);
+    ASSERT_TRUE(sms.ok()) << sms.status();
+    std::cout << "partition " << part.id << " (" << part.sms << " SMs) ran on " << sms->size()
+              << " SMs: " << Show(*sms) << "\n";
+    EXPECT_LE(static_cast<int>(sms->size()), part.sms);
+    EXPECT_GE(static_cast<int>(sms->size()), part.sms / 2) << "the probe should fill most SMs";
+    used.push_back(*sms);
+  }
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b) {
+      std::vector<int> both;
+      std::set_intersection(used[a].begin(), used[a].end(), used[b].begin(), used[b].end(),
+                            std::back_inserter(both));
+      EXPECT_TRUE(both.empty()) << "partitions " << a << " and " << b << " share " << both.size()
+                                << " SMs";
+    }
+  // The shared partition is a plain stream: it may use every SM.
+  auto shared = ProbeSms((*set)->at(0, 3).stream->stream(), kBlocks);
+  ASSERT_TRUE(shared.ok());
+  EXPECT_GT(shared->size(), used[0].size());
+}
+
+// A graph captured on one stream and retargeted to a partition runs on that partition's SMs:
+// what lets a backward graph run on another partition than its forward.
+TEST_F(PartitionGpu, RetargetedGraphRunsInItsPartition) {
+  auto set = PartitionSet::Create(ThreePartitions(), torch::Device(torch::kCUDA, 0));
+  ASSERT_TRUE(set.ok()) << set.status();
+  ASSERT_TRUE((*set)->green());
+  const cudaStream_t a = (*set)->at(0, 0).stream->stream();
+  const cudaStream_t b = (*set)->at(0, 1).stream->stream();
+  auto sms_b = ProbeSms(b, kBlocks);
+  ASSERT_TRUE(sms_b.ok());
+  int* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, sizeof(int) * kBlocks), cudaSuccess);
+  for (const char* from : {"plain", "green"}) {
+    SCOPED_TRACE(from);
+    auto cap = std::string(from) == "plain" ? CreatePlainStream()
+                                            : (*set)->CreateStreamLike(0, 0);  // in a's context
+    ASSERT_TRUE(cap.ok());
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(cap->get(), cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    ASSERT_TRUE(LaunchSmProbe(cap->get(), kBlocks, d).ok());
+    ASSERT_EQ(cudaStreamEndCapture(cap->get(), &graph), cudaSuccess);
+    int kept = -1;
+    auto exec = GraphExec::Create(graph, b, &kept);
+    ASSERT_TRUE(exec.ok()) << exec.status();
+    EXPECT_EQ(kept, 0) << "kernel nodes without a context-independent kernel";
+    ASSERT_TRUE(exec->Launch(b).ok());
+    std::vector<int> h(kBlocks);
+    ASSERT_EQ(cudaMemcpyAsync(h.data(), d, sizeof(int) * kBlocks, cudaMemcpyDeviceToHost, b),
+              cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+    const std::set<int> ran(h.begin(), h.end());
+    std::cout << "graph captured on " << from << ", retargeted to b: " << ran.size()
+              << " SMs: " << Show(ran) << "\n";
+    for (int sm : ran)
+      EXPECT_TRUE(sms_b->count(sm)) << "SM " << sm << " is outside b";
+    cudaGraphDestroy(graph);
+  }
+  (void)a;
+  cudaFree(d);
+}
+
+TEST_F(PartitionGpu, WithoutGreenContextsDedicatedPartitionsArePlainStreams) {
+  PartitionOptions o;
+  o.use_green_contexts = false;
+  auto set = PartitionSet::Create(ThreePartitions(), torch::Device(torch::kCUDA, 0), o);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_FALSE((*set)->green());
+  for (int p = 0; p < 4; ++p) {
+    EXPECT_FALSE((*set)->at(0, p).green);
+    ASSERT_TRUE((*set)->at(0, p).stream.has_value());
+  }
+}
+
+TEST_F(PartitionGpu, AQuotaTheSplitCannotMakeIsRefused) {
+  Plan p = ThreePartitions();
+  p.phases[0].partitions[0].sms = SmCount(96);  // with 28 + 40: more groups than the split has
+  auto set = PartitionSet::Create(p, torch::Device(torch::kCUDA, 0));
+  EXPECT_FALSE(set.ok());
+}
+
+}  // namespace
+}  // namespace mosaic::engine
