@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/cost.h"
 
@@ -38,7 +39,7 @@ namespace mosaic {
 namespace {
 
 constexpr double kImprove = 1e-9;  // relative: an improvement smaller than this is none
-constexpr int kWideLayout = 6;      // partitions beyond which the costliest moves are thinned
+constexpr int kWideLayout = 6;     // partitions beyond which the costliest moves are thinned
 
 double Gib(double bytes) {
   return bytes / (1024.0 * 1024 * 1024);
@@ -164,7 +165,9 @@ PhaseLayout MakeLayout(const std::vector<std::vector<int>>& groups, bool dedicat
   return l;
 }
 
-std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& base) {
+// `eval` (optional) enables the re-balanced variants of structural moves.
+std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& base,
+                                   PhaseEvaluator* eval) {
   std::vector<PhaseLayout> out;
   const int G = static_cast<int>(base.groups.size());
   int used = 0;
@@ -239,7 +242,8 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
       // granule, half and all of what is free.
       std::vector<int> takes;
       if (G <= kWideLayout) {
-        for (int take = 1; take <= avail; ++take) takes.push_back(take);
+        for (int take = 1; take <= avail; ++take)
+          takes.push_back(take);
       } else {
         takes = {1, avail / 2, avail};
       }
@@ -272,13 +276,52 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
     for (int j = i + 1; j < G; ++j) {
       if (!base.groups[i].dedicated || !base.groups[j].dedicated) continue;
       const int total = base.groups[i].granules + base.groups[j].granules;
+      const bool had_rem = base.groups[i].remainder || base.groups[j].remainder;
       for (int q = 0; q <= total; ++q) {
-        if (q == base.groups[i].granules) continue;
-        PhaseLayout l = base;
-        l.groups[i].granules = q;
-        l.groups[j].granules = total - q;
+        // The remainder stays with the pair, on either side (or goes to the pool).
+        for (int rem = 0; rem < (had_rem ? 3 : 1); ++rem) {
+          PhaseLayout l = base;
+          l.groups[i].granules = q;
+          l.groups[j].granules = total - q;
+          if (had_rem) {
+            l.groups[i].remainder = rem == 1;
+            l.groups[j].remainder = rem == 2;
+          }
+          push(std::move(l));
+        }
+      }
+    }
+  }
+  // Trade one granule for the remainder group, or the remainder for one granule.
+  if (remainder_exists) {
+    for (int i = 0; i < G; ++i) {
+      if (!base.groups[i].dedicated) continue;
+      PhaseLayout l = base;
+      if (!base.groups[i].remainder && base.groups[i].granules >= 1) {
+        if (remainder_holder >= 0) l.groups[remainder_holder].remainder = false;
+        l.groups[i].remainder = true;
+        l.groups[i].granules -= 1;
+        push(std::move(l));
+      } else if (base.groups[i].remainder && free >= 1) {
+        l.groups[i].remainder = false;
+        l.groups[i].granules += 1;
         push(std::move(l));
       }
+    }
+  }
+  // Structural moves again, with quotas re-balanced greedily (small layouts only).
+  if (eval && G <= kWideLayout) {
+    const size_t structural = out.size();
+    for (size_t k = 0; k < structural; ++k) {
+      if (out[k].groups.size() == base.groups.size()) {
+        bool same_kinds = true;
+        for (size_t g = 0; g < out[k].groups.size(); ++g)
+          same_kinds = same_kinds && out[k].groups[g].dedicated == base.groups[g].dedicated &&
+                       out[k].groups[g].modules == base.groups[g].modules;
+        if (same_kinds) continue;  // a quota move already
+      }
+      PhaseLayout l = out[k];
+      if (BalanceQuotas(*eval, &l)) push(std::move(l));
     }
   }
   // Move one module to another group or a new one; merge two groups.
@@ -333,7 +376,7 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
 PhaseChoice Refine(PhaseEvaluator& eval, PhaseChoice start, int max_rounds) {
   for (int round = 0; round < max_rounds; ++round) {
     PhaseChoice best = start;
-    for (PhaseLayout& n : Neighbors(*eval.context(), start.layout)) {
+    for (PhaseLayout& n : Neighbors(*eval.context(), start.layout, &eval)) {
       double t = eval.Evaluate(n, best.time_us);
       if (t < best.time_us * (1 - kImprove)) best = {std::move(n), t};
     }
@@ -373,6 +416,23 @@ PhaseChoice HeuristicPhaseSearch(PhaseEvaluator& eval, const std::vector<int>& m
       }
       mixed.groups[heaviest].dedicated = false;
       if (BalanceQuotas(eval, &mixed)) seeds.push_back(mixed);
+      // The opposite: the heaviest group dedicated, every other module on its own stream.
+      PhaseLayout protect;
+      protect.groups.push_back({true, 0, false, groups[heaviest]});
+      for (size_t i = 0; i < groups.size(); ++i)
+        if (static_cast<int>(i) != heaviest)
+          for (int m : groups[i])
+            protect.groups.push_back({false, 0, false, {m}});
+      Normalize(&protect);
+      if (BalanceQuotas(eval, &protect)) seeds.push_back(protect);
+    }
+    // One module protected on dedicated SMs, the others on their own streams.
+    for (int m : modules) {
+      PhaseLayout one;
+      for (int k : modules)
+        one.groups.push_back({k == m, 0, false, {k}});
+      Normalize(&one);
+      if (BalanceQuotas(eval, &one)) seeds.push_back(one);
     }
   }
   std::vector<PhaseChoice> scored;
@@ -546,6 +606,7 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
     return c.step_us;
   };
 
+  std::map<std::tuple<int, int, std::vector<int>>, PhaseChoice> phase_cache;
   for (int mb : counts) {
     MOSAIC_ASSIGN_OR_RETURN(
         PerfModel pm, PerfModel::Build(model, device, profile, model.batch_size / mb, perf_options,
@@ -587,7 +648,17 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
           for (PhaseKind k : PhasesOf(s)) {
             if (!chosen.count(k)) {
               evals[k] = std::make_unique<PhaseEvaluator>(ctx, k);
-              chosen[k] = search(*evals[k], ModulesInPhase(*ctx, k));
+              // Policies often order a phase's tasks identically (forward-first and
+              // micro-batch-first agree inside a forward phase): search such a phase once.
+              // One-phase searches also depend on the buffers, so they are not shared.
+              auto key = std::make_tuple(mb, static_cast<int>(k), evals[k]->tasks());
+              auto hit = k == PhaseKind::kAll ? phase_cache.end() : phase_cache.find(key);
+              if (hit != phase_cache.end()) {
+                chosen[k] = hit->second;
+              } else {
+                chosen[k] = search(*evals[k], ModulesInPhase(*ctx, k));
+                if (k != PhaseKind::kAll) phase_cache.emplace(key, chosen[k]);
+              }
             }
             c.layouts.push_back(chosen[k].layout);
             c.step_us += chosen[k].time_us;

@@ -111,6 +111,7 @@ class PhaseEvaluator {
   double Evaluate(const PhaseLayout& layout, double bound = kInfeasible);
   PhaseKind kind() const { return kind_; }
   SearchContext* context() const { return ctx_; }
+  const std::vector<int>& tasks() const { return tasks_; }  // in the order partitions run them
   double last_peak_activation() const { return last_peak_; }
 
  private:

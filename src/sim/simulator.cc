@@ -71,30 +71,48 @@ StatusOr<SimProgram> CompilePlan(const Plan& plan, const TaskGraph& graph,
   return program;
 }
 
+Simulator::Simulator(const TaskGraph& graph, const PerfModel& model)
+    : graph_(graph), model_(model) {
+  const int n = static_cast<int>(graph_.size());
+  kind_.resize(n);
+  fwd_of_.resize(n);
+  in_program_.assign(n, 0);
+  preds_.assign(n, 0);
+  for (const Task& task : graph_.tasks()) {
+    kind_[task.index] = PerfModel::Kind(task.module_index, task.id.phase);
+    fwd_of_[task.index] = PerfModel::Kind(task.module_index, TaskPhase::kForward);
+    if (!model_.has(kind_[task.index]) && missing_.empty()) missing_ = task.id.ToString();
+  }
+}
+
 StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& options) {
+  if (!missing_.empty()) return NotFound("the performance model has no entry for " + missing_);
   const int n = static_cast<int>(graph_.size());
   const auto& tasks = graph_.tasks();
   const int total_sms = model_.device().sm_count.value();
   SimResult r;
   r.tasks.assign(options.record_tasks ? n : 0, TaskTiming{});
-  in_program_.assign(n, 0);
-  kind_.resize(n);
-  fwd_of_.resize(n);
+  // Only the program's tasks are touched, so a one-phase program of a large step is cheap.
+  program_tasks_.clear();
   for (const SimPhase& ph : program.phases)
     for (const SimPartition& p : ph.partitions)
-      for (int t : p.tasks)
+      for (int t : p.tasks) {
         in_program_[t] = 1;
-  preds_.assign(n, 0);
-  for (int t = 0; t < n; ++t) {
-    const Task& task = tasks[t];
-    kind_[t] = PerfModel::Kind(task.module_index, task.id.phase);
-    fwd_of_[t] = PerfModel::Kind(task.module_index, TaskPhase::kForward);
-    if (!model_.has(kind_[t]))
-      return NotFound("the performance model has no entry for " + task.id.ToString());
-    if (!in_program_[t]) continue;
+        program_tasks_.push_back(t);
+      }
+  for (int t : program_tasks_) {
+    int count = 0;
     for (int e : graph_.in_edges(t))
-      if (in_program_[graph_.edges()[e].from]) ++preds_[t];
+      if (in_program_[graph_.edges()[e].from]) ++count;
+    preds_[t] = count;
   }
+  struct Reset {  // in_program_ is all zeros between runs
+    Simulator* s;
+    ~Reset() {
+      for (int t : s->program_tasks_)
+        s->in_program_[t] = 0;
+    }
+  } reset{this};
 
   double now = 0, sm_time = 0, memory = 0, peak = 0;
   int64_t events = 0;

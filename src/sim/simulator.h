@@ -69,7 +69,7 @@ struct SimOptions {
 
 class Simulator {
  public:
-  Simulator(const TaskGraph& graph, const PerfModel& model) : graph_(graph), model_(model) {}
+  Simulator(const TaskGraph& graph, const PerfModel& model);
   // Fails (FailedPrecondition) on a deadlock: an order that contradicts a dependency.
   StatusOr<SimResult> Run(const SimProgram& program, const SimOptions& options = {});
 
@@ -77,8 +77,9 @@ class Simulator {
   const TaskGraph& graph_;
   const PerfModel& model_;
   // Scratch reused between runs.
-  std::vector<int> preds_, kind_, fwd_of_;
+  std::vector<int> preds_, kind_, fwd_of_, program_tasks_;
   std::vector<char> in_program_;
+  std::string missing_;  // a task the performance model has no entry for
   std::vector<RunningTask> run_;
   std::vector<TaskRate> rate_;
 };
