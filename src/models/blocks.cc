@@ -215,14 +215,14 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch:
 }
 
 TransformerStackImpl::TransformerStackImpl(const BlockOptions& options, int64_t depth) {
-  blocks = register_module("blocks", torch::nn::ModuleList());
+  layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < depth; ++i)
-    blocks->push_back(TransformerBlock(options));
+    layers->push_back(TransformerBlock(options));
 }
 
 torch::Tensor TransformerStackImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
   torch::Tensor h = x;
-  for (const auto& block : *blocks)
+  for (const auto& block : *layers)
     h = block->as<TransformerBlockImpl>()->forward(h, key_mask);
   return h;
 }

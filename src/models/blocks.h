@@ -151,7 +151,7 @@ class TransformerStackImpl : public torch::nn::Module {
  public:
   TransformerStackImpl(const BlockOptions& options, int64_t depth);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& key_mask = {});
-  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::ModuleList layers{nullptr};  // TransformerBlock, parameter names "<stack>.layers.<i>."
 };
 TORCH_MODULE(TransformerStack);
 

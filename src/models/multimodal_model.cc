@@ -223,6 +223,84 @@ StatusOr<MultimodalModel> BuildMultimodalModel(const ModelSpec& spec, torch::Dev
 
 namespace {
 
+std::string ShapeString(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes() << " " << t.scalar_type();
+  return os.str();
+}
+
+}  // namespace
+
+Status CheckBatch(const ModelSpec& spec, const Batch& batch, bool check_values) {
+  const int64_t B = batch.size();
+  if (B == 0) return InvalidArgument("batch: empty (no input tensor)");
+  auto fail = [&](const ModuleSpec& m, const std::string& field, const torch::Tensor& t,
+                  const std::string& want) {
+    return InvalidArgument("batch." + field + " for module \"" + m.name + "\": expected " + want +
+                           ", got " + (t.defined() ? ShapeString(t) : std::string("nothing")));
+  };
+  auto input = [&](const ModuleSpec& m, const torch::Tensor& field, std::string* name) {
+    auto it = batch.inputs.find(m.name);
+    *name = it != batch.inputs.end() ? "inputs[" + m.name + "]" : *name;
+    return it != batch.inputs.end() ? it->second : field;
+  };
+  auto check_tokens = [&](const ModuleSpec& m) -> Status {
+    std::string name = "tokens";
+    torch::Tensor t = input(m, batch.tokens, &name);
+    const std::string want = "(" + std::to_string(B) + ", T <= " + std::to_string(m.seq_len) +
+                             ") Long" + (m.kind == ModuleKind::kLlm ? "" : ", T >= 1");
+    if (!t.defined() || t.dim() != 2 || t.size(0) != B || t.size(1) > m.seq_len ||
+        t.size(1) < (m.kind == ModuleKind::kLlm ? 2 : 1) || t.scalar_type() != torch::kLong)
+      return fail(m, name, t, want);
+    if (batch.token_mask.defined() && batch.token_mask.sizes() != batch.tokens.sizes())
+      return fail(m, "token_mask", batch.token_mask, "the shape of batch.tokens");
+    if (check_values) {
+      auto [lo, hi] = torch::aminmax(t);
+      if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= m.vocab_size)
+        return InvalidArgument("batch." + name + " for module \"" + m.name + "\": token ids in [" +
+                               std::to_string(lo.item<int64_t>()) + ", " +
+                               std::to_string(hi.item<int64_t>()) + "] outside [0, " +
+                               std::to_string(m.vocab_size) + ")");
+    }
+    return Status::Ok();
+  };
+  for (const ModuleSpec& m : spec.modules) {
+    switch (m.kind) {
+      case ModuleKind::kVit: {
+        std::string name = "images";
+        torch::Tensor t = input(m, batch.images, &name);
+        const int64_t ch = m.channels > 0 ? m.channels : 3;
+        if (!t.defined() || t.dim() != 4 || t.size(0) != B || t.size(1) != ch ||
+            t.size(2) != m.image_size || t.size(3) != m.image_size || !t.is_floating_point())
+          return fail(m, name, t,
+                      "(" + std::to_string(B) + ", " + std::to_string(ch) + ", " +
+                          std::to_string(m.image_size) + ", " + std::to_string(m.image_size) +
+                          ") float");
+        break;
+      }
+      case ModuleKind::kAudio: {
+        std::string name = "audio";
+        torch::Tensor t = input(m, batch.audio, &name);
+        if (!t.defined() || t.dim() != 3 || t.size(0) != B || t.size(1) != m.n_mels ||
+            t.size(2) > m.frames || t.size(2) < 2 || t.size(2) % 2 != 0 || !t.is_floating_point())
+          return fail(m, name, t,
+                      "(" + std::to_string(B) + ", " + std::to_string(m.n_mels) +
+                          ", F even <= " + std::to_string(m.frames) + ") float");
+        break;
+      }
+      case ModuleKind::kText:
+      case ModuleKind::kLlm:
+        MOSAIC_RETURN_IF_ERROR(check_tokens(m));
+        break;
+      default:
+        break;
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
 std::string HumanCount(double n) {
   char buf[32];
   if (n >= 1e9) {

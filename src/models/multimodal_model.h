@@ -102,6 +102,12 @@ TORCH_MODULE(MultimodalModel);
 // cannot build (a module kind/field combination they do not support), with the module's name.
 StatusOr<MultimodalModel> BuildMultimodalModel(const ModelSpec& spec, torch::Device device);
 
+// Checks that `batch` carries every input the spec's modules read, with the shapes and dtypes
+// they accept and one batch size: InvalidArgument naming the module and the field otherwise.
+// With check_values, token ids must lie in [0, vocab_size): on CUDA an id out of range would
+// end the process with a device-side assert; this check synchronizes with the device.
+Status CheckBatch(const ModelSpec& spec, const Batch& batch, bool check_values = true);
+
 // The table printed at start: one row per module (name, kind, parameters counted from the
 // torch module, forward GFLOPs per sample from core/cost.h) and a total row.
 std::string ModelTable(const MultimodalModelImpl& model);

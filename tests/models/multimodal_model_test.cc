@@ -225,6 +225,33 @@ TEST(MultimodalModelTest, BuildReportsUnbuildableSpecsAsStatus) {
   EXPECT_FALSE(BuildMultimodalModel(ModelSpec{}, torch::kCPU).ok());
 }
 
+TEST(BatchTest, CheckBatchNamesTheModuleAndField) {
+  ModelSpec spec = Parse(kTinyImagebind);
+  Batch good = SyntheticBatch(spec, 4, torch::kCPU, 9);
+  EXPECT_TRUE(CheckBatch(spec, good).ok()) << CheckBatch(spec, good);
+  auto message = [&](const Batch& b) { return CheckBatch(spec, b).message(); };
+  Batch b = good;
+  b.images = torch::randn({4, 3, 8, 8});
+  EXPECT_NE(message(b).find("batch.images for module \"image\": expected (4, 3, 16, 16)"),
+            std::string::npos)
+      << message(b);
+  b = good;
+  b.inputs.erase("depth");  // falls back to the 3-channel images: wrong for a 1-channel encoder
+  EXPECT_NE(message(b).find("module \"depth\""), std::string::npos) << message(b);
+  b = good;
+  b.tokens = b.tokens.clone();
+  b.tokens[1][2] = 40;
+  EXPECT_NE(message(b).find("outside [0, 40)"), std::string::npos) << message(b);
+  EXPECT_TRUE(CheckBatch(spec, b, /*check_values=*/false).ok());
+  b = good;
+  b.audio = torch::randn({3, 6, 12});
+  EXPECT_NE(message(b).find("batch.audio for module \"audio\""), std::string::npos) << message(b);
+  b = good;
+  b.token_mask = torch::ones({4, 3}, torch::kBool);
+  EXPECT_NE(message(b).find("token_mask"), std::string::npos) << message(b);
+  EXPECT_EQ(CheckBatch(spec, Batch{}).code(), StatusCode::kInvalidArgument);
+}
+
 TEST(BatchTest, SliceToAndSyntheticDeterminism) {
   ModelSpec spec = LoadZoo("clip-tiny");
   Batch a = SyntheticBatch(spec, 6, torch::kCPU, 7), b = SyntheticBatch(spec, 6, torch::kCPU, 7);
