@@ -18,20 +18,73 @@ void Warn(const LoaderOptions& o, const std::string& line) {
   }
 }
 
-// Decoded example -> tensors, appended to the batch under construction.
+// One example read, decoded and turned into tensors (or why it could not be).
+struct Prepared {
+  Status status;
+  torch::Tensor image, mel;
+  std::vector<int64_t> ids;
+  int64_t length = 0;
+  std::string caption, name;
+};
+
+Prepared Prepare(const ExampleSource& source, const Tokenizer& tok, const LoaderOptions& o,
+                 int64_t index) {
+  Prepared p;
+  StatusOr<Example> ex = source.Get(index);
+  if (!ex.ok()) {
+    p.status = ex.status();
+    return p;
+  }
+  if (o.n_mels > 0 && ex->audio.samples.empty()) {
+    p.status = InvalidArgument(ex->name + ": no audio samples (the model has an audio encoder)");
+    return p;
+  }
+  p.image = ImageToTensor(ex->image, o.image_size);
+  p.ids = tok.Encode(ex->caption, o.seq_len);
+  p.length = tok.EncodedLength(ex->caption, o.seq_len);
+  if (o.n_mels > 0) p.mel = LogMelSpectrogram(ex->audio, o.n_mels, o.frames);
+  p.caption = std::move(ex->caption);
+  p.name = std::move(ex->name);
+  return p;
+}
+
+// Prepares `indices` with up to `workers` threads; results in the order of `indices`.
+std::vector<Prepared> PrepareAll(const ExampleSource& source, const Tokenizer& tok,
+                                 const LoaderOptions& o, const std::vector<int64_t>& indices) {
+  std::vector<Prepared> out(indices.size());
+  const int n = static_cast<int>(indices.size());
+  const int workers = std::max(1, std::min(o.workers, n));
+  auto work = [&](int first) {
+    torch::NoGradGuard no_grad;
+    for (int i = first; i < n; i += workers)
+      out[i] = Prepare(source, tok, o, indices[i]);
+  };
+  if (workers == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> threads;
+    for (int w = 1; w < workers; ++w)
+      threads.emplace_back(work, w);
+    work(0);
+    for (auto& t : threads)
+      t.join();
+  }
+  return out;
+}
+
 struct BatchBuilder {
   std::vector<torch::Tensor> images, tokens, audio;
   std::vector<int64_t> lengths;
   std::vector<std::string> captions, names;
 
-  void Add(const Example& ex, const Tokenizer& tok, const LoaderOptions& o) {
-    images.push_back(ImageToTensor(ex.image, o.image_size));
-    std::vector<int64_t> ids = tok.Encode(ex.caption, o.seq_len);
-    tokens.push_back(torch::tensor(ids, torch::kInt64));
-    lengths.push_back(tok.EncodedLength(ex.caption, o.seq_len));
-    if (o.n_mels > 0) audio.push_back(LogMelSpectrogram(ex.audio, o.n_mels, o.frames));
-    captions.push_back(ex.caption);
-    names.push_back(ex.name);
+  int size() const { return static_cast<int>(images.size()); }
+  void Add(Prepared& p) {
+    images.push_back(std::move(p.image));
+    tokens.push_back(torch::tensor(p.ids, torch::kInt64));
+    lengths.push_back(p.length);
+    if (p.mel.defined()) audio.push_back(std::move(p.mel));
+    captions.push_back(std::move(p.caption));
+    names.push_back(std::move(p.name));
   }
   Batch Finish() {
     Batch b;
@@ -44,14 +97,6 @@ struct BatchBuilder {
     return b;
   }
 };
-
-// Checks that an example can be used beyond decoding (audio wanted but absent).
-Status CheckExample(const Example& ex, const LoaderOptions& o) {
-  if (o.n_mels > 0 && ex.audio.samples.empty()) {
-    return InvalidArgument(ex.name + ": no audio samples (the model has an audio encoder)");
-  }
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -82,18 +127,16 @@ StatusOr<Batch> MakeBatch(const ExampleSource& source, const Tokenizer& tokenize
                           const LoaderOptions& options, const std::vector<int64_t>& indices) {
   BatchBuilder builder;
   int64_t skipped = 0;
-  for (int64_t i : indices) {
-    StatusOr<Example> ex = source.Get(i);
-    Status s = ex.ok() ? CheckExample(*ex, options) : ex.status();
-    if (!s.ok()) {
-      if (options.on_bad_data == BadDataPolicy::kStop) return s;
-      Warn(options, s.message() + " (skipped)");
+  for (Prepared& p : PrepareAll(source, tokenizer, options, indices)) {
+    if (!p.status.ok()) {
+      if (options.on_bad_data == BadDataPolicy::kStop) return p.status;
+      Warn(options, p.status.message() + " (skipped)");
       ++skipped;
       continue;
     }
-    builder.Add(*ex, tokenizer, options);
+    builder.Add(p);
   }
-  if (builder.images.empty()) return InvalidArgument("no usable examples in the batch");
+  if (builder.size() == 0) return InvalidArgument("no usable examples in the batch");
   Batch b = builder.Finish();
   b.skipped = skipped;
   return b;
@@ -140,32 +183,37 @@ StatusOr<Batch> DataLoader::Produce() {
   if (n <= 0) return InvalidArgument(source_->Describe() + ": no examples");
   BatchBuilder builder;
   int64_t skipped = 0, bad_in_a_row = 0;
-  while (static_cast<int>(builder.images.size()) < options_.batch_size) {
-    if (pos_.offset >= n) {
-      pos_.epoch += 1;
-      pos_.offset = 0;
-    }
-    if (order_epoch_ != pos_.epoch) {
-      order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
-      order_epoch_ = pos_.epoch;
-    }
-    const int64_t index = order_[static_cast<size_t>(pos_.offset)];
-    pos_.offset += 1;
-    StatusOr<Example> ex = source_->Get(index);
-    Status s = ex.ok() ? CheckExample(*ex, options_) : ex.status();
-    if (!s.ok()) {
-      if (options_.on_bad_data == BadDataPolicy::kStop) {
-        return Status(s.code(), s.message() + " (stopping: --on-bad-data=stop)");
+  while (builder.size() < options_.batch_size) {
+    // The next examples in order, as many as the batch still needs; the same indices are
+    // taken whatever the number of workers, so the batches do not depend on it.
+    std::vector<int64_t> indices;
+    while (static_cast<int>(indices.size()) < options_.batch_size - builder.size()) {
+      if (pos_.offset >= n) {
+        pos_.epoch += 1;
+        pos_.offset = 0;
       }
-      Warn(options_, s.message() + " (skipped)");
-      ++skipped;
-      if (++bad_in_a_row >= n) {
-        return InvalidArgument(source_->Describe() + ": no usable example in a whole epoch");
+      if (order_epoch_ != pos_.epoch) {
+        order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
+        order_epoch_ = pos_.epoch;
       }
-      continue;
+      indices.push_back(order_[static_cast<size_t>(pos_.offset)]);
+      pos_.offset += 1;
     }
-    bad_in_a_row = 0;
-    builder.Add(*ex, *tokenizer_, options_);
+    for (Prepared& p : PrepareAll(*source_, *tokenizer_, options_, indices)) {
+      if (!p.status.ok()) {
+        if (options_.on_bad_data == BadDataPolicy::kStop) {
+          return Status(p.status.code(), p.status.message() + " (stopping: --on-bad-data=stop)");
+        }
+        Warn(options_, p.status.message() + " (skipped)");
+        ++skipped;
+        if (++bad_in_a_row >= n) {
+          return InvalidArgument(source_->Describe() + ": no usable example in a whole epoch");
+        }
+        continue;
+      }
+      bad_in_a_row = 0;
+      builder.Add(p);
+    }
   }
   Batch b = builder.Finish();
   b.next = pos_;

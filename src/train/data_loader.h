@@ -55,6 +55,7 @@ struct LoaderOptions {
   bool shuffle = true;
   BadDataPolicy on_bad_data = BadDataPolicy::kStop;
   int prefetch_batches = 4;  // bound of the queue of ready batches
+  int workers = 1;           // threads decoding the examples of one batch (1: the prefetch thread)
   // One line per skipped example ("<file>: <why> (skipped)"); defaults to stderr.
   std::function<void(const std::string&)> warn;
 };

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <numeric>
 #include <sstream>
+#include <thread>
 
 #include "models/multimodal_model.h"
 #include "train/checkpoint.h"
@@ -277,6 +278,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   loader_options.seed = options.seed;
   loader_options.on_bad_data = options.on_bad_data;
   loader_options.prefetch_batches = options.prefetch_batches;
+  // On a GPU the data must keep up with the model: decode a batch on several threads. The CPU
+  // trains on every core already.
+  loader_options.workers =
+      device.is_cuda() ? std::clamp(static_cast<int>(std::thread::hardware_concurrency()) / 2, 1, 8)
+                       : 1;
   loader_options.warn = source_options.warn;
 
   // Model and optimizer, initialized from the seed.

@@ -382,6 +382,17 @@ TEST(DataLoader, SeededOrderAndResumablePosition) {
   EXPECT_EQ(e0, DataLoader::EpochOrder(10, 11, 0, true));
   EXPECT_NE(e0, DataLoader::EpochOrder(10, 12, 0, true));
   EXPECT_EQ(run[2].next.epoch, 1);
+
+  // Several decoding threads give the same batches.
+  o.workers = 3;
+  DataLoader parallel(src, tok, o);
+  for (int i = 0; i < 5; ++i) {
+    auto b = parallel.Next();
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(b->names, run[i].names);
+    EXPECT_TRUE(torch::equal(b->images, run[i].images));
+    EXPECT_EQ(b->next, run[i].next);
+  }
 }
 
 TEST(DataLoader, ImagesOfOtherSizesAreResizedAndCropped) {

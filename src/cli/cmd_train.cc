@@ -1,0 +1,173 @@
+// `mosaic train`: trains a model of the zoo on generated shapes (default) or on the user's
+// image/caption pairs, then reports held-out image->text retrieval (docs/training.md).
+//
+//   mosaic train --model clip-tiny                      # the README's demo, CPU, ~1 minute
+//   mosaic train -m configs/models/clip-b16.json --device cuda --steps 500 --data shards/
+//   mosaic train -m clip-tiny --checkpoint-dir runs/a --checkpoint-every 50 --resume
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <numeric>
+
+#include "cli/commands.h"
+#include "core/file_io.h"
+#include "train/progress.h"
+#include "train/trainer.h"
+
+namespace mosaic::cli {
+namespace {
+
+struct TrainFlags {
+  train::TrainOptions options;
+  std::string on_bad_data = "stop";
+  std::string metrics_out;
+};
+
+double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
+  if (end <= begin) return 0;
+  return std::accumulate(v.begin() + begin, v.begin() + end, 0.0) / (end - begin);
+}
+
+Json MetricsJson(const train::TrainResult& r, const train::TrainOptions& o) {
+  Json doc;
+  doc["model"] = r.model_name;
+  doc["device"] = o.device;
+  doc["seed"] = o.seed;
+  doc["first_step"] = r.first_step;
+  doc["last_step"] = r.last_step;
+  doc["losses"] = r.losses;
+  doc["wall_seconds"] = r.wall_seconds;
+  doc["samples_per_second"] = r.samples_per_second;
+  doc["skipped_examples"] = r.skipped_examples;
+  doc["eval_pairs"] = r.eval_pairs;
+  doc["eval_loss"] = r.eval_loss;
+  if (r.has_retrieval) {
+    doc["retrieval_top1"] = r.retrieval_top1;
+    doc["retrieval_chance"] = r.retrieval_chance;
+  }
+  doc["checkpoints"] = r.checkpoints_written;
+  return doc;
+}
+
+int Run(TrainFlags& f) {
+  StatusOr<train::BadDataPolicy> policy = train::ParseBadDataPolicy(f.on_bad_data);
+  if (!policy.ok()) return ReportError("train", policy.status());
+  f.options.on_bad_data = *policy;
+  f.options.progress_bar = train::IsTerminal(stderr);
+  StatusOr<train::TrainResult> result = train::Train(f.options);
+  if (!result.ok()) {
+    int code = ReportError("train", result.status());
+    // A diverged run is a failed run, not bad input.
+    return result.status().code() == StatusCode::kFailedPrecondition ? kExitFailure : code;
+  }
+  const train::TrainResult& r = *result;
+  const size_t n = r.losses.size();
+  if (n > 0) {
+    const size_t k = std::max<size_t>(1, std::min<size_t>(10, n / 4));
+    std::printf(
+        "%s: loss %.4f -> %.4f (mean of the first and last %zu steps), steps %lld -> "
+        "%lld in %.1f s, %.1f samples/s\n",
+        r.model_name.c_str(), MeanOf(r.losses, 0, k), MeanOf(r.losses, n - k, n), k,
+        static_cast<long long>(r.first_step), static_cast<long long>(r.last_step), r.wall_seconds,
+        r.samples_per_second);
+  }
+  if (r.has_retrieval) {
+    std::printf("image->text retrieval top-1: %.1f%% on %d held-out pairs (chance %.1f%%)\n",
+                100 * r.retrieval_top1, r.eval_pairs, 100 * r.retrieval_chance);
+  } else if (r.eval_pairs > 0) {
+    std::printf("held-out loss: %.4f on %d pairs\n", r.eval_loss, r.eval_pairs);
+  }
+  if (!f.metrics_out.empty()) {
+    Status s = WriteJsonFile(f.metrics_out, MetricsJson(r, f.options));
+    if (!s.ok()) return ReportError("train", s);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddTrainCommand(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "train", "Train a model (default: on generated shapes) and report held-out retrieval");
+  auto f = std::make_shared<TrainFlags>();
+  train::TrainOptions& o = f->options;
+  sub->add_option("--model,-m", o.model_path, "Model spec file, or a zoo name (clip-tiny)")
+      ->envname("MOSAIC_MODEL")
+      ->required();
+  sub->add_option("--steps", o.steps, "Optimizer steps to train")
+      ->envname("MOSAIC_STEPS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--batch-size", o.batch_size, "Samples per step (default: the model spec's)")
+      ->envname("MOSAIC_BATCH_SIZE")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--micro-batches", o.micro_batches,
+                  "Micro-batches per step, gradients accumulated (default: the model spec's)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--lr", o.lr, "Peak learning rate (AdamW, warmup + cosine)")
+      ->envname("MOSAIC_LR")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--warmup-steps", o.warmup_steps, "Linear warmup steps (default: 5% of --steps)");
+  sub->add_option("--weight-decay", o.weight_decay,
+                  "AdamW weight decay (matrices only; none on biases, norms, embeddings, "
+                  "temperature)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--clip-grad", o.clip_grad, "Max global gradient norm (0: no clipping)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--seed", o.seed,
+                  "Seed of the initial weights, the data order and the "
+                  "generated data")
+      ->envname("MOSAIC_SEED")
+      ->capture_default_str();
+  sub->add_option("--data", o.data,
+                  "Training pairs: a folder or tar shard(s) of NAME.jpg|png + NAME.txt "
+                  "(+ NAME.wav) (default: generated shapes)")
+      ->envname("MOSAIC_DATA");
+  sub->add_option("--eval-data", o.eval_data,
+                  "Held-out pairs for retrieval (default: generated, when training on "
+                  "generated data)")
+      ->envname("MOSAIC_EVAL_DATA");
+  sub->add_option("--eval-samples", o.eval_samples, "Held-out pairs to evaluate on")
+      ->check(CLI::Range(2, 1000000))
+      ->capture_default_str();
+  sub->add_option("--tokenizer", o.tokenizer,
+                  "sentencepiece model (default: <configs>/tokenizers/shapes.model)")
+      ->envname("MOSAIC_TOKENIZER");
+  sub->add_option("--device", o.device, "cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+      ->envname("MOSAIC_DEVICE")
+      ->capture_default_str();
+  sub->add_option("--checkpoint-dir", o.checkpoint_dir,
+                  "Folder for checkpoints (step-NNNNNNNN.ckpt; the newest few are kept)")
+      ->envname("MOSAIC_CHECKPOINT_DIR");
+  sub->add_option("--checkpoint-every", o.checkpoint_every,
+                  "Steps between checkpoints (0: only at the end)")
+      ->envname("MOSAIC_CHECKPOINT_EVERY")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--keep-checkpoints", o.keep_checkpoints, "Checkpoints kept in the folder")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_flag("--resume", o.resume,
+                "Continue from the newest valid checkpoint in --checkpoint-dir")
+      ->envname("MOSAIC_RESUME");
+  sub->add_option("--log-every", o.log_every, "Steps between progress reports")
+      ->envname("MOSAIC_LOG_EVERY")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--on-bad-data", f->on_bad_data,
+                  "Unreadable image, missing caption, empty shard: report and skip, or stop")
+      ->envname("MOSAIC_ON_BAD_DATA")
+      ->check(CLI::IsMember({"skip", "stop"}))
+      ->capture_default_str();
+  sub->add_option("--configs", o.configs_dir, "Where zoo names and the tokenizer are looked up")
+      ->envname("MOSAIC_CONFIGS")
+      ->capture_default_str();
+  sub->add_option("--metrics-out", f->metrics_out,
+                  "Also write losses, throughput and retrieval as JSON to this file");
+  SetCommand(sub, [f] { return Run(*f); });
+}
+
+}  // namespace mosaic::cli
