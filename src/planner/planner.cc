@@ -309,6 +309,15 @@ std::vector<PhaseLayout> Neighbors(const SearchContext& ctx, const PhaseLayout& 
       }
     }
   }
+  // Keep one partition dedicated and put every other on the shared pool, re-balanced.
+  if (eval && G <= kWideLayout) {
+    for (int i = 0; i < G; ++i) {
+      PhaseLayout l = base;
+      for (int j = 0; j < G; ++j)
+        l.groups[j].dedicated = j == i;
+      if (BalanceQuotas(*eval, &l)) push(std::move(l));
+    }
+  }
   // Structural moves again, with quotas re-balanced greedily (small layouts only).
   if (eval && G <= kWideLayout) {
     const size_t structural = out.size();
