@@ -592,6 +592,13 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
       return InvalidArgument("micro-batch count " + std::to_string(c) +
                              " does not divide the batch size " + std::to_string(model.batch_size));
   }
+  // The baselines run at the model's own micro-batch count, searched or not.
+  const int model_mb = std::max(1, model.micro_batches);
+  const bool search_model_mb = std::count(counts.begin(), counts.end(), model_mb) > 0;
+  if (!search_model_mb) {
+    counts.push_back(model_mb);
+    std::sort(counts.begin(), counts.end());
+  }
   const std::vector<bool> eligible = BufferEligible(model);
   std::vector<std::unique_ptr<SearchContext>> contexts;
   std::vector<Found> found;
@@ -632,7 +639,7 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
         if (!buf.empty()) buffer_options.push_back(buf);
       }
     }
-    if (mb == std::max(1, model.micro_batches)) {
+    if (mb == model_mb) {
       MOSAIC_ASSIGN_OR_RETURN(int ci, add_context(perf, mb, {}, OrderPolicy::kForwardFirst));
       std::vector<int> all(model.modules.size());
       for (size_t m = 0; m < all.size(); ++m)
@@ -643,6 +650,7 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
       report.temporal_us = baseline(ci, MakeLayout({all}, false), "temporal");
       report.all_shared_us = baseline(ci, MakeLayout(singles, false), "all shared streams");
     }
+    if (mb == model_mb && !search_model_mb) continue;  // baselines only
     for (const auto& buffers : buffer_options) {
       for (OrderPolicy policy : options.policies) {
         MOSAIC_ASSIGN_OR_RETURN(int ci, add_context(perf, mb, buffers, policy));

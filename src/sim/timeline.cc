@@ -165,7 +165,17 @@ double TickStep(double span, int target) {
 }  // namespace
 
 std::string RenderGanttSvg(const Timeline& tl) {
-  const double label_w = 210, right = 30, top = 74, lane_h = 30, lane_gap = 8, phase_gap = 14;
+  // The label column fits the longest lane name (bold 12 px: about 7.2 px per character).
+  auto lane_name = [&](const TimelineLane& lane) {
+    std::string name = (tl.phase_names.size() > 1 ? lane.phase + " / " : "") + lane.partition;
+    if (name.size() > 48) name = name.substr(0, 45) + "...";
+    return name;
+  };
+  size_t longest = 0;
+  for (const auto& lane : tl.lanes)
+    longest = std::max(longest, lane_name(lane).size());
+  const double label_w = std::max(150.0, 24 + 7.2 * longest), right = 30, top = 74, lane_h = 30,
+               lane_gap = 8, phase_gap = 14;
   const double plot_w = 1000;
   const double width = label_w + plot_w + right;
   double span = tl.step_us;
@@ -243,7 +253,7 @@ std::string RenderGanttSvg(const Timeline& tl) {
     double ly = lane_y[l];
     o << "<rect x=\"" << label_w << "\" y=\"" << ly << "\" width=\"" << plot_w << "\" height=\""
       << lane_h << "\" fill=\"#f7f7f7\"/>\n";
-    std::string name = (tl.phase_names.size() > 1 ? lane.phase + " / " : "") + lane.partition;
+    std::string name = lane_name(lane);
     o << "<text x=\"" << label_w - 10 << "\" y=\"" << ly + 13
       << "\" font-size=\"12\" text-anchor=\"end\" font-weight=\"bold\">" << Escape(name)
       << "</text>\n";
