@@ -41,6 +41,7 @@ struct PlannerOptions {
   bool try_activation_buffers = true;  // also try fewer activation buffers than micro-batches
   int max_refine_rounds = 64;          // hill-climbing rounds per phase
   int refine_from_seeds = 3;           // best seeds refined per phase
+  int reorder_passes = 3;  // adjacent-swap passes over each short-listed plan's task orders
   PerfModelOptions perf;
   const Calibration* calibration = nullptr;
 };
