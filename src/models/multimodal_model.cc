@@ -317,7 +317,7 @@ std::string HumanCount(double n) {
 
 std::string Gflops(double f) {
   char buf[32];
-  std::snprintf(buf, sizeof(buf), f >= 100e9 ? "%.0f" : (f >= 1e9 ? "%.1f" : "%.3f"), f / 1e9);
+  std::snprintf(buf, sizeof(buf), f >= 100e9 ? "%.0f" : (f >= 1e9 ? "%.1f" : "%.3g"), f / 1e9);
   return buf;
 }
 
