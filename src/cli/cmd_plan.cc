@@ -43,6 +43,7 @@ int Run(const PlanFlags& f) {
   options.micro_batches = f.micro_batches;
   options.memory_budget_bytes = f.memory_budget_gib * 1024.0 * 1024 * 1024;
   options.perf.world_size = f.in.world_size;
+  if (in->calibration) options.calibration = &*in->calibration;
   auto t0 = std::chrono::steady_clock::now();
   StatusOr<PlanReport> report =
       f.exhaustive ? PlanStepExhaustive(in->model, in->device, in->profile, options)

@@ -38,7 +38,8 @@ inline StatusOr<PlanSimulation> SimulatePlanFile(const std::string& path, Planni
   options.world_size = flags.world_size;
   MOSAIC_ASSIGN_OR_RETURN(
       PerfModel pm, PerfModel::Build(s.inputs.model, s.inputs.device, s.inputs.profile,
-                                     s.inputs.model.batch_size / s.plan.micro_batches, options));
+                                     s.inputs.model.batch_size / s.plan.micro_batches, options,
+                                     s.inputs.calibration ? &*s.inputs.calibration : nullptr));
   Simulator sim(s.graph, pm);
   MOSAIC_ASSIGN_OR_RETURN(s.result, sim.Run(s.program));
   return s;

@@ -9,14 +9,17 @@
 
 #include <sys/stat.h>
 
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "core/device_spec.h"
+#include "core/file_io.h"
 #include "core/model_spec.h"
 #include "core/profile.h"
 #include "core/status.h"
+#include "perfmodel/calibration.h"
 #include "perfmodel/synthetic_profile.h"
 
 namespace mosaic::cli {
@@ -26,6 +29,7 @@ struct PlanningFlags {
   std::string device = "h100-sxm";
   std::string profile;  // "", a path, or "synthetic"
   std::string configs = "configs";
+  std::string calibration;  // JSON written by the engine (perfmodel/calibration.h), optional
   int world_size = 1;
 };
 
@@ -34,6 +38,7 @@ struct PlanningInputs {
   DeviceSpec device;
   Profile profile;
   std::string profile_from;  // the file, or "synthetic scaling law"
+  std::optional<Calibration> calibration;
 };
 
 inline bool FileExists(const std::string& path) {
@@ -71,6 +76,9 @@ inline void AddPlanningFlags(CLI::App* sub, PlanningFlags* f, bool model_require
   sub->add_option("--configs", f->configs, "Folder holding models/, devices/ and profiles/")
       ->envname("MOSAIC_CONFIGS")
       ->capture_default_str();
+  sub->add_option("--calibration", f->calibration,
+                  "Calibration factors measured on the GPU (JSON), folded into the model")
+      ->envname("MOSAIC_CALIBRATION");
   sub->add_option("--world-size", f->world_size,
                   "Data-parallel GPUs: each optimizer task also waits for its gradient all-reduce")
       ->envname("MOSAIC_WORLD_SIZE")
@@ -99,6 +107,12 @@ inline StatusOr<PlanningInputs> LoadPlanningInputs(const PlanningFlags& f) {
       return NotFound("profile file " + profile_path + " does not exist");
     MOSAIC_ASSIGN_OR_RETURN(in.profile, LoadProfile(profile_path));
     in.profile_from = profile_path;
+  }
+  if (!f.calibration.empty()) {
+    MOSAIC_ASSIGN_OR_RETURN(Json doc, LoadJsonFile(f.calibration));
+    StatusOr<Calibration> cal = Calibration::FromJson(doc);
+    if (!cal.ok()) return cal.status().WithPrefix(f.calibration);
+    in.calibration = std::move(*cal);
   }
   return in;
 }

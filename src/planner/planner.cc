@@ -52,13 +52,9 @@ std::string GibText(double bytes) {
 
 // Estimated busy time of group `g` in this phase at `sms` SMs: its tasks back to back.
 double GroupWork(PhaseEvaluator& eval, const std::vector<int>& modules, double sms) {
-  SearchContext& ctx = *eval.context();
   double sum = 0;
-  for (const Task& t : ctx.graph.tasks()) {
-    if (!InPhase(eval.kind(), t.id.phase)) continue;
-    if (!std::binary_search(modules.begin(), modules.end(), t.module_index)) continue;
-    sum += ctx.perf->Isolated(PerfModel::Kind(t.module_index, t.id.phase), sms).value();
-  }
+  for (int m : modules)
+    sum += eval.ModuleWork(m, static_cast<int>(sms));
   return sum;
 }
 

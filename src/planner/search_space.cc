@@ -271,6 +271,23 @@ SimPhase ToSimPhase(const SearchContext& ctx, PhaseKind kind, const PhaseLayout&
   return sp;
 }
 
+double PhaseEvaluator::ModuleWork(int module, int sms) {
+  const int S = ctx_->device->sm_count.value();
+  if (work_.empty()) work_.resize(ctx_->model->modules.size());
+  std::vector<double>& w = work_[module];
+  if (w.empty()) {
+    w.assign(S + 1, 0.0);
+    for (int t : tasks_) {
+      const Task& task = ctx_->graph.tasks()[t];
+      if (task.module_index != module) continue;
+      const int kind = PerfModel::Kind(module, task.id.phase);
+      for (int s = 0; s <= S; ++s)
+        w[s] += ctx_->perf->Isolated(kind, std::max(s, 1)).value();
+    }
+  }
+  return w[std::clamp(sms, 0, S)];
+}
+
 double PhaseEvaluator::Evaluate(const PhaseLayout& layout, double bound) {
   const std::string key = Key(layout);
   auto it = memo_.find(key);

@@ -112,12 +112,15 @@ class PhaseEvaluator {
   PhaseKind kind() const { return kind_; }
   SearchContext* context() const { return ctx_; }
   const std::vector<int>& tasks() const { return tasks_; }  // in the order partitions run them
+  // Busy time of `module`'s tasks in this phase back to back on `sms` dedicated SMs (cached).
+  double ModuleWork(int module, int sms);
   double last_peak_activation() const { return last_peak_; }
 
  private:
   SearchContext* ctx_;
   PhaseKind kind_;
-  std::vector<int> tasks_;  // the phase's tasks in global order
+  std::vector<int> tasks_;                 // the phase's tasks in global order
+  std::vector<std::vector<double>> work_;  // [module][sms], filled on first use
   struct Memo {
     double value;  // exact time, or (when !exact) a lower bound that was exceeded
     bool exact;
