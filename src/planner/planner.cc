@@ -514,32 +514,6 @@ PhaseChoice ExhaustivePhaseSearch(PhaseEvaluator& eval, const std::vector<int>& 
   return best;
 }
 
-namespace {
-
-using PhaseSearchFn = std::function<PhaseChoice(PhaseEvaluator&, const std::vector<int>&)>;
-
-// Modules that must keep every micro-batch's activations: a batch-level module (contrastive
-// loss) waits for all of them, so fewer buffers upstream of it would deadlock.
-std::vector<bool> BufferEligible(const ModelSpec& model) {
-  const int n = static_cast<int>(model.modules.size());
-  std::vector<bool> upstream(n, false);
-  for (int m = 0; m < n; ++m) {
-    const ModuleSpec& s = model.modules[m];
-    if (s.is_loss() && s.loss == LossKind::kContrastive) upstream[m] = true;
-  }
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (const auto& [from, to] : model.edges) {
-      int a = model.IndexOf(from), b = model.IndexOf(to);
-      if (a >= 0 && b >= 0 && upstream[b] && !upstream[a]) upstream[a] = changed = true;
-    }
-  }
-  std::vector<bool> eligible(n);
-  for (int m = 0; m < n; ++m)
-    eligible[m] = !upstream[m];
-  return eligible;
-}
-
 // Note [reorder refinement]
 // After the layout search, each short-listed plan's partition orders are improved by swapping
 // adjacent tasks of one partition (not directly dependent), keeping a swap when the whole step
@@ -576,6 +550,32 @@ bool ReorderTasks(const SearchContext& ctx, int passes, SimProgram* program, Sim
     if (!improved) break;
   }
   return changed;
+}
+
+namespace {
+
+using PhaseSearchFn = std::function<PhaseChoice(PhaseEvaluator&, const std::vector<int>&)>;
+
+// Modules that must keep every micro-batch's activations: a batch-level module (contrastive
+// loss) waits for all of them, so fewer buffers upstream of it would deadlock.
+std::vector<bool> BufferEligible(const ModelSpec& model) {
+  const int n = static_cast<int>(model.modules.size());
+  std::vector<bool> upstream(n, false);
+  for (int m = 0; m < n; ++m) {
+    const ModuleSpec& s = model.modules[m];
+    if (s.is_loss() && s.loss == LossKind::kContrastive) upstream[m] = true;
+  }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& [from, to] : model.edges) {
+      int a = model.IndexOf(from), b = model.IndexOf(to);
+      if (a >= 0 && b >= 0 && upstream[b] && !upstream[a]) upstream[a] = changed = true;
+    }
+  }
+  std::vector<bool> eligible(n);
+  for (int m = 0; m < n; ++m)
+    eligible[m] = !upstream[m];
+  return eligible;
 }
 
 Plan PlanFromProgram(const SearchContext& ctx, const SimProgram& program, const std::string& name) {

@@ -79,4 +79,8 @@ PhaseChoice HeuristicPhaseSearch(PhaseEvaluator& eval, const std::vector<int>& m
                                  const PlannerOptions& options);
 PhaseChoice ExhaustivePhaseSearch(PhaseEvaluator& eval, const std::vector<int>& modules);
 
+// Adjacent-swap refinement of a program's partition orders (Note [reorder refinement]);
+// `best` holds the program's current result and is updated. Returns whether anything changed.
+bool ReorderTasks(const SearchContext& ctx, int passes, SimProgram* program, SimResult* best);
+
 }  // namespace mosaic

@@ -172,6 +172,36 @@ TEST(Planner, PlansEveryPhaseStructure) {
   }
 }
 
+TEST(Planner, ReorderingFindsABetterOrder) {
+  // a and c stop scaling at 4 SMs (flat curves), b does not; c needs b. Order [a, b] on one
+  // stream: a 0-100, b 100-200, then c 200-300. Order [b, a]: b 0-100, then a and c side by
+  // side, each on 4 SMs at full speed: 100-200.
+  ModelSpec m = ToyModel({"a", "b", "c"}, {{"b", "c"}});
+  DeviceSpec d = ToyDevice();
+  std::map<std::string, ToyTask> times;
+  for (const char* k : {"a", "b", "c"})
+    for (const char* ph : {"fwd", "bwd", "opt"})
+      times[std::string(k) + "." + ph] = {100};
+  Profile p = ToyProfile(m, d, times, 8);
+  for (auto& e : p.entries)
+    if (e.module != "b") e.points.insert(e.points.begin(), {SmCount(4), TimeUs(100)});
+  PerfModelOptions o;
+  o.contention = 0;
+  auto perf = std::make_shared<const PerfModel>(*PerfModel::Build(m, d, p, 8, o));
+  auto ctx = *SearchContext::Make(m, d, perf, 1, {}, OrderPolicy::kForwardFirst, 0);
+  const TaskGraph& g = ctx->graph;
+  SimProgram prog;
+  prog.phases.push_back({"forward",
+                         {{"ab", PartitionKind::kShared, 0, {g.Find("a.fwd.0"), g.Find("b.fwd.0")}},
+                          {"c", PartitionKind::kShared, 0, {g.Find("c.fwd.0")}}}});
+  SimResult r = *ctx->sim->Run(prog);
+  EXPECT_DOUBLE_EQ(r.step.value(), 300);
+  EXPECT_TRUE(ReorderTasks(*ctx, 3, &prog, &r));
+  EXPECT_DOUBLE_EQ(r.step.value(), 200);
+  EXPECT_EQ(prog.phases[0].partitions[0].tasks[0], g.Find("b.fwd.0"));
+  EXPECT_FALSE(ReorderTasks(*ctx, 3, &prog, &r));  // nothing left to gain
+}
+
 TEST(Planner, WeightsOverTheBudgetIsAClearError) {
   Zoo z = LoadZoo("llava-small");
   PlannerOptions o;
