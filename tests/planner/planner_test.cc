@@ -172,6 +172,50 @@ TEST(Planner, PlansEveryPhaseStructure) {
   }
 }
 
+TEST(Planner, PerPhaseSplitsFollowThePhase) {
+  // Amdahl-shaped curves (a serial part) reward ending concurrent tasks together. a is heavy in
+  // forward and light in backward, b the reverse: the best two-phase plan gives a the larger
+  // dedicated share in forward and b in backward.
+  ModelSpec m = ToyModel({"a", "b"}, {});
+  DeviceSpec d = ToyDevice(16, 2);
+  Profile p;
+  p.model = m.name;
+  p.device = d.name;
+  p.micro_batch_size = m.batch_size;
+  p.source = "measured";
+  for (const char* name : {"a", "b"}) {
+    for (TaskPhase ph : {TaskPhase::kForward, TaskPhase::kBackward, TaskPhase::kOptimizer}) {
+      ProfileEntry e;
+      e.module = name;
+      e.phase = ph;
+      const bool heavy = (std::string(name) == "a") == (ph == TaskPhase::kForward);
+      const double work = ph == TaskPhase::kOptimizer ? 10 : heavy ? 4000 : 1000;
+      for (int s = 2; s <= 16; s += 2)
+        e.points.push_back({SmCount(s), TimeUs(200 + work / s)});
+      p.entries.push_back(e);
+    }
+  }
+  PlannerOptions o;
+  o.micro_batches = {1};
+  o.perf.contention = 0;
+  o.structures = {Structure::kTwoPhases};
+  o.top_k = 50;
+  PlanReport r = *PlanStep(m, d, p, o);
+  const Plan* best = nullptr;
+  for (const RankedPlan& rp : r.plans)
+    if (rp.plan.phases.size() == 2 && !best) best = &rp.plan;
+  ASSERT_NE(best, nullptr);
+  auto quota_of = [](const PhaseSpec& ph, const std::string& id) {
+    for (const auto& part : ph.partitions)
+      if (part.id == id && part.kind == PartitionKind::kDedicated) return part.sms.value();
+    return 0;
+  };
+  // Found: forward a 12 / b 4 SMs, backward a 4 / b 12.
+  EXPECT_GT(quota_of(best->phases[0], "a"), quota_of(best->phases[0], "b")) << ToJson(*best).dump();
+  EXPECT_GT(quota_of(best->phases[0], "b"), 0) << "b dedicated too";
+  EXPECT_GT(quota_of(best->phases[1], "b"), quota_of(best->phases[1], "a")) << ToJson(*best).dump();
+}
+
 TEST(Planner, ReorderingFindsABetterOrder) {
   // a and c stop scaling at 4 SMs (flat curves), b does not; c needs b. Order [a, b] on one
   // stream: a 0-100, b 100-200, then c 200-300. Order [b, a]: b 0-100, then a and c side by
