@@ -48,6 +48,8 @@ TORCH_PREFIX=$("$PYTHON" -c 'import torch,sys; sys.stdout.write(torch.utils.cmak
 
 # --- Configure and build ------------------------------------------------------------------------
 jobs=$(nproc)
+# ccache keys on paths relative to the checkout, so a fresh clone reuses earlier compilations.
+export CCACHE_BASEDIR=$PWD CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
   say "configuring $BUILD_DIR"
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
