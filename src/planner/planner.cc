@@ -96,7 +96,7 @@ bool BalanceQuotas(PhaseEvaluator& eval, PhaseLayout* layout) {
     }
   }
   auto time_of = [&](int i) {  // -1: the pool
-    if (i < 0) return GroupWork(eval, pool_modules, pool_granules * g + (remainder_free ? 0 : 0));
+    if (i < 0) return GroupWork(eval, pool_modules, pool_granules * g + (remainder_free ? rem : 0));
     return GroupWork(eval, layout->groups[i].modules, ctx.sms_of(layout->groups[i]));
   };
   std::vector<int> all = dedicated;
