@@ -814,6 +814,11 @@ StatusOr<PlanReport> PlanStep(const ModelSpec& model, const DeviceSpec& device,
 
 StatusOr<PlanReport> PlanStepExhaustive(const ModelSpec& model, const DeviceSpec& device,
                                         const Profile& profile, const PlannerOptions& options) {
+  if (model.modules.size() > 5) {
+    return InvalidArgument("the exhaustive search enumerates every grouping of modules; " +
+                           model.name + " has " + std::to_string(model.modules.size()) +
+                           " modules, over the 5 it can handle (use the heuristic)");
+  }
   return RunPlanner(model, device, profile, options,
                     [](PhaseEvaluator& e, const std::vector<int>& modules) {
                       return ExhaustivePhaseSearch(e, modules);

@@ -7,11 +7,16 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
+#include "core/device_spec.h"
 #include "core/file_io.h"
+#include "core/model_spec.h"
 #include "core/plan.h"
+#include "core/profile.h"
+#include "perfmodel/synthetic_profile.h"
 
 namespace mosaic {
 namespace {
@@ -21,9 +26,10 @@ struct CliRun {
   std::string out;  // stdout and stderr together
 };
 
-CliRun Mosaic(const std::string& args) {
+CliRun Mosaic(const std::string& args, const std::string& configs = "") {
   std::string cmd = std::string(MOSAIC_BINARY_DIR) + "/src/cli/mosaic " + args + " --configs " +
-                    MOSAIC_SOURCE_DIR + "/configs 2>&1";
+                    (configs.empty() ? std::string(MOSAIC_SOURCE_DIR) + "/configs" : configs) +
+                    " 2>&1";
   CliRun r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -65,6 +71,36 @@ TEST(CliPlanning, PlanSimulateShowRoundTrip) {
   std::string text = *ReadTextFile(svg2);
   EXPECT_NE(text.find("<svg"), std::string::npos);
   EXPECT_NE(text.find("vision"), std::string::npos);
+}
+
+TEST(CliPlanning, ARealProfileInTheConfigsIsUsedByDefault) {
+  const std::string configs = Tmp("configs-with-profile");
+  const std::string src = std::string(MOSAIC_SOURCE_DIR) + "/configs";
+  ASSERT_EQ(std::system(("rm -rf " + configs + " && mkdir -p " + configs + "/models " + configs +
+                         "/devices " + configs + "/profiles && cp " + src +
+                         "/models/clip-b16.json " + configs + "/models/ && cp " + src +
+                         "/devices/h100-sxm.json " + configs + "/devices/")
+                            .c_str()),
+            0);
+  ModelSpec model = *LoadModelSpec(configs + "/models/clip-b16.json");
+  DeviceSpec device = *LoadDeviceSpec(configs + "/devices/h100-sxm.json");
+  Profile p = MakeSyntheticProfile(model, device, model.micro_batch_size());
+  p.source = "measured";
+  for (auto& e : p.entries)
+    for (auto& pt : e.points)
+      pt.time = pt.time * 2.0;  // a slower "GPU"
+  const std::string path = configs + "/profiles/clip-b16-h100-sxm.json";
+  ASSERT_TRUE(WriteJsonFile(path, ToJson(p)).ok());
+  CliRun r = Mosaic("plan -m clip-b16 -o " + Tmp("p.json"), configs);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("profile: " + path), std::string::npos) << r.out;
+  CliRun s = Mosaic("plan -m clip-b16 --profile synthetic -o " + Tmp("p2.json"), configs);
+  ASSERT_EQ(s.code, 0) << s.out;
+  EXPECT_NE(s.out.find("profile: synthetic"), std::string::npos) << s.out;
+  // Twice the times: about twice the predicted step (contention depends on rates).
+  const double measured = LoadPlan(Tmp("p.json"))->predicted_step->value();
+  const double synthetic = LoadPlan(Tmp("p2.json"))->predicted_step->value();
+  EXPECT_NEAR(measured, 2 * synthetic, 0.05 * measured);
 }
 
 TEST(CliPlanning, BadInputIsOneLineAndExitTwo) {
