@@ -29,7 +29,8 @@ namespace mosaic {
 //     every module dedicated, with quotas from greedy balancing: every dedicated group starts
 //     at one granule (the shared pool, if any, too) and each further granule goes to the group
 //     whose estimated finish (sum of its tasks' isolated times at its quota) is latest;
-//  2. refines the best few seeds by steepest descent over: one granule between two partitions
+//  2. refines seeds by steepest descent (every seed on phases of up to 4 modules, the best
+//     three on wider ones) over: one granule between two partitions
 //     or the pool, the remainder group to another partition, a partition's kind flipped,
 //     one module moved to another or a new partition, two partitions merged; every neighbor is
 //     simulated (memoized) and the best strict improvement taken, until none is left.
@@ -452,7 +453,10 @@ PhaseChoice HeuristicPhaseSearch(PhaseEvaluator& eval, const std::vector<int>& m
     return a.time_us < b.time_us;
   });
   PhaseChoice best;
-  const int refine = std::min<int>(options.refine_from_seeds, scored.size());
+  // Small phases are cheap to simulate: refine every seed there (more restarts, fewer local
+  // optima); wide ones refine only the best few.
+  const int refine = modules.size() <= 4 ? static_cast<int>(scored.size())
+                                         : std::min<int>(options.refine_from_seeds, scored.size());
   for (int i = 0; i < refine; ++i) {
     PhaseChoice r = Refine(eval, scored[i], options.max_refine_rounds);
     if (r.time_us < best.time_us) best = std::move(r);
