@@ -65,13 +65,14 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
     matmul_params += m.depth * (attn + ffn);
     extra_flops += m.depth * 4.0 * T * T * d;  // QK^T and PV, full (non-causal) count
     act_elems += m.depth * T * (3 * d + d + 2 * kv + d + (swiglu ? 3 : 2) * mlp);
-    params += 2 * d;  // final norm
+    params += swiglu ? d : 2 * d;  // final norm: RMSNorm (scale) or LayerNorm (scale, shift)
     const double out_dim = m.output_dim > 0 ? m.output_dim : 0;
     switch (m.kind) {
       case ModuleKind::kVit: {
         const double patch = double(m.patch_size) * m.patch_size * m.channels;
         const double patches = double(m.image_size / m.patch_size) * (m.image_size / m.patch_size);
-        params += patch * d + d + T * d + (m.pool == Pooling::kCls ? d : 0);
+        // patch embedding (+ bias), positions, class token, and CLIP's pre-norm (ln_pre).
+        params += patch * d + d + T * d + (m.pool == Pooling::kCls ? d : 0) + 2 * d;
         extra_flops += 2 * patches * patch * d;
         break;
       }

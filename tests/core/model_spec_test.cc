@@ -207,9 +207,10 @@ TEST(ModuleCost, MatchesHandCountForOneBlock) {
       2 * T * (4 * d * d + 2 * d * mlp) + 4 * T * T * d + 2 * 4 * 4 * d + 2 * d * 4;
   EXPECT_DOUBLE_EQ(c.forward_flops.value(), flops);
   // params: block (4d^2 + 2 d mlp) + biases/norms (7d + 2d + mlp) + final norm 2d
-  //         + patch embed 4d + its bias d + positions T*d + class token d + projection 4d.
+  //         + patch embed 4d + its bias d + positions T*d + class token d + ln_pre 2d
+  //         + projection 4d.
   const double params =
-      4 * d * d + 2 * d * mlp + 9 * d + mlp + 2 * d + 4 * d + d + T * d + d + d * 4;
+      4 * d * d + 2 * d * mlp + 9 * d + mlp + 2 * d + 4 * d + d + T * d + d + 2 * d + d * 4;
   EXPECT_DOUBLE_EQ(c.parameters, params);
   EXPECT_DOUBLE_EQ(c.parameter_bytes.value(), 16 * params);
   ModuleCost two = EstimateModuleCost(*spec, 0, /*samples=*/2);
