@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR=${MOSAIC_BUILD_DIR:-build}
 jobs=$(nproc)
+# ctest runs one test per core; one intra-op thread each keeps torch tests from oversubscribing.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 if command -v clang++ >/dev/null; then
   echo "[test] sanitizer build (ASan + UBSan, clang) of core and the planning stack: build-asan/" >&2
