@@ -165,7 +165,7 @@ double TickStep(double span, int target) {
 }  // namespace
 
 std::string RenderGanttSvg(const Timeline& tl) {
-  // The label column fits the longest lane name (bold 12 px: about 7.2 px per character).
+  // The label column fits the longest lane name (bold 12 px: about 7.6 px per character).
   auto lane_name = [&](const TimelineLane& lane) {
     std::string name = (tl.phase_names.size() > 1 ? lane.phase + " / " : "") + lane.partition;
     if (name.size() > 48) name = name.substr(0, 45) + "...";
@@ -174,7 +174,7 @@ std::string RenderGanttSvg(const Timeline& tl) {
   size_t longest = 0;
   for (const auto& lane : tl.lanes)
     longest = std::max(longest, lane_name(lane).size());
-  const double label_w = std::max(150.0, 24 + 7.2 * longest), right = 30, top = 74, lane_h = 30,
+  const double label_w = std::max(150.0, 30 + 7.6 * longest), right = 30, top = 74, lane_h = 30,
                lane_gap = 8, phase_gap = 14;
   const double plot_w = 1000;
   const double width = label_w + plot_w + right;
