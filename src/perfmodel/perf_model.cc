@@ -21,8 +21,10 @@ namespace mosaic {
 // (fractional) SM count. The division is re-evaluated whenever a task starts or ends, which is
 // what makes plain streams win on whole steps (gpu-facts.md): when the short text tower ends,
 // the ViT gets the whole GPU at once, while a static split leaves the text's SMs idle. On the
-// gpu-facts CLIP B/16 bs32 case this predicts 20.5 ms for two plain streams against 20.76
-// measured, and 22.6 for the 104/28 split against 23.4 measured (tests/sim).
+// gpu-facts CLIP B/16 bs32 case (measured curves) this predicts 20.5 ms for two plain
+// streams against 20.76 measured and 22.6 for one stream against 22.65, but 21.9 for the
+// 104/28 split against 23.4 measured: static splits come out optimistic (tests/sim,
+// docs/planning.md section 3).
 //
 // Note [contention]
 // Tasks running at the same time share DRAM bandwidth and L2. Task i alone on its SMs takes
