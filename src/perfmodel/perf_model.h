@@ -34,7 +34,7 @@ struct PerfModelOptions {
   // Colocation coefficient kappa (Note [contention]); negative: fit from the profile's measured
   // pairs, or default_contention when it has none.
   double contention = -1;
-  double default_contention = 0.1;
+  double default_contention = 0.3;
   // A task's demand on a shared stream: the SMs within (1 + epsilon) of its full-GPU time.
   double demand_epsilon = 0.05;
   // Data-parallel GPUs; above 1 each optimizer task also waits for its gradient all-reduce
