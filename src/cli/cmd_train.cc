@@ -104,10 +104,16 @@ void AddTrainCommand(CLI::App& app) {
   sub->add_option("--micro-batches", o.micro_batches,
                   "Micro-batches per step, gradients accumulated (default: the model spec's)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--lr", o.lr, "Peak learning rate (AdamW, warmup + cosine)")
+  sub->add_option("--lr", o.lr,
+                  "Peak learning rate, AdamW with warmup + cosine (default: 1e-3 for models "
+                  "under 10M parameters, else 1e-4)")
       ->envname("MOSAIC_LR")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--threads", o.threads,
+                  "torch threads on the CPU (default: 1 for models under 10M parameters, "
+                  "else torch's)")
+      ->envname("MOSAIC_THREADS")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--warmup-steps", o.warmup_steps, "Linear warmup steps (default: 5% of --steps)");
   sub->add_option("--weight-decay", o.weight_decay,
                   "AdamW weight decay (matrices only; none on biases, norms, embeddings, "

@@ -26,10 +26,10 @@ struct TrainOptions {
   std::string model_path;  // a spec file, or a zoo name looked up in configs_dir/models
   std::string configs_dir = "configs";
   std::string device = "cpu";  // cpu | cuda | cuda:N
-  int64_t steps = 300;
-  int batch_size = 0;     // 0: the spec's
-  int micro_batches = 0;  // 0: the spec's
-  double lr = 2e-3;
+  int64_t steps = 1500;
+  int batch_size = 0;         // 0: the spec's
+  int micro_batches = 0;      // 0: the spec's
+  double lr = 0;              // peak; 0: auto (Note [small-model defaults] in trainer.cc)
   int64_t warmup_steps = -1;  // -1: 5% of the steps (at least 1)
   double weight_decay = 0.1;
   double clip_grad = 1.0;  // max global gradient norm; <= 0: no clipping
@@ -45,6 +45,7 @@ struct TrainOptions {
   bool resume = false;  // continue from the newest valid checkpoint in checkpoint_dir
   int64_t log_every = 10;
   int prefetch_batches = 4;
+  int threads = 0;            // torch intra-op threads on the CPU; 0: auto (same Note)
   bool progress_bar = false;  // redraw one line (a terminal) instead of plain lines
   bool print_model_table = true;
   std::ostream* log = nullptr;  // progress and messages; nullptr: std::cerr

@@ -1,0 +1,88 @@
+// `mosaic train` as a user meets it: help with env variables, bad input as one line and exit
+// code 2, a short run writing its metrics, and a resumed run continuing from the checkpoint.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "core/file_io.h"
+#include "test_util.h"
+
+namespace mosaic::train {
+namespace {
+
+using testing::TempDir;
+
+struct CliRun {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+CliRun Train(const std::string& args) {
+  std::string cmd = std::string(MOSAIC_BIN) + " train --configs " + testing::SourceDir() +
+                    "/configs " + args + " 2>&1";
+  CliRun r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
+    r.out.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+int Lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
+
+TEST(TrainCli, HelpNamesFlagsAndEnvironment) {
+  CliRun r = Train("--help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* word : {"--steps", "MOSAIC_STEPS", "--on-bad-data", "MOSAIC_DATA",
+                           "--checkpoint-every", "--resume", "--log-every", "--device"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word;
+  }
+}
+
+TEST(TrainCli, BadInputIsOneLineAndExitTwo) {
+  for (const std::string& args :
+       {std::string("--model no-such-model"), std::string("--model clip-tiny --device tpu"),
+        std::string("--model clip-tiny --data /no/such/folder"),
+        std::string("--model clip-tiny --resume")}) {
+    CliRun r = Train(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_EQ(Lines(r.out), 1) << args << "\n" << r.out;
+    EXPECT_EQ(r.out.rfind("mosaic train: ", 0), 0u) << r.out;
+  }
+  CliRun bad = Train("--model clip-tiny --on-bad-data maybe");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+}
+
+TEST(TrainCli, ShortRunWritesMetricsAndResumes) {
+  TempDir dir("train_cli");
+  const std::string common =
+      "--model clip-tiny --batch-size 8 --eval-samples 16 --log-every 2 "
+      "--checkpoint-dir " +
+      dir / "ckpt" + " --checkpoint-every 2 ";
+  CliRun a = Train(common + "--steps 4 --metrics-out " + dir / "a.json");
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_NE(a.out.find("step 4/4"), std::string::npos) << a.out;  // plain lines, not a bar
+  EXPECT_NE(a.out.find("image->text retrieval top-1"), std::string::npos) << a.out;
+  auto m = LoadJsonFile(dir / "a.json");
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ((*m)["losses"].size(), 4u);
+
+  CliRun b = Train(common + "--steps 6 --resume --metrics-out " + dir / "b.json");
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_NE(b.out.find("resuming from"), std::string::npos) << b.out;
+  auto mb = LoadJsonFile(dir / "b.json");
+  ASSERT_TRUE(mb.ok());
+  EXPECT_EQ((*mb)["first_step"], 4);
+  EXPECT_EQ((*mb)["losses"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace mosaic::train
