@@ -43,7 +43,7 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;  // steps; 0: only at the end (when checkpoint_dir is set)
   int keep_checkpoints = 2;
   bool resume = false;  // continue from the newest valid checkpoint in checkpoint_dir
-  int64_t log_every = 10;
+  int64_t log_every = 50;
   int prefetch_batches = 4;
   int threads = 0;            // torch intra-op threads on the CPU; 0: auto (same Note)
   bool progress_bar = false;  // redraw one line (a terminal) instead of plain lines
