@@ -6,8 +6,9 @@
 namespace mosaic::engine {
 namespace {
 
-// Green contexts and the v2 kernel-node parameters (with a context field) exist since 12.4.
-constexpr unsigned kApiVersion = 12040;
+// The ABI of the headers we compiled against (cuGreenCtxStreamCreate, for one, is not there at
+// 12.4 even though green contexts are); the driver must be at least this new.
+constexpr unsigned kApiVersion = CUDA_VERSION;
 
 template <typename Fn>
 bool Load(const char* name, Fn* fn, std::string* why) {
@@ -45,11 +46,7 @@ Loaded LoadAll() {
          Load("cuGreenCtxDestroy", &a.cuGreenCtxDestroy, &w) &
          Load("cuGreenCtxStreamCreate", &a.cuGreenCtxStreamCreate, &w) &
          Load("cuStreamDestroy", &a.cuStreamDestroy, &w) &
-         Load("cuStreamGetCtx", &a.cuStreamGetCtx, &w) &
-         Load("cuGraphGetNodes", &a.cuGraphGetNodes, &w) &
-         Load("cuGraphNodeGetType", &a.cuGraphNodeGetType, &w) &
-         Load("cuGraphKernelNodeGetParams", &a.cuGraphKernelNodeGetParams, &w) &
-         Load("cuGraphKernelNodeSetParams", &a.cuGraphKernelNodeSetParams, &w);
+         Load("cuStreamGetCtx", &a.cuStreamGetCtx, &w);
   return l;
 }
 

@@ -1,4 +1,4 @@
-// The CUDA driver functions the engine uses (green contexts, graph node contexts), looked up at
+// The CUDA driver functions the engine uses (green contexts), looked up at
 // run time through the runtime's cudaGetDriverEntryPointByVersion instead of linking libcuda:
 // the engine's binaries must load on machines with the CUDA toolkit but no driver (CI), where
 // the CPU path runs.
@@ -24,10 +24,6 @@ struct DriverApi {
   decltype(&::cuGreenCtxStreamCreate) cuGreenCtxStreamCreate = nullptr;
   decltype(&::cuStreamDestroy) cuStreamDestroy = nullptr;
   decltype(&::cuStreamGetCtx) cuStreamGetCtx = nullptr;
-  decltype(&::cuGraphGetNodes) cuGraphGetNodes = nullptr;
-  decltype(&::cuGraphNodeGetType) cuGraphNodeGetType = nullptr;
-  decltype(&::cuGraphKernelNodeGetParams) cuGraphKernelNodeGetParams = nullptr;
-  decltype(&::cuGraphKernelNodeSetParams) cuGraphKernelNodeSetParams = nullptr;
 };
 
 // The driver's functions, or nullptr (with the reason in *why) when there is no driver or one

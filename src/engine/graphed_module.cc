@@ -10,7 +10,6 @@
 #include <utility>
 
 #include "engine/cuda_check.h"
-#include "engine/driver_api.h"
 
 namespace mosaic::engine {
 
@@ -18,49 +17,9 @@ const char* ToString(ExecMode m) {
   return m == ExecMode::kGraph ? "graph" : "eager";
 }
 
-Status RetargetGraph(cudaGraph_t graph, cudaStream_t target, int* kept) {
-  std::string why;
-  const DriverApi* api = GetDriverApi(&why);
-  if (!api) return Unavailable(why);
-  CUcontext ctx = nullptr;
-  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuStreamGetCtx(reinterpret_cast<CUstream>(target), &ctx));
-  size_t n = 0;
-  CUgraph g = reinterpret_cast<CUgraph>(graph);
-  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphGetNodes(g, nullptr, &n));
-  std::vector<CUgraphNode> nodes(n);
-  MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphGetNodes(g, nodes.data(), &n));
-  int unmoved = 0;
-  for (CUgraphNode node : nodes) {
-    CUgraphNodeType type;
-    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphNodeGetType(node, &type));
-    if (type != CU_GRAPH_NODE_TYPE_KERNEL) continue;
-    CUDA_KERNEL_NODE_PARAMS p{};
-    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphKernelNodeGetParams(node, &p));
-    // The node's context is honoured only for a context-independent kernel (func == NULL).
-    if (p.kern == nullptr) {
-      ++unmoved;
-      continue;
-    }
-    p.func = nullptr;
-    p.ctx = ctx;
-    MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGraphKernelNodeSetParams(node, &p));
-  }
-  if (kept) *kept = unmoved;
-  return Status::Ok();
-}
-
-StatusOr<GraphExec> GraphExec::Create(cudaGraph_t graph, cudaStream_t target, int* kept) {
-  if (kept) *kept = 0;
-  cudaGraph_t clone = nullptr;
-  MOSAIC_CUDA_RETURN_IF_ERROR(cudaGraphClone(&clone, graph));
-  Status s = target ? RetargetGraph(clone, target, kept) : Status::Ok();
+StatusOr<GraphExec> GraphExec::Create(cudaGraph_t graph) {
   GraphExec e;
-  if (s.ok()) {
-    const cudaError_t err = cudaGraphInstantiate(&e.exec_, clone, 0);
-    if (err != cudaSuccess) s = CudaFailure(err, "cudaGraphInstantiate", __FILE__, __LINE__);
-  }
-  MOSAIC_CUDA_WARN(cudaGraphDestroy(clone));
-  if (!s.ok()) return s;
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaGraphInstantiate(&e.exec_, graph, 0));
   return e;
 }
 
@@ -124,8 +83,7 @@ std::vector<torch::Tensor> GraphedModule::Trainable() const {
 }
 
 Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& example,
-                                  const std::vector<bool>& needs_grad, OwnedStream capture_stream,
-                                  cudaStream_t fwd_target, cudaStream_t bwd_target) {
+                                  const std::vector<bool>& needs_grad, OwnedStream capture_stream) {
   if (mode_ != ExecMode::kGraph) return Internal("CaptureSlot on an eager module");
   Slot& s = slots_.at(slot);
   s.capture_stream = std::move(capture_stream);
@@ -196,20 +154,26 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
       }
     s.bwd_graph->capture_end();
   } catch (const c10::Error& e) {
+    // Leave no capture open (the stream would refuse all later work, and destroying a graph
+    // mid-capture aborts): end it, drop the partial graph, then the half-made slot.
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(s.capture_stream.get(), &capturing) == cudaSuccess &&
+        capturing != cudaStreamCaptureStatusNone) {
+      cudaGraph_t partial = nullptr;
+      cudaStreamEndCapture(s.capture_stream.get(), &partial);
+      if (partial) cudaGraphDestroy(partial);
+    }
+    cudaGetLastError();
+    s.output = s.grad_output = torch::Tensor();
+    s.grad_parts.clear();
+    s.grad_inputs.clear();
     return Internal("capturing " + model_->spec().modules[index_].name + " slot " +
-                    std::to_string(slot) + ": " + e.what_without_backtrace());
+                    std::to_string(slot) + " as a CUDA graph: " + e.what_without_backtrace() +
+                    " (an operation that syncs with the host, or allocates outside the graph's"
+                    " pool, cannot be captured)");
   }
-  int kept_f = 0, kept_b = 0;
-  MOSAIC_ASSIGN_OR_RETURN(s.fwd_exec,
-                          GraphExec::Create(s.fwd_graph->raw_cuda_graph(), fwd_target, &kept_f));
-  MOSAIC_ASSIGN_OR_RETURN(s.bwd_exec,
-                          GraphExec::Create(s.bwd_graph->raw_cuda_graph(), bwd_target, &kept_b));
-  unretargeted_ += kept_f + kept_b;
-  if (kept_f + kept_b > 0) {
-    WarnOnce(std::to_string(kept_f + kept_b) + " kernel node(s) of " +
-             model_->spec().modules[index_].name +
-             " could not be moved to their partition's context and run where captured");
-  }
+  MOSAIC_ASSIGN_OR_RETURN(s.fwd_exec, GraphExec::Create(s.fwd_graph->raw_cuda_graph()));
+  MOSAIC_ASSIGN_OR_RETURN(s.bwd_exec, GraphExec::Create(s.bwd_graph->raw_cuda_graph()));
   return Status::Ok();
 }
 

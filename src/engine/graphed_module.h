@@ -6,11 +6,13 @@
 // static inputs, a forward graph `y = m(x)` and a backward graph
 // `grads = autograd::grad(y, params + x, gy)` that also adds the parameter gradients into
 // persistent buffers (the parameters' .grad, zeroed by the executor at the start of a step).
-// Both graphs are captured on a private stream of the slot in the forward partition's context
-// (a graph keeps the SMs of the context it was captured in) and are instantiated for their
-// target partitions: a backward that runs on another partition gets its kernel nodes retargeted
-// to that partition's context (RetargetGraph). Each slot has its own memory pool, because slots
-// run concurrently; destroying the module frees the graphs before their pools.
+// Both graphs are captured on a private stream of the slot in the forward partition's context:
+// a graph keeps the SMs of the context it was captured in, wherever it is launched. The backward
+// cannot be captured elsewhere (autograd runs a backward node on its forward's stream), and
+// setting a kernel node's context afterwards does not move it (measured, docs/engine.md), so a
+// backward planned on another partition than its forward runs on the forward's SMs
+// (PlanExecutor::misplaced_backwards counts them). Each slot has its own memory pool, because
+// slots run concurrently; destroying the module frees the graphs before their pools.
 //
 // Eager mode runs the same module with autograd, no graphs: the CPU path, the temporal-eager
 // baseline, and losses (which see whole batches or per micro-batch logits, and are cheap).
@@ -18,8 +20,7 @@
 //   GraphedModule vision(model.get(), model->IndexOf("vision"), ExecMode::kGraph, device,
 //                      Precision::kBf16);
 //   vision.set_slots(2);
-//   MOSAIC_RETURN_IF_ERROR(vision.CaptureSlot(0, {images}, {false}, std::move(capture_stream),
-//                                             fwd_stream, bwd_stream));
+//   MOSAIC_RETURN_IF_ERROR(vision.CaptureSlot(0, {images}, {false}, std::move(capture_stream)));
 //   torch::Tensor y = vision.Forward(0, {images});     // on the current stream
 //   vision.SetGradPart(0, 0, dloss_dy);                 // from the consumer
 //   vision.Backward(0);                                 // grads accumulate into .grad
@@ -41,16 +42,11 @@ namespace mosaic::engine {
 enum class ExecMode { kEager, kGraph };
 const char* ToString(ExecMode m);
 
-// Sets every kernel node of `graph` to run in the context of `target` (a green context's SMs or
-// the whole GPU). *kept counts kernel nodes that could not be moved (bound to a CUfunction
-// without a context-independent kernel); they stay where they were captured.
-Status RetargetGraph(cudaGraph_t graph, cudaStream_t target, int* kept);
-
 // Owns an instantiated graph.
 class GraphExec {
  public:
-  // Clones `graph`, retargets the clone to `target` (nullptr: leave as captured), instantiates.
-  static StatusOr<GraphExec> Create(cudaGraph_t graph, cudaStream_t target, int* kept = nullptr);
+  // Instantiates `graph` (which stays owned by the caller).
+  static StatusOr<GraphExec> Create(cudaGraph_t graph);
   GraphExec() = default;
   GraphExec(GraphExec&& o) noexcept : exec_(o.exec_) { o.exec_ = nullptr; }
   GraphExec& operator=(GraphExec&& o) noexcept;
@@ -80,11 +76,10 @@ class GraphedModule {
   void set_grad_parts(int n);
 
   // Graph mode: captures slot `slot` for inputs shaped like `example` (needs_grad[k]: input k
-  // comes from another module and gets a gradient). `capture_stream` becomes the slot's own.
-  // Warns (once) when kernel nodes could not be retargeted.
+  // comes from another module and gets a gradient). `capture_stream` becomes the slot's own;
+  // its context (a partition's green context, or the whole GPU) is where both graphs will run.
   Status CaptureSlot(int slot, const std::vector<torch::Tensor>& example,
-                     const std::vector<bool>& needs_grad, OwnedStream capture_stream,
-                     cudaStream_t fwd_target, cudaStream_t bwd_target);
+                     const std::vector<bool>& needs_grad, OwnedStream capture_stream);
 
   // Runs the forward of `slot` on the current stream; returns its output (graph: the static
   // output, valid until the slot's next forward).
@@ -103,8 +98,6 @@ class GraphedModule {
   // where the module did not use one.
   std::vector<torch::Tensor> ProducerGrads(int slot) const;
   torch::Tensor output(int slot) const { return slots_.at(slot).output; }
-  // Kernel nodes left in their capture context, over every slot (0 when all were retargeted).
-  int unretargeted_nodes() const { return unretargeted_; }
 
  private:
   struct Slot {
@@ -127,7 +120,6 @@ class GraphedModule {
   torch::Device device_;
   Precision precision_;
   int grad_parts_ = 1;
-  int unretargeted_ = 0;
   std::vector<Slot> slots_;
 };
 

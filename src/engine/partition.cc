@@ -126,8 +126,8 @@ StatusOr<std::unique_ptr<GreenContext>> SmSplit::Combine(int first, int count,
       api->cuDevResourceGenerateDesc(&desc, parts.data(), static_cast<unsigned>(parts.size())));
   CUgreenCtx g = nullptr;
   MOSAIC_CUDA_RETURN_IF_ERROR(api->cuGreenCtxCreate(&g, desc, dev_, CU_GREEN_CTX_DEFAULT_STREAM));
-  return std::make_unique<GreenContext>(g,
-                                        count * granule_ + (with_remainder ? remainder_sms_ : 0));
+  return std::make_unique<GreenContext>(g, count * granule_ + (with_remainder ? remainder_sms_ : 0),
+                                        device_);
 }
 
 StatusOr<std::unique_ptr<PartitionSet>> PartitionSet::Create(const Plan& plan, torch::Device device,

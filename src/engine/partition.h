@@ -70,7 +70,7 @@ StatusOr<OwnedStream> CreatePlainStream();
 // Owns a green context: a set of SMs of one split.
 class GreenContext {
  public:
-  GreenContext(CUgreenCtx g, int sms) : g_(g), sms_(sms) {}
+  GreenContext(CUgreenCtx g, int sms, int device) : g_(g), sms_(sms), device_(device) {}
   GreenContext(const GreenContext&) = delete;
   GreenContext& operator=(const GreenContext&) = delete;
   ~GreenContext();
@@ -82,6 +82,7 @@ class GreenContext {
  private:
   CUgreenCtx g_ = nullptr;
   int sms_ = 0;
+  int device_ = 0;
 };
 
 // One split of a device's SMs into equal groups and a remainder (Note [one split]).

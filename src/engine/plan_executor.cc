@@ -110,13 +110,6 @@ PlanExecutor::~PlanExecutor() {
   if (device_.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
 }
 
-int PlanExecutor::unretargeted_nodes() const {
-  int n = 0;
-  for (const auto& m : modules_)
-    n += m->unretargeted_nodes();
-  return n;
-}
-
 Status PlanExecutor::Build(const models::Batch& example) {
   const ModelSpec& spec = model_->spec();
   const int M = plan_.micro_batches;
@@ -178,6 +171,7 @@ Status PlanExecutor::Build(const models::Batch& example) {
   }
 
   if (mode_ == ExecMode::kGraph) {
+    misplaced_backwards_ = 0;
     // Capture in topological order: a producer's static outputs give its consumers' shapes.
     const int64_t mb = example.size() / M;
     for (const std::string& name : spec.TopologicalOrder()) {
@@ -207,10 +201,8 @@ Status PlanExecutor::Build(const models::Batch& example) {
         const Partition& pb = partitions_->at(bwd.first, bwd.second);
         MOSAIC_ASSIGN_OR_RETURN(OwnedStream cs,
                                 partitions_->CreateStreamLike(fwd.first, fwd.second));
-        // The backward is moved only when it runs in another context than it was captured in.
-        const cudaStream_t bwd_target = pb.context == pf.context ? nullptr : pb.stream->stream();
-        MOSAIC_RETURN_IF_ERROR(
-            gm.CaptureSlot(s, inputs, needs_grad, std::move(cs), nullptr, bwd_target));
+        if (pb.context != pf.context) ++misplaced_backwards_;
+        MOSAIC_RETURN_IF_ERROR(gm.CaptureSlot(s, inputs, needs_grad, std::move(cs)));
       }
     }
   }
@@ -229,6 +221,11 @@ Status PlanExecutor::Build(const models::Batch& example) {
         phase_done_[ph].push_back(std::move(ev));
       }
     MOSAIC_ASSIGN_OR_RETURN(step_start_, CudaEvent::Create());
+  }
+  if (misplaced_backwards_ > 0) {
+    WarnOnce(std::to_string(misplaced_backwards_) +
+             " backward graph(s) are planned on another partition than their forward and run on "
+             "the forward's SMs (a CUDA graph keeps the context it was captured in)");
   }
   return Status::Ok();
 }
@@ -392,13 +389,18 @@ Status PlanExecutor::ClipGradients() {
 StatusOr<torch::Tensor> PlanExecutor::Step(const models::Batch& batch,
                                            torch::optim::Optimizer* optimizer) {
   MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, ForwardBackward(batch));
+  MOSAIC_RETURN_IF_ERROR(ApplyOptimizer(optimizer));
+  return loss;
+}
+
+Status PlanExecutor::ApplyOptimizer(torch::optim::Optimizer* optimizer) {
   try {
     MOSAIC_RETURN_IF_ERROR(ClipGradients());
     if (optimizer) optimizer->step();
   } catch (const c10::Error& e) {
     return Internal(std::string("optimizer step: ") + e.what_without_backtrace());
   }
-  return loss;
+  return Status::Ok();
 }
 
 }  // namespace mosaic::engine

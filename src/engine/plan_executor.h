@@ -66,8 +66,11 @@ class PlanExecutor {
   // (mean over micro-batches of per-micro-batch losses, plus batch-level losses) as a 0-d
   // device tensor, without waiting for it.
   StatusOr<torch::Tensor> ForwardBackward(const models::Batch& batch);
-  // ForwardBackward, then gradient clipping and `optimizer`'s step on the current stream.
+  // ForwardBackward, then ApplyOptimizer.
   StatusOr<torch::Tensor> Step(const models::Batch& batch, torch::optim::Optimizer* optimizer);
+  // Gradient clipping (global norm, on the device) and `optimizer`'s step (if given) on the
+  // current stream, after a ForwardBackward.
+  Status ApplyOptimizer(torch::optim::Optimizer* optimizer);
 
   const TaskGraph& graph() const { return graph_; }
   const PartitionSet& partitions() const { return *partitions_; }
@@ -76,8 +79,9 @@ class PlanExecutor {
   // (phase, partition) of task t.
   std::pair<int, int> placement(int t) const { return place_[t]; }
   ExecMode mode() const { return mode_; }
-  // Kernel nodes that stayed outside their partition (see RetargetGraph); 0 is the goal.
-  int unretargeted_nodes() const;
+  // Graph-mode slots whose backward is planned in another place (green context or whole GPU)
+  // than its forward: their backward graph runs where the forward was captured (graphed_module.h).
+  int misplaced_backwards() const { return misplaced_backwards_; }
 
  private:
   PlanExecutor() = default;
@@ -102,6 +106,7 @@ class PlanExecutor {
   std::vector<torch::Tensor> loss_values_;  // by task (loss forwards only)
   std::vector<torch::Tensor> seeds_;        // by module: d(step loss)/d(module's loss)
   std::vector<int> executed_;
+  int misplaced_backwards_ = 0;
 };
 
 }  // namespace mosaic::engine

@@ -6,6 +6,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -109,12 +110,14 @@ std::string DriverVersion() {
   std::ifstream f("/proc/driver/nvidia/version");
   std::string line;
   if (std::getline(f, line)) {
-    // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ..."
+    // "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build ..."
     std::istringstream in(line);
-    std::string word, prev;
+    std::string word;
     while (in >> word) {
-      if (prev == "Module") return word;
-      prev = word;
+      const bool version = !word.empty() && std::isdigit(static_cast<unsigned char>(word[0])) &&
+                           word.find('.') != std::string::npos &&
+                           word.find_first_not_of("0123456789.") == std::string::npos;
+      if (version) return word;
     }
   }
   int v = 0;
@@ -199,8 +202,8 @@ StatusOr<Profile> ProfileModel(models::MultimodalModel model, const DeviceSpec& 
     c->module =
         std::make_unique<GraphedModule>(model.get(), i, ExecMode::kGraph, device, spec.precision);
     c->module->set_slots(1);
-    MOSAIC_RETURN_IF_ERROR(c->module->CaptureSlot(0, inputs[i].inputs, inputs[i].needs_grad,
-                                                  std::move(cs), nullptr, nullptr));
+    MOSAIC_RETURN_IF_ERROR(
+        c->module->CaptureSlot(0, inputs[i].inputs, inputs[i].needs_grad, std::move(cs)));
     MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return c;
   };

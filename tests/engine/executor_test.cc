@@ -3,6 +3,7 @@
 // micro-batches and per-phase partitions; and its step equals the eager step (fp32).
 #include <gtest/gtest.h>
 
+#include "engine/fused_adamw.h"
 #include "engine/plan_executor.h"
 #include "engine/standard_plans.h"
 #include "test_util.h"
@@ -131,6 +132,35 @@ TEST(PlanExecutor, StepsWithAdamWLowerTheLoss) {
     (i == 0 ? first : last) = loss->item<double>();
   }
   EXPECT_LT(last, first * 0.8) << "first " << first << " last " << last;
+}
+
+}  // namespace
+}  // namespace mosaic::engine
+
+namespace mosaic::engine {
+namespace {
+
+// FusedAdamW (torch's fused kernel) takes the same steps as torch::optim::AdamW.
+TEST(FusedAdamW, MatchesTorchAdamW) {
+  torch::manual_seed(0);
+  const torch::Tensor w0 = torch::randn({7, 5}), b0 = torch::randn({5});
+  torch::Tensor w1 = w0.clone().requires_grad_(true), b1 = b0.clone().requires_grad_(true);
+  torch::Tensor w2 = w0.clone().requires_grad_(true), b2 = b0.clone().requires_grad_(true);
+  const auto o = torch::optim::AdamWOptions(1e-2).weight_decay(0.1).betas({0.9, 0.98}).eps(1e-6);
+  torch::optim::AdamW ref({w1, b1}, o);
+  FusedAdamW fused(std::vector<torch::Tensor>{w2, b2}, o);
+  for (int i = 0; i < 5; ++i) {
+    const torch::Tensor x = torch::randn({3, 7});
+    for (auto [opt, w, b] : {std::make_tuple<torch::optim::Optimizer*>(&ref, w1, b1),
+                             std::make_tuple<torch::optim::Optimizer*>(&fused, w2, b2)}) {
+      opt->zero_grad();
+      (x.matmul(w) + b).pow(2).sum().backward();
+      opt->step();
+    }
+  }
+  EXPECT_TRUE(torch::allclose(w1, w2, 1e-5, 1e-6)) << (w1 - w2).abs().max();
+  EXPECT_TRUE(torch::allclose(b1, b2, 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(w1, w0)) << "the weights must have moved";
 }
 
 }  // namespace

@@ -134,4 +134,25 @@ inline double MaxRelDiff(const std::map<std::string, torch::Tensor>& a,
   return worst;
 }
 
+// Largest per-tensor ||a - b|| / ||b|| (norm-wise relative error), and where.
+inline double MaxNormRelDiff(const std::map<std::string, torch::Tensor>& a,
+                             const std::map<std::string, torch::Tensor>& b, std::string* where) {
+  double worst = 0;
+  for (const auto& [name, tb] : b) {
+    auto it = a.find(name);
+    if (it == a.end()) {
+      *where = name + " (missing)";
+      return 1e9;
+    }
+    const torch::Tensor ref = tb.to(torch::kDouble);
+    const double d = (it->second.to(torch::kDouble) - ref).norm().item<double>() /
+                     (ref.norm().item<double>() + 1e-30);
+    if (!(d <= worst)) {
+      worst = d;
+      *where = name;
+    }
+  }
+  return worst;
+}
+
 }  // namespace mosaic::engine::testing
