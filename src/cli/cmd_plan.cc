@@ -3,6 +3,7 @@
 //   mosaic plan --model clip-b16 --device h100-sxm -o plan.json
 //   mosaic plan -m llava-small --micro-batches 1,2,4 --top 5 --shortlist shortlist.json
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -51,10 +52,21 @@ int Run(const PlanFlags& f) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!report.ok()) return ReportError("plan", report.status());
 
-  std::printf("%s on %s (%s%s), profile: %s, contention %.3f\n", in->model.name.c_str(),
-              in->device.name.c_str(), std::to_string(in->device.sm_count.value()).c_str(),
-              in->device.kind == DeviceKind::kGpu ? " SMs" : " cores", in->profile_from.c_str(),
-              report->contention);
+  std::printf("%s on %s (%s%s), profile: %s\n", in->model.name.c_str(), in->device.name.c_str(),
+              std::to_string(in->device.sm_count.value()).c_str(),
+              in->device.kind == DeviceKind::kGpu ? " SMs" : " cores", in->profile_from.c_str());
+  if (report->colocation_pairs > 0) {
+    std::printf(
+        "colocation: contention %.2f, shared-stream weight exponent %.2f, fitted to %d "
+        "measured pairs (rms error %.1f%%)\n",
+        report->contention, report->shared_weight_exponent, report->colocation_pairs,
+        100 * (std::exp(report->colocation_rms_log_error) - 1));
+  } else {
+    std::printf(
+        "colocation: contention %.2f, shared-stream weight exponent %.2f (defaults; the "
+        "profile has no measured pairs)\n",
+        report->contention, report->shared_weight_exponent);
+  }
   std::printf("searched %lld simulated phases in %.2f s%s\n",
               static_cast<long long>(report->simulations), secs,
               f.exhaustive ? " (exhaustive)" : "");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/cost.h"
@@ -12,19 +13,25 @@ namespace mosaic {
 
 // Note [shared streams]
 // A shared partition is a plain stream; the hardware scheduler hands the SMs that no dedicated
-// partition holds (the pool, P) to whatever kernels are resident, block by block. We model
-// this as max-min fair division with demands: task i can usefully occupy d_i SMs (its
-// saturation point, the SMs within 5% of its full-GPU time); when sum d_i <= P every task gets
-// its demand and the SMs left over are spread in proportion to the demands (the scheduler does
-// not leave SMs idle while blocks wait, but they barely help); otherwise a water level L with
-// sum min(d_i, L) = P gives task i min(d_i, L). A task's time on a share is its curve at that
-// (fractional) SM count. The division is re-evaluated whenever a task starts or ends, which is
-// what makes plain streams win on whole steps (gpu-facts.md): when the short text tower ends,
-// the ViT gets the whole GPU at once, while a static split leaves the text's SMs idle. On the
-// gpu-facts CLIP B/16 bs32 case (measured curves) this predicts 20.7 ms for two plain
-// streams against 20.76 measured and 22.6 for one stream against 22.65, but 22.1 for the
-// 104/28 split against 23.4 measured: static splits come out optimistic (tests/sim,
-// docs/planning.md section 3).
+// partition holds (the pool, P) to the thread blocks of whatever kernels are resident. We model
+// this as weighted max-min fair division with demands: task i can usefully occupy d_i SMs (its
+// saturation point, the SMs within 5% of its full-GPU time) and weighs w_i = (FLOPs per
+// kernel)^gamma, a proxy for how many blocks each of its kernels puts in front of the
+// scheduler. When sum d_i <= P every task gets its demand and the SMs left over are spread in
+// proportion to the demands (the scheduler does not idle SMs while blocks wait, but they
+// barely help); otherwise a level L with sum min(d_i, L w_i) = P gives task i min(d_i, L w_i).
+// A task's time on a share is its curve at that (fractional) SM count. The division is
+// re-evaluated whenever a task starts or ends, which is what makes plain streams win on whole
+// steps (gpu-facts.md): when the short text tower ends, the ViT gets the whole GPU at once,
+// while a static split leaves the text's SMs idle.
+// Why weights: the measured H100 pairs (configs/profiles/clip-b16-h100-sxm.json) show the big
+// kernels taking most of the GPU: ViT-B/16 forward next to the text forward on plain streams
+// took 6.90 ms (5.49 alone) while the text took 6.27 ms (1.73 alone), what a ~110 / 22 SM
+// division gives; an equal split would have finished the text in ~2.7 ms. gamma is fitted to
+// the profile's shared pairs (PerfModel::FitColocation; 0.75 on those), default 1.0. On the
+// gpu-facts CLIP B/16 bs32 curves the model predicts 20.9 ms for two plain streams against
+// 20.76 measured and 22.6 for one stream against 22.65, but 22.1 for the 104/28 split against
+// 23.4 measured: static splits come out optimistic (tests/sim, docs/planning.md section 3).
 //
 // Note [contention]
 // Tasks running at the same time share DRAM bandwidth and L2. Task i alone on its SMs takes
@@ -36,12 +43,14 @@ namespace mosaic {
 // divided max-min fairly and a task that gets less than it needs stretches by the shortfall
 // (compute-bound tasks, asking little, are not slowed by it). kappa is interference below the
 // roofline (L2 thrashing, DRAM row conflicts), proportional to the others' traffic; it is
-// fitted by least squares from the profile's measured pairs (f_obs / g - 1 = kappa * (U - u_i))
-// and defaults to 0.3: encoder pairs ask for u ~ 0.1 each, so 0.3 makes them ~3% slower than
-// alone, inside the 1-9% gpu-facts.md measured for concurrent green contexts, and it brings
-// the CLIP B/16 plain-stream step to 20.68 ms against 20.76 measured (0.1 gives 20.50).
-// Properties the tests pin: f_i >= 1; f_i = 1 for a task alone; the factor is symmetric in the
-// other tasks (permuting them permutes the outputs); f_i <= (1 + kappa (n - 1)) * n.
+// fitted with gamma to the profile's measured pairs (grid search over kappa in [0, 3] and gamma
+// in [0, 3], each pair simulated: both start together, the survivor then runs alone; minimizing
+// the squared log errors of both members' times) and defaults to 0.3: encoder pairs ask for u ~ 0.1
+// each, so 0.3 makes them ~3% slower than alone, inside the 1-9% gpu-facts.md measured for
+// concurrent green contexts, and it brings the CLIP B/16 plain-stream step to 20.68 ms
+// against 20.76 measured (0.1 gives 20.50). Properties the tests pin: f_i >= 1; f_i = 1 for a task
+// alone; the factor is symmetric in the other tasks (permuting them permutes the outputs); f_i <=
+// (1 + kappa (n - 1)) * n.
 
 namespace {
 
@@ -80,6 +89,38 @@ void WaterFill(const double* demand, int n, double capacity, double* grant) {
   }
 }
 
+// Weighted max-min fairness: task i gets min(demand_i, level * weight_i), the level set so the
+// grants sum to `capacity` (callers ensure the demands exceed it).
+void WeightedWaterFill(const double* demand, const double* weight, int n, double capacity,
+                       double* grant) {
+  thread_local std::vector<int> order;
+  order.resize(n);
+  std::iota(order.begin(), order.end(), 0);
+  for (int i = 1; i < n; ++i) {  // insertion sort by demand / weight (stable, n is small)
+    int v = order[i], j = i;
+    while (j > 0 && demand[order[j - 1]] * weight[v] > demand[v] * weight[order[j - 1]]) {
+      order[j] = order[j - 1];
+      --j;
+    }
+    order[j] = v;
+  }
+  double left = capacity, total_weight = 0;
+  for (int i = 0; i < n; ++i)
+    total_weight += weight[i];
+  for (int k = 0; k < n; ++k) {
+    int i = order[k];
+    if (demand[i] * total_weight <= left * weight[i]) {
+      grant[i] = demand[i];
+      left -= demand[i];
+      total_weight -= weight[i];
+    } else {
+      for (int j = k; j < n; ++j)
+        grant[order[j]] = left * weight[order[j]] / total_weight;
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& device,
@@ -102,11 +143,13 @@ StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& d
   pm.device_ = device;
   pm.micro_batch_size_ = micro_batch_size;
   pm.bandwidth_ = device.memory_bandwidth.value() > 0 ? device.memory_bandwidth.value() / 1e6 : 1e5;
-  if (options.contention >= 0) {
+  if (options.contention >= 0 && options.shared_weight_exponent >= 0) {
     pm.kappa_ = options.contention;
+    pm.gamma_ = options.shared_weight_exponent;
   } else {
-    MOSAIC_ASSIGN_OR_RETURN(
-        pm.kappa_, FitContention(model, device, profile, options.default_contention, options));
+    MOSAIC_ASSIGN_OR_RETURN(ColocationFit fit, FitColocation(model, device, profile, options));
+    pm.kappa_ = fit.contention;
+    pm.gamma_ = fit.shared_weight_exponent;
   }
   const int n = static_cast<int>(model.modules.size());
   const int S = device.sm_count.value();
@@ -116,6 +159,8 @@ StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& d
   pm.activation_.assign(3 * n, 0);
   pm.bytes_.assign(3 * n, 0);
   pm.demand_.assign(3 * n, 0);
+  pm.weight_.assign(3 * n, 1e-6);
+  pm.weight_pow_.assign(3 * n, 1);
   int measured = 0, synthetic = 0;
   std::vector<int> quotas;
   for (int s = 1; s <= S; ++s)
@@ -160,6 +205,13 @@ StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& d
         pm.bytes_[k] = work.bytes.value();
         pm.activation_[k] = work.activation_bytes.value();
       }
+      // Shared-stream weight: GFLOPs per kernel, a proxy for the thread blocks each kernel
+      // puts in front of the hardware scheduler (Note [shared streams]).
+      const double flops =
+          e && !e->points.empty() && e->flops.value() > 0
+              ? e->flops.value() * (samples == profiled ? 1.0 : double(samples) / profiled)
+              : work.flops.value();
+      pm.weight_[k] = std::max(1e-6, flops / std::max(1, work.kernels) / 1e9);
       MOSAIC_ASSIGN_OR_RETURN(ScalingCurve curve, ScalingCurve::Fit(points));
       if (ph == TaskPhase::kOptimizer && options.world_size > 1) {
         curve = curve.Shifted(
@@ -175,6 +227,8 @@ StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& d
       pm.present_[k] = true;
     }
   }
+  for (int k = 0; k < 3 * n; ++k)
+    pm.weight_pow_[k] = std::pow(pm.weight_[k], pm.gamma_);
   pm.source_ = measured == 0 ? "synthetic" : synthetic == 0 ? "measured" : "measured+synthetic";
   return pm;
 }
@@ -188,14 +242,16 @@ TimeUs PerfModel::Isolated(int kind, double sms) const {
 
 void PerfModel::Evaluate(const RunningTask* tasks, int n, double shared_pool_sms,
                          TaskRate* out) const {
-  thread_local std::vector<double> demand, grant, u, granted;
+  thread_local std::vector<double> demand, weight, grant, u, granted;
   thread_local std::vector<int> shared_idx;
   demand.clear();
+  weight.clear();
   shared_idx.clear();
   for (int i = 0; i < n; ++i) {
     if (tasks[i].shared) {
       shared_idx.push_back(i);
       demand.push_back(demand_[tasks[i].kind]);
+      weight.push_back(weight_pow_[tasks[i].kind]);
     }
   }
   // Note [shared streams]: divide the pool among the shared tasks.
@@ -211,7 +267,7 @@ void PerfModel::Evaluate(const RunningTask* tasks, int n, double shared_pool_sms
         out[shared_idx[j]].sms = demand[j] * shared_pool_sms / total_demand;
       }
     } else {
-      WaterFill(demand.data(), ns, shared_pool_sms, grant.data());
+      WeightedWaterFill(demand.data(), weight.data(), ns, shared_pool_sms, grant.data());
       for (int j = 0; j < ns; ++j) {
         out[shared_idx[j]].useful_sms = grant[j];
         out[shared_idx[j]].sms = grant[j];
@@ -243,21 +299,50 @@ void PerfModel::Evaluate(const RunningTask* tasks, int n, double shared_pool_sms
   }
 }
 
-StatusOr<double> PerfModel::FitContention(const ModelSpec& model, const DeviceSpec& device,
-                                          const Profile& profile, double fallback,
-                                          const PerfModelOptions& options) {
-  if (profile.pairs.empty()) return fallback;
+std::pair<TimeUs, TimeUs> PerfModel::PairTimes(const RunningTask& a, const RunningTask& b) const {
+  const double total = device_.sm_count.value();
+  const double pool = std::max(0.0, total - (a.shared ? 0 : a.sms) - (b.shared ? 0 : b.sms));
+  RunningTask run[2] = {a, b};
+  TaskRate rate[2];
+  Evaluate(run, 2, pool, rate);
+  const double end_a = 1 / rate[0].rate, end_b = 1 / rate[1].rate;
+  const double first = std::min(end_a, end_b);
+  // The survivor runs alone on its place (a dedicated partition keeps its SMs).
+  const int s = end_a <= end_b ? 1 : 0;
+  const double left = std::max(0.0, 1 - rate[s].rate * first);
+  TaskRate alone;
+  Evaluate(&run[s], 1, pool, &alone);
+  const double end_s = first + left / alone.rate;
+  return s == 1 ? std::make_pair(TimeUs(first), TimeUs(end_a == end_b ? first : end_s))
+                : std::make_pair(TimeUs(end_s), TimeUs(first));
+}
+
+StatusOr<PerfModel::ColocationFit> PerfModel::FitColocation(const ModelSpec& model,
+                                                            const DeviceSpec& device,
+                                                            const Profile& profile,
+                                                            const PerfModelOptions& options) {
+  ColocationFit fit;
+  fit.contention = options.contention >= 0 ? options.contention : options.default_contention;
+  fit.shared_weight_exponent = options.shared_weight_exponent >= 0
+                                   ? options.shared_weight_exponent
+                                   : options.default_shared_weight_exponent;
+  if (profile.pairs.empty()) return fit;
   PerfModelOptions o = options;
   o.contention = 0;
+  o.shared_weight_exponent = 0;
   o.world_size = 1;
   MOSAIC_ASSIGN_OR_RETURN(PerfModel pm,
                           Build(model, device, profile, profile.micro_batch_size, o, nullptr));
-  double sxy = 0, sxx = 0;
+  struct Sample {
+    RunningTask a, b;
+    double time_a, time_b;
+  };
+  std::vector<Sample> samples;
+  bool any_shared = false;
   for (size_t i = 0; i < profile.pairs.size(); ++i) {
     const ColocationSample& s = profile.pairs[i];
     const PairMember* mem[2] = {&s.a, &s.b};
     RunningTask run[2];
-    double dedicated = 0;
     for (int j = 0; j < 2; ++j) {
       int m = model.IndexOf(mem[j]->module);
       int k = m < 0 ? -1 : Kind(m, mem[j]->phase);
@@ -265,22 +350,50 @@ StatusOr<double> PerfModel::FitContention(const ModelSpec& model, const DeviceSp
         return InvalidArgument("pairs[" + std::to_string(i) + "]: no task " + mem[j]->module + "." +
                                ToString(mem[j]->phase) + " in model " + model.name);
       run[j] = {k, mem[j]->sms.value() == 0, double(mem[j]->sms.value())};
-      if (!run[j].shared) dedicated += run[j].sms;
     }
-    TaskRate rate[2];
-    pm.Evaluate(run, 2, std::max(0.0, device.sm_count.value() - dedicated), rate);
-    const double measured[2] = {s.time_a.value(), s.time_b.value()};
-    for (int j = 0; j < 2; ++j) {
-      const RunningTask& other = run[1 - j];
-      double u_other =
-          std::min(1.0, pm.bytes_[other.kind] / (rate[1 - j].isolated_us * pm.bandwidth_));
-      double y = measured[j] * rate[j].rate - 1;  // f_obs / g - 1 (kappa = 0 in rate)
-      sxy += y * u_other;
-      sxx += u_other * u_other;
+    any_shared = any_shared || (run[0].shared && run[1].shared);
+    samples.push_back({run[0], run[1], s.time_a.value(), s.time_b.value()});
+  }
+  auto error = [&](double kappa, double gamma) {
+    pm.kappa_ = kappa;
+    pm.gamma_ = gamma;
+    for (size_t k = 0; k < pm.weight_.size(); ++k)
+      pm.weight_pow_[k] = std::pow(pm.weight_[k], gamma);
+    double sq = 0;
+    for (const Sample& s : samples) {
+      auto [ta, tb] = pm.PairTimes(s.a, s.b);
+      const double ea = std::log(ta.value() / s.time_a), eb = std::log(tb.value() / s.time_b);
+      sq += ea * ea + eb * eb;
+    }
+    return sq;
+  };
+  const bool fit_kappa = options.contention < 0;
+  const bool fit_gamma = options.shared_weight_exponent < 0 && any_shared;
+  double best = std::numeric_limits<double>::infinity();
+  for (int gi = 0; gi <= (fit_gamma ? 60 : 0); ++gi) {
+    const double gamma = fit_gamma ? 0.05 * gi : fit.shared_weight_exponent;
+    for (int ki = 0; ki <= (fit_kappa ? 150 : 0); ++ki) {
+      const double kappa = fit_kappa ? 0.02 * ki : fit.contention;
+      const double e = error(kappa, gamma);
+      if (e < best - 1e-15) {  // ties keep the smaller values (the grid runs upward)
+        best = e;
+        fit.contention = kappa;
+        fit.shared_weight_exponent = gamma;
+      }
     }
   }
-  if (sxx <= 0) return fallback;
-  return std::clamp(sxy / sxx, 0.0, 1.0);
+  fit.pairs = static_cast<int>(samples.size());
+  fit.rms_log_error = std::sqrt(best / (2.0 * samples.size()));
+  return fit;
+}
+
+StatusOr<double> PerfModel::FitContention(const ModelSpec& model, const DeviceSpec& device,
+                                          const Profile& profile, double fallback,
+                                          const PerfModelOptions& options) {
+  PerfModelOptions o = options;
+  o.default_contention = fallback;
+  MOSAIC_ASSIGN_OR_RETURN(ColocationFit fit, FitColocation(model, device, profile, o));
+  return fit.contention;
 }
 
 }  // namespace mosaic

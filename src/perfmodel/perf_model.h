@@ -16,6 +16,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/device_spec.h"
@@ -37,6 +38,10 @@ struct PerfModelOptions {
   double default_contention = 0.3;
   // A task's demand on a shared stream: the SMs within (1 + epsilon) of its full-GPU time.
   double demand_epsilon = 0.05;
+  // Shared streams divide the pool in proportion to (FLOPs per kernel)^gamma (Note [shared
+  // streams]); negative: fit from the profile's measured shared pairs, or the default.
+  double shared_weight_exponent = -1;
+  double default_shared_weight_exponent = 1.0;
   // Data-parallel GPUs; above 1 each optimizer task also waits for its gradient all-reduce
   // (ring, over the device's link), an SM-independent time.
   int world_size = 1;
@@ -65,11 +70,26 @@ class PerfModel {
                                    const Profile& profile, int micro_batch_size,
                                    const PerfModelOptions& options = {},
                                    const Calibration* calibration = nullptr);
-  // Kappa fitted by least squares from the profile's pairs (Note [contention]); `fallback`
-  // when it has none.
+  // Kappa and gamma fitted to the profile's measured pairs (Note [contention]): the pair is
+  // simulated (both start together; the survivor then runs alone) and the squared log errors
+  // of both members' times are minimized over a grid. Options' non-negative values are kept;
+  // without pairs (or without shared pairs, for gamma) the defaults apply.
+  struct ColocationFit {
+    double contention = 0;
+    double shared_weight_exponent = 1;
+    double rms_log_error = 0;  // of the fitted pair times, 0 without pairs
+    int pairs = 0;
+  };
+  static StatusOr<ColocationFit> FitColocation(const ModelSpec& model, const DeviceSpec& device,
+                                               const Profile& profile,
+                                               const PerfModelOptions& options = {});
+  // Kappa alone (FitColocation's), `fallback` when the profile has no pairs.
   static StatusOr<double> FitContention(const ModelSpec& model, const DeviceSpec& device,
                                         const Profile& profile, double fallback,
                                         const PerfModelOptions& options = {});
+  // Times of two tasks started together, each on its place (dedicated sms, or shared when
+  // sms == 0), the survivor then running alone: what a measured pair records.
+  std::pair<TimeUs, TimeUs> PairTimes(const RunningTask& a, const RunningTask& b) const;
 
   static int Kind(int module_index, TaskPhase phase) { return module_index * 3 + int(phase); }
   int kinds() const { return static_cast<int>(curves_.size()); }
@@ -87,6 +107,8 @@ class PerfModel {
   void Evaluate(const RunningTask* tasks, int n, double shared_pool_sms, TaskRate* out) const;
 
   double contention() const { return kappa_; }
+  double shared_weight_exponent() const { return gamma_; }
+  double shared_weight(int kind) const { return weight_[kind]; }  // FLOPs per kernel
   const DeviceSpec& device() const { return device_; }
   int micro_batch_size() const { return micro_batch_size_; }
   // "measured", "synthetic" or "measured+synthetic" (entries missing from a measured profile).
@@ -97,7 +119,8 @@ class PerfModel {
  private:
   DeviceSpec device_;
   int micro_batch_size_ = 1;
-  double kappa_ = 0.1;
+  double kappa_ = 0.3;
+  double gamma_ = 1.0;
   double bandwidth_ = 1;  // bytes per microsecond
   std::string source_;
   double static_bytes_ = 0;
@@ -105,6 +128,7 @@ class PerfModel {
   std::vector<ScalingCurve> curves_;        // calibrated
   std::vector<std::vector<double>> table_;  // curves_ at integer SMs 0..sm_count
   std::vector<double> activation_, bytes_, demand_;
+  std::vector<double> weight_, weight_pow_;  // FLOPs per kernel, and to the power gamma
 };
 
 }  // namespace mosaic

@@ -619,13 +619,15 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
   if (device.sm_count.value() <= 0) return InvalidArgument("device " + device.name + " has no SMs");
   PlanReport report;
   PerfModelOptions perf_options = options.perf;
-  if (perf_options.contention < 0) {
-    MOSAIC_ASSIGN_OR_RETURN(
-        perf_options.contention,
-        PerfModel::FitContention(model, device, profile, perf_options.default_contention,
-                                 perf_options));
-  }
-  report.contention = perf_options.contention;
+  // Fit the colocation parameters once, not once per micro-batch count.
+  MOSAIC_ASSIGN_OR_RETURN(PerfModel::ColocationFit fit,
+                          PerfModel::FitColocation(model, device, profile, perf_options));
+  perf_options.contention = fit.contention;
+  perf_options.shared_weight_exponent = fit.shared_weight_exponent;
+  report.contention = fit.contention;
+  report.shared_weight_exponent = fit.shared_weight_exponent;
+  report.colocation_pairs = fit.pairs;
+  report.colocation_rms_log_error = fit.rms_log_error;
   for (size_t m = 0; m < model.modules.size(); ++m)
     report.static_bytes +=
         EstimateModuleCost(model, static_cast<int>(m), 1).parameter_bytes.value();

@@ -59,9 +59,12 @@ struct PlanReport {
   double temporal_us = 0;         // one stream, forward-first, the model's micro-batches
   double all_shared_us = 0;       // one plain stream per module, all at once
   int64_t simulations = 0;
-  std::string profile_source;  // "measured", "synthetic", ...
-  double contention = 0;       // kappa used
-  double static_bytes = 0;     // weights + gradients + optimizer state
+  std::string profile_source;         // "measured", "synthetic", ...
+  double contention = 0;              // kappa used
+  double shared_weight_exponent = 0;  // gamma used (Note [shared streams])
+  int colocation_pairs = 0;           // measured pairs they were fitted to
+  double colocation_rms_log_error = 0;
+  double static_bytes = 0;  // weights + gradients + optimizer state
   double activation_budget_bytes = 0;
 };
 

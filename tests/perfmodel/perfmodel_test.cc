@@ -275,14 +275,12 @@ TEST(Contention, FittedFromMeasuredPairs) {
                           {"b.opt", {10}}},
                          8);
   for (auto [qa, qb] : {std::pair{4, 4}, std::pair{6, 2}, std::pair{2, 0}}) {
-    RunningTask r[2] = {{a, false, double(qa)}, {b, qb == 0, double(qb)}};
-    TaskRate out[2];
-    truth.Evaluate(r, 2, 8 - qa, out);
+    auto [ta, tb] = truth.PairTimes({a, false, double(qa)}, {b, qb == 0, double(qb)});
     ColocationSample s;
     s.a = {"a", TaskPhase::kForward, SmCount(qa)};
     s.b = {"b", TaskPhase::kForward, SmCount(qb)};
-    s.time_a = TimeUs(1 / out[0].rate);
-    s.time_b = TimeUs(1 / out[1].rate);
+    s.time_a = ta;
+    s.time_b = tb;
     p.pairs.push_back(s);
   }
   EXPECT_NEAR(*PerfModel::FitContention(m, d, p, 0.1), 0.3, 1e-9);
@@ -290,6 +288,84 @@ TEST(Contention, FittedFromMeasuredPairs) {
   EXPECT_NEAR(fitted.contention(), 0.3, 1e-9);
   p.pairs.clear();
   EXPECT_DOUBLE_EQ(*PerfModel::FitContention(m, d, p, 0.1), 0.1);  // no pairs: the default
+}
+
+TEST(SharedStreams, WeightsFollowFlopsPerKernel) {
+  // a: 4x the FLOPs per kernel of b; with exponent 1 the pool splits 4:1 (both demand more).
+  ModelSpec m = ToyModel({"a", "b"}, {});
+  DeviceSpec d = ToyDevice(10, 2);
+  Profile p = ToyProfile(m, d,
+                         {{"a.fwd", {100}},
+                          {"a.bwd", {100}},
+                          {"a.opt", {10}},
+                          {"b.fwd", {100}},
+                          {"b.bwd", {100}},
+                          {"b.opt", {10}}},
+                         8);
+  for (auto& e : p.entries)
+    e.flops = Flops(e.module == "a" ? 4e12 : 1e12);
+  PerfModelOptions o;
+  o.contention = 0;
+  o.shared_weight_exponent = 1;
+  PerfModel pm = *PerfModel::Build(m, d, p, 8, o);
+  const int a = PerfModel::Kind(0, TaskPhase::kForward),
+            b = PerfModel::Kind(1, TaskPhase::kForward);
+  RunningTask r[2] = {{a, true, 0}, {b, true, 0}};
+  TaskRate out[2];
+  pm.Evaluate(r, 2, 10, out);
+  EXPECT_DOUBLE_EQ(out[0].sms, 8);
+  EXPECT_DOUBLE_EQ(out[1].sms, 2);
+  o.shared_weight_exponent = 0;  // exponent 0: equal shares
+  PerfModel equal = *PerfModel::Build(m, d, p, 8, o);
+  equal.Evaluate(r, 2, 10, out);
+  EXPECT_DOUBLE_EQ(out[0].sms, 5);
+  EXPECT_DOUBLE_EQ(out[1].sms, 5);
+}
+
+TEST(SharedStreams, ExponentAndContentionFittedFromSharedPairs) {
+  ModelSpec m = ToyModel({"a", "b"}, {});
+  DeviceSpec d = ToyDevice();
+  Profile p = ToyProfile(m, d,
+                         {{"a.fwd", {100, 0.3 * 100e6}},
+                          {"a.bwd", {200, 0.2 * 200e6}},
+                          {"a.opt", {10}},
+                          {"b.fwd", {50, 0.4 * 50e6}},
+                          {"b.bwd", {100, 0.1 * 100e6}},
+                          {"b.opt", {10}}},
+                         8);
+  for (auto& e : p.entries)
+    e.flops = Flops(e.module == "a" ? 3e12 : 1e12);
+  PerfModelOptions truth_options;
+  truth_options.contention = 0.4;
+  truth_options.shared_weight_exponent = 1.5;
+  PerfModel truth = *PerfModel::Build(m, d, p, 8, truth_options);
+  for (TaskPhase ph : {TaskPhase::kForward, TaskPhase::kBackward}) {
+    const int a = PerfModel::Kind(0, ph), b = PerfModel::Kind(1, ph);
+    for (auto [qa, qb] : {std::pair{0, 0}, std::pair{4, 4}, std::pair{2, 0}}) {
+      auto [ta, tb] = truth.PairTimes({a, qa == 0, double(qa)}, {b, qb == 0, double(qb)});
+      ColocationSample s;
+      s.a = {"a", ph, SmCount(qa)};
+      s.b = {"b", ph, SmCount(qb)};
+      s.time_a = ta;
+      s.time_b = tb;
+      p.pairs.push_back(s);
+    }
+  }
+  PerfModel::ColocationFit fit = *PerfModel::FitColocation(m, d, p);
+  EXPECT_NEAR(fit.contention, 0.4, 1e-9);
+  EXPECT_NEAR(fit.shared_weight_exponent, 1.5, 1e-9);
+  EXPECT_NEAR(fit.rms_log_error, 0, 1e-9);
+  EXPECT_EQ(fit.pairs, 6);
+}
+
+TEST(SharedStreams, PairTimesLetTheSurvivorRunAlone) {
+  // Equal shares of 8 SMs: a (100 us alone) and b (50 us alone) each get 4: b ends at 100 with
+  // a half done; a alone then needs 50 more.
+  PerfModel pm = TwoTasks(0, 0, 0);
+  auto [ta, tb] = pm.PairTimes({PerfModel::Kind(0, TaskPhase::kForward), true, 0},
+                               {PerfModel::Kind(1, TaskPhase::kForward), true, 0});
+  EXPECT_DOUBLE_EQ(ta.value(), 150);
+  EXPECT_DOUBLE_EQ(tb.value(), 100);
 }
 
 TEST(SharedStreams, EqualSplitWhenBothWantTheWholeGpu) {
