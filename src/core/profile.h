@@ -6,7 +6,6 @@
 //    "source": "measured", "driver": "580.159", "torch": "2.11.0+cu130",
 //    "entries": [
 //      {"module": "vision", "phase": "fwd", "flops": 1.4e12, "bytes": 2.1e10,
-//       "shared_time_us": 5800,
 //       "points": [{"sms": 16, "time_us": 31800}, ..., {"sms": 132, "time_us": 5770}]}],
 //    "pairs": [
 //      {"a": {"module": "vision", "phase": "fwd", "sms": 104},
