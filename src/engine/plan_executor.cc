@@ -171,6 +171,11 @@ Status PlanExecutor::Build(const models::Batch& example) {
   }
 
   if (mode_ == ExecMode::kGraph) {
+    // Captures cannot free memory (cudaFree is not permitted while a stream captures): when the
+    // allocator runs short during a capture it would try to release cached blocks and fail.
+    // Hand the cache back first (gpu-facts.md: captures after other work ran out of memory).
+    c10::cuda::getCurrentCUDAStream(device_.index()).synchronize();
+    c10::cuda::CUDACachingAllocator::emptyCache();
     misplaced_backwards_ = 0;
     // Capture in topological order: a producer's static outputs give its consumers' shapes.
     const int64_t mb = example.size() / M;

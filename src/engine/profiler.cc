@@ -127,7 +127,11 @@ std::string DriverVersion() {
 }
 
 std::string TorchVersion() {
-  return TORCH_VERSION;
+  std::string v = TORCH_VERSION;
+  int rt = 0;  // torch's wheels name their CUDA build like this: 2.11.0+cu130
+  if (v.find('+') == std::string::npos && cudaRuntimeGetVersion(&rt) == cudaSuccess && rt > 0)
+    v += "+cu" + std::to_string(rt / 1000) + std::to_string(rt % 1000 / 10);
+  return v;
 }
 
 StatusOr<Profile> ProfileModel(models::MultimodalModel model, const DeviceSpec& device_spec,
