@@ -4,6 +4,8 @@
 //   mosaic train --model clip-tiny                      # the README's demo, CPU, ~1 minute
 //   mosaic train -m configs/models/clip-b16.json --device cuda --steps 500 --data shards/
 //   mosaic train -m clip-tiny --checkpoint-dir runs/a --checkpoint-every 50 --resume
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -21,6 +23,31 @@ struct TrainFlags {
   train::TrainOptions options;
   std::string on_bad_data = "stop";
   std::string metrics_out;
+};
+
+// SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
+// signal gets the default action (ends the process at once).
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int sig) {
+  g_stop.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
+// Installs the handlers for the run's lifetime.
+class StopSignals {
+ public:
+  StopSignals() {
+    prev_int_ = std::signal(SIGINT, OnStopSignal);
+    prev_term_ = std::signal(SIGTERM, OnStopSignal);
+  }
+  ~StopSignals() {
+    std::signal(SIGINT, prev_int_);
+    std::signal(SIGTERM, prev_term_);
+  }
+
+ private:
+  void (*prev_int_)(int);
+  void (*prev_term_)(int);
 };
 
 double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
@@ -54,6 +81,8 @@ int Run(TrainFlags& f) {
   if (!policy.ok()) return ReportError("train", policy.status());
   f.options.on_bad_data = *policy;
   f.options.progress_bar = train::IsTerminal(stderr);
+  f.options.stop_requested = &g_stop;
+  StopSignals signals;
   StatusOr<train::TrainResult> result = train::Train(f.options);
   if (!result.ok()) {
     int code = ReportError("train", result.status());
@@ -70,6 +99,10 @@ int Run(TrainFlags& f) {
         r.model_name.c_str(), MeanOf(r.losses, 0, k), MeanOf(r.losses, n - k, n), k,
         static_cast<long long>(r.first_step), static_cast<long long>(r.last_step), r.wall_seconds,
         r.samples_per_second);
+  }
+  if (r.interrupted) {
+    if (!f.metrics_out.empty()) (void)WriteJsonFile(f.metrics_out, MetricsJson(r, f.options));
+    return kExitFailure;
   }
   if (r.has_retrieval) {
     std::printf("image->text retrieval top-1: %.1f%% on %d held-out pairs (chance %.1f%%)\n",

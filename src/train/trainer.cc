@@ -359,8 +359,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   result.first_step = state.step;
   log << "mosaic train: " << spec.name << " on " << device << ", batch " << spec.batch_size << " ("
       << spec.micro_batches << " micro-batch" << (spec.micro_batches > 1 ? "es" : "") << "), "
-      << ToString(spec.precision) << ", data: " << train_source->Describe() << ", steps "
-      << state.step << " -> " << options.steps << "\n";
+      << ToString(spec.precision) << ", peak lr " << peak_lr
+      << ", data: " << train_source->Describe() << ", steps " << state.step << " -> "
+      << options.steps << "\n";
 
   auto save = [&](int64_t step_done, const DataPosition& pos) -> Status {
     TrainState st = state;
@@ -441,9 +442,10 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       window_samples = window_tokens = window_steps = 0;
       window_loss = 0;
     }
+    const bool stop = options.stop_requested != nullptr && options.stop_requested->load();
     if (!options.checkpoint_dir.empty() &&
         ((options.checkpoint_every > 0 && done % options.checkpoint_every == 0) ||
-         done == options.steps)) {
+         done == options.steps || stop)) {
       Status s = save(done, position);
       if (!s.ok()) {
         progress.Finish();
@@ -451,9 +453,17 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       }
       progress.Message("mosaic train: checkpoint " + result.checkpoints_written.back());
     }
+    if (stop && done < options.steps) {
+      progress.Message("mosaic train: stopping after step " + std::to_string(done) + " as asked" +
+                       (options.checkpoint_dir.empty() ? " (no --checkpoint-dir: nothing saved)"
+                                                       : "; continue with --resume"));
+      result.interrupted = true;
+      result.last_step = done;
+      break;
+    }
   }
   progress.Finish();
-  result.last_step = std::max(options.steps, state.step);
+  if (!result.interrupted) result.last_step = std::max(options.steps, state.step);
   result.wall_seconds = Seconds(t_start, Clock::now());
   total_samples += window_samples;
   result.samples_per_second = total_samples / std::max(1e-9, result.wall_seconds);

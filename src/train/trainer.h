@@ -11,6 +11,7 @@
 //   r.retrieval_top1;   // e.g. 0.6, against r.retrieval_chance ~ 0.01
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -48,6 +49,9 @@ struct TrainOptions {
   int threads = 0;            // torch intra-op threads on the CPU; 0: auto (same Note)
   bool progress_bar = false;  // redraw one line (a terminal) instead of plain lines
   bool print_model_table = true;
+  // Checked after every step; when it turns true (SIGINT/SIGTERM in `mosaic train`) the run
+  // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
+  const std::atomic<bool>* stop_requested = nullptr;
   std::ostream* log = nullptr;  // progress and messages; nullptr: std::cerr
 };
 
@@ -68,6 +72,7 @@ struct TrainResult {
   double retrieval_chance = 0;
   double eval_loss = 0;
   std::vector<std::string> checkpoints_written;
+  bool interrupted = false;  // stopped early by stop_requested
 };
 
 // Resolves a zoo name ("clip-tiny") to <configs_dir>/models/<name>.json; paths pass through.

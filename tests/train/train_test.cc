@@ -3,6 +3,7 @@
 // checkpoint is refused and the previous one is used; broken user data stops or is skipped.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <numeric>
 #include <sstream>
 
@@ -210,6 +211,31 @@ TEST(Train, AudioAndNextTokenModelsTrain) {
     EXPECT_EQ(r->eval_pairs, 16);
     EXPECT_TRUE(std::isfinite(r->eval_loss));
   }
+}
+
+TEST(Train, StopRequestWritesACheckpointAndResumes) {
+  TempDir dir("stop");
+  std::ostringstream log;
+  std::atomic<bool> stop{true};  // as if SIGTERM came during the first step
+  TrainOptions o = ClipTiny(10, &log);
+  o.batch_size = 4;
+  o.eval_samples = 8;
+  o.checkpoint_dir = dir.path();
+  o.stop_requested = &stop;
+  auto a = Train(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->interrupted);
+  EXPECT_EQ(a->last_step, 1);
+  ASSERT_EQ(a->checkpoints_written.size(), 1u);
+  EXPECT_EQ(a->checkpoints_written[0], dir / CheckpointFileName(1));
+  EXPECT_NE(log.str().find("stopping after step 1"), std::string::npos) << log.str();
+  stop = false;
+  o.resume = true;
+  auto b = Train(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_FALSE(b->interrupted);
+  EXPECT_EQ(b->first_step, 1);
+  EXPECT_EQ(b->losses.size(), 9u);
 }
 
 TEST(Train, MicroBatchesAccumulate) {
