@@ -2,6 +2,7 @@
 //
 //   mosaic plan --model clip-b16 --device h100-sxm -o plan.json
 //   mosaic plan -m llava-small --micro-batches 1,2,4 --top 5 --shortlist shortlist.json
+//   mosaic plan -m llava-small --gpus 64 -o plan.json   # layouts over 64 GPUs (simulated)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/planning_inputs.h"
 #include "core/file_io.h"
+#include "planner/multi_gpu.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -24,6 +26,9 @@ struct PlanFlags {
   std::vector<int> micro_batches;
   double memory_budget_gib = 0;
   bool exhaustive = false;
+  int gpus = 1;
+  bool gpus_given = false;  // --gpus (or MOSAIC_GPUS) was set: plan the layout over GPUs
+  double link_bandwidth_scale = 1;
 };
 
 std::string Partitions(const PhaseSpec& ph) {
@@ -36,7 +41,92 @@ std::string Partitions(const PhaseSpec& ph) {
   return s;
 }
 
+// The stem of `path` without ".json", for the other groups' plan files.
+std::string GroupPlanPath(const std::string& path, const std::string& group) {
+  std::string stem = path;
+  if (stem.size() > 5 && stem.compare(stem.size() - 5, 5, ".json") == 0)
+    stem.resize(stem.size() - 5);
+  std::string safe = group;
+  for (char& c : safe)
+    if (c == '+' || c == '|' || c == '/') c = '-';
+  return stem + "." + safe + ".json";
+}
+
+int RunMultiGpu(const PlanFlags& f, const PlanningInputs& in, PlannerOptions options) {
+  MultiGpuOptions mo;
+  mo.gpus = f.gpus;
+  mo.planner = options;
+  CommModel comm = CommModel::FromDevice(in.device);
+  if (f.link_bandwidth_scale != 1) {
+    // A measured send/recv at the scaled bandwidth, folded in through the bounded hook.
+    const double bytes = 64.0 * 1024 * 1024;
+    Status st = comm.CalibrateSendRecv(
+        Bytes(bytes),
+        TimeUs(1e6 * bytes / (comm.spec_bandwidth().value() * f.link_bandwidth_scale) +
+               comm.latency().value()));
+    if (!st.ok()) return ReportError("plan", st);
+  }
+  mo.comm = &comm;
+  auto t0 = std::chrono::steady_clock::now();
+  StatusOr<MultiGpuReport> r = PlanMultiGpu(in.model, in.device, in.profile, mo);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!r.ok()) return ReportError("plan", r.status());
+  std::printf(
+      "%s on %d x %s, profile: %s, link %.0f GB/s, %.1f us (all figures below are "
+      "simulated, not measured)\n",
+      in.model.name.c_str(), r->gpus, in.device.name.c_str(), in.profile_from.c_str(),
+      r->comm.bandwidth().value() / 1e9, r->comm.latency().value());
+  std::printf(
+      "planned in %.2f s; global batch %d (%d per GPU); simulated 1-GPU step %.3f ms, "
+      "%.1f samples/s\n",
+      secs, r->global_batch, in.model.batch_size, r->single_gpu_step.value() / 1000,
+      r->single_gpu_samples_per_s);
+  std::printf("\n%-4s %-46s %-22s %12s %12s %9s  %s\n", "rank", "layout", "GPUs per group",
+              "step ms", "samples/s", "scaling", "figures");
+  for (size_t i = 0; i < r->layouts.size(); ++i) {
+    const MultiGpuLayout& l = r->layouts[i];
+    std::printf("%-4zu %-46s %-22s %12.3f %12.1f %8.1f%%  simulated\n", i + 1, l.name.c_str(),
+                l.GroupsText().c_str(), l.step.value() / 1000, l.samples_per_s,
+                100 * l.scaling_efficiency);
+  }
+  const MultiGpuLayout& best = r->layouts[0];
+  for (const GpuGroup& g : best.groups) {
+    std::printf(
+        "  %s group (simulated): %d GPUs, %d micro-batches/GPU, compute %.3f ms, "
+        "all-reduce %.3f ms (%.3f exposed), link %.3f ms\n",
+        g.name.c_str(), g.gpus, g.micro_batches_per_gpu, g.compute.value() / 1000,
+        g.allreduce.value() / 1000, g.exposed_allreduce.value() / 1000, g.link.value() / 1000);
+  }
+  std::printf(
+      "chosen (simulated): %s, %.3f ms/step, %.1f samples/s, %.1f%% scaling efficiency "
+      "vs 1 GPU\n",
+      best.name.c_str(), best.step.value() / 1000, best.samples_per_s,
+      100 * best.scaling_efficiency);
+  for (size_t i = 0; i < r->plans.size(); ++i) {
+    const std::string path = i == 0 ? f.output : GroupPlanPath(f.output, best.groups[i].name);
+    Status st = WriteJsonFile(path, ToJson(r->plans[i]));
+    if (!st.ok()) return ReportError("plan", st);
+    std::printf("wrote %s (single-GPU plan of the %s group, simulated %.3f ms step)\n",
+                path.c_str(), best.groups[i].name.c_str(),
+                r->plans[i].predicted_step ? r->plans[i].predicted_step->value() / 1000 : 0.0);
+  }
+  return kExitOk;
+}
+
 int Run(const PlanFlags& f) {
+  if (f.gpus_given && f.gpus < 1) {
+    return ReportError(
+        "plan", InvalidArgument("--gpus must be at least 1 (got " + std::to_string(f.gpus) + ")"));
+  }
+  if (f.gpus_given && f.in.world_size != 1) {
+    return ReportError("plan", InvalidArgument("--gpus and --world-size > 1 do not combine: "
+                                               "--gpus models the data-parallel all-reduce "
+                                               "itself"));
+  }
+  if (!(f.link_bandwidth_scale >= CommModel::kMinScale &&
+        f.link_bandwidth_scale <= CommModel::kMaxScale)) {
+    return ReportError("plan", InvalidArgument("--link-bandwidth-scale must be in [0.05, 2]"));
+  }
   StatusOr<PlanningInputs> in = LoadPlanningInputs(f.in);
   if (!in.ok()) return ReportError("plan", in.status());
   PlannerOptions options;
@@ -45,6 +135,7 @@ int Run(const PlanFlags& f) {
   options.memory_budget_bytes = f.memory_budget_gib * 1024.0 * 1024 * 1024;
   options.perf.world_size = f.in.world_size;
   if (in->calibration) options.calibration = &*in->calibration;
+  if (f.gpus_given) return RunMultiGpu(f, *in, options);
   auto t0 = std::chrono::steady_clock::now();
   StatusOr<PlanReport> report =
       f.exhaustive ? PlanStepExhaustive(in->model, in->device, in->profile, options)
@@ -137,7 +228,20 @@ void AddPlanCommand(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--exhaustive", f->exhaustive,
                 "Search exhaustively (the oracle; only for models with a few modules)");
-  SetCommand(sub, [f] { return Run(*f); });
+  auto* gpus = sub->add_option("--gpus", f->gpus,
+                               "GPUs to lay the model out over (1..65536): prints colocated, "
+                               "disaggregated and mixed layouts ranked by simulated step time "
+                               "and writes the chosen layout's single-GPU plan(s)")
+                   ->envname("MOSAIC_GPUS")
+                   ->capture_default_str();
+  sub->add_option("--link-bandwidth-scale", f->link_bandwidth_scale,
+                  "Measured over spec link bandwidth (a calibration, 0.05..2) for --gpus")
+      ->envname("MOSAIC_LINK_BANDWIDTH_SCALE")
+      ->capture_default_str();
+  SetCommand(sub, [f, gpus] {
+    f->gpus_given = gpus->count() > 0;
+    return Run(*f);
+  });
 }
 
 }  // namespace mosaic::cli
