@@ -135,6 +135,7 @@ struct Stage {
   std::string name;
   std::vector<int> modules;
   double params = 0;
+  double static_bytes = 0;  // weights, gradients and AdamW state
 };
 
 struct Split {
@@ -173,7 +174,9 @@ std::vector<Split> Splits(const ModelSpec& model) {
     for (int i = 0; i < n; ++i) {
       Stage& st = side[i] ? s.enc : s.rest;
       st.modules.push_back(i);
-      st.params += EstimateModuleCost(model, i, 1).parameters;
+      const ModuleCost cost = EstimateModuleCost(model, i, 1);
+      st.params += cost.parameters;
+      st.static_bytes += cost.parameter_bytes.value();
       has_llm = has_llm || model.modules[i].kind == ModuleKind::kLlm;
     }
     s.rest.name = has_llm ? "llm" : "text";
@@ -203,6 +206,7 @@ std::vector<std::string> Names(const ModelSpec& model, const std::vector<int>& m
 // Per-micro-batch times of a set of modules at full GPU, from the perf model.
 struct StageTimes {
   double fwd_bwd = 0, bwd = 0, opt = 0;
+  double activation_bytes = 0;  // held by one micro-batch between forward and backward
 };
 StageTimes Times(const PerfModel& pm, const std::vector<int>& modules, int sms) {
   StageTimes t;
@@ -210,6 +214,7 @@ StageTimes Times(const PerfModel& pm, const std::vector<int>& modules, int sms) 
     for (TaskPhase ph : {TaskPhase::kForward, TaskPhase::kBackward, TaskPhase::kOptimizer}) {
       const int k = PerfModel::Kind(m, ph);
       if (!pm.has(k)) continue;
+      if (ph == TaskPhase::kForward) t.activation_bytes += pm.activation_bytes(k).value();
       const double us = pm.Isolated(k, sms).value();
       if (ph == TaskPhase::kOptimizer) {
         t.opt += us;
@@ -359,6 +364,15 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
         const double c_mb =
             comm.SendRecv(Bytes(split.bytes_per_sample * (model.batch_size / M))).value();
         const long long Q = static_cast<long long>(N) * M;
+        // Memory: a stage holds its static state and, 1F1B-style, the activations of at most
+        // two micro-batches in flight (one being sent or computed downstream).
+        const double budget = options.planner.memory_budget_bytes > 0
+                                  ? options.planner.memory_budget_bytes
+                                  : 0.9 * device.memory.value();
+        const double in_flight = std::min<double>(2.0, static_cast<double>(Q));
+        if (split.enc.static_bytes + in_flight * e.activation_bytes > budget ||
+            split.rest.static_bytes + in_flight * l.activation_bytes > budget)
+          continue;
         for (int ge = 1; ge < N; ++ge) {
           const int gl = N - ge;
           GpuGroup ga, gb;
@@ -396,9 +410,12 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
         }
       }
       // The best split, the even split and the split proportional to the stages' work.
-      int best_ge = 1;
+      int best_ge = 0;
       for (int ge = 1; ge < N; ++ge)
-        if (by_ge[ge].step.value() < by_ge[best_ge].step.value()) best_ge = ge;
+        if (!by_ge[ge].groups.empty() &&
+            (best_ge == 0 || by_ge[ge].step.value() < by_ge[best_ge].step.value()))
+          best_ge = ge;
+      if (best_ge == 0) continue;  // no micro-batch count fits the memory of both stages
       const StageTimes e = Times(pms.begin()->second, split.enc.modules, S);
       const StageTimes l = Times(pms.begin()->second, split.rest.modules, S);
       int prop =
@@ -408,7 +425,7 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
           {best_ge, "best split"}, {std::max(1, N / 2), "even split"}, {prop, "work-proportional"}};
       std::set<int> seen;
       for (const auto& [ge, why] : picks) {
-        if (!seen.insert(ge).second) continue;
+        if (!seen.insert(ge).second || by_ge[ge].groups.empty()) continue;
         MultiGpuLayout cand = by_ge[ge];
         cand.name = "disaggregated " + split.enc.name + "|" + split.rest.name + " (" + why + ")";
         finish(cand);
