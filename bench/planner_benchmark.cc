@@ -4,6 +4,8 @@
 //  - BM_Plan/<modules>/<gpus>: wall time of PlanStep for 8 modules on one GPU and 16 modules
 //    on 64 GPUs (data parallel; planned with the simulator alone);
 //  - BM_Simulate: simulator events per second on one core.
+//  - BM_PlanMultiGpu/<gpus>/<model>: wall time of PlanMultiGpu (`mosaic plan --gpus N`: the
+//    single-GPU search plus every colocated / disaggregated layout) for 64 and 512 GPUs.
 //
 //   ninja -C build-plan planner_benchmark && build-plan/bench/planner_benchmark
 //   build-plan/bench/planner_benchmark --benchmark_filter=OracleGap --benchmark_format=json
@@ -12,6 +14,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "planner/multi_gpu.h"
 #include "planner/planner.h"
 #include "planner_instances.h"
 #include "sim/simulator.h"
@@ -83,6 +86,44 @@ BENCHMARK(BM_Plan)
     ->Args({8, 1, 1})
     ->Args({16, 64, 0})
     ->Args({16, 64, 1})
+    ->Unit(benchmark::kMillisecond);
+
+// range(0): GPUs; range(1): 0 clip-b16, 1 llava-small (zoo specs, synthetic H100 profiles).
+void BM_PlanMultiGpu(benchmark::State& state) {
+  const int gpus = static_cast<int>(state.range(0));
+  const std::string name = state.range(1) == 0 ? "clip-b16" : "llava-small";
+  const std::string root = MOSAIC_SOURCE_DIR;
+  StatusOr<ModelSpec> model = LoadModelSpec(root + "/configs/models/" + name + ".json");
+  StatusOr<DeviceSpec> device = LoadDeviceSpec(root + "/configs/devices/h100-sxm.json");
+  if (!model.ok() || !device.ok()) {
+    state.SkipWithError("cannot load the zoo specs");
+    return;
+  }
+  Profile profile = MakeSyntheticProfile(*model, *device, model->micro_batch_size());
+  MultiGpuOptions options;
+  options.gpus = gpus;
+  double efficiency = 0, step_ms = 0;
+  std::string chosen;
+  for (auto _ : state) {
+    StatusOr<MultiGpuReport> r = PlanMultiGpu(*model, *device, profile, options);
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      return;
+    }
+    efficiency = r->layouts[0].scaling_efficiency;
+    step_ms = r->layouts[0].step.value() / 1000;
+    chosen = r->layouts[0].name;
+  }
+  state.counters["gpus"] = gpus;
+  state.counters["scaling_efficiency"] = efficiency;
+  state.counters["step_ms"] = step_ms;
+  state.SetLabel(name + ": " + chosen + " (simulated)");
+}
+BENCHMARK(BM_PlanMultiGpu)
+    ->Args({64, 0})
+    ->Args({512, 0})
+    ->Args({64, 1})
+    ->Args({512, 1})
     ->Unit(benchmark::kMillisecond);
 
 // One step of a 16-module pipeline model with 8 micro-batches, modules on shared streams

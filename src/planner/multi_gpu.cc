@@ -438,8 +438,20 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
                    [](const MultiGpuLayout& a, const MultiGpuLayout& b) {
                      return a.step.value() < b.step.value();
                    });
-  if (static_cast<int>(layouts.size()) > std::max(1, options.max_layouts))
-    layouts.resize(std::max(1, options.max_layouts));
+  const size_t keep = static_cast<size_t>(std::max(1, options.max_layouts));
+  if (layouts.size() > keep) {
+    // The colocated layout stays in the list as the reference, in its place by step time.
+    auto co = std::find_if(layouts.begin(), layouts.end(), [](const MultiGpuLayout& l) {
+      return l.kind == LayoutKind::kColocated;
+    });
+    if (keep >= 2 && co - layouts.begin() >= static_cast<std::ptrdiff_t>(keep)) {
+      MultiGpuLayout c = *co;
+      layouts.resize(keep - 1);
+      layouts.push_back(c);
+    } else {
+      layouts.resize(keep);
+    }
+  }
   r.layouts = std::move(layouts);
 
   const MultiGpuLayout& chosen = r.layouts[0];
