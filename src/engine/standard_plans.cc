@@ -27,8 +27,8 @@ std::vector<TaskId> TopologicalTasks(const TaskGraph& graph) {
 namespace {
 
 StatusOr<Plan> Grouped(const ModelSpec& spec, int micro_batches, const std::string& name,
-                       const std::vector<ModuleGroup>& groups, bool dedicated,
-                       bool backward_shared) {
+                       const std::vector<ModuleGroup>& groups, bool dedicated, bool backward_shared,
+                       const std::string& device) {
   MOSAIC_ASSIGN_OR_RETURN(TaskGraph g, BuildTaskGraph(spec, micro_batches, {}));
   std::map<std::string, int> group_of;
   for (size_t k = 0; k < groups.size(); ++k)
@@ -46,6 +46,7 @@ StatusOr<Plan> Grouped(const ModelSpec& spec, int micro_batches, const std::stri
   Plan p;
   p.name = spec.name + "-" + name;
   p.model = spec.name;
+  p.device = device;
   p.micro_batches = micro_batches;
   auto make_phase = [&](const std::string& phase_name, bool dedicated_parts) {
     PhaseSpec ph;
@@ -70,24 +71,26 @@ StatusOr<Plan> Grouped(const ModelSpec& spec, int micro_batches, const std::stri
 
 }  // namespace
 
-StatusOr<Plan> TemporalPlan(const ModelSpec& spec, int micro_batches) {
+StatusOr<Plan> TemporalPlan(const ModelSpec& spec, int micro_batches, const std::string& device) {
   std::vector<std::string> all;
   for (const ModuleSpec& m : spec.modules)
     all.push_back(m.name);
-  return Grouped(spec, micro_batches, "temporal", {{all, 0}}, false, false);
+  return Grouped(spec, micro_batches, "temporal", {{all, 0}}, false, false, device);
 }
 
-StatusOr<Plan> SharedStreamsPlan(const ModelSpec& spec, int micro_batches) {
+StatusOr<Plan> SharedStreamsPlan(const ModelSpec& spec, int micro_batches,
+                                 const std::string& device) {
   std::vector<ModuleGroup> groups;
   for (const ModuleSpec& m : spec.modules)
     if (!m.is_loss()) groups.push_back({{m.name}, 0});
-  return Grouped(spec, micro_batches, "shared-streams", groups, false, false);
+  return Grouped(spec, micro_batches, "shared-streams", groups, false, false, device);
 }
 
 StatusOr<Plan> PartitionedPlan(const ModelSpec& spec, int micro_batches,
-                               const std::vector<ModuleGroup>& groups, bool backward_shared) {
+                               const std::vector<ModuleGroup>& groups, bool backward_shared,
+                               const std::string& device) {
   return Grouped(spec, micro_batches, backward_shared ? "split-fwd" : "split", groups, true,
-                 backward_shared);
+                 backward_shared, device);
 }
 
 }  // namespace mosaic::engine

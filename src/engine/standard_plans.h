@@ -22,8 +22,11 @@ namespace mosaic::engine {
 // A topological order of the step's tasks (Kahn's algorithm, smallest task index first).
 std::vector<TaskId> TopologicalTasks(const TaskGraph& graph);
 
-StatusOr<Plan> TemporalPlan(const ModelSpec& spec, int micro_batches);
-StatusOr<Plan> SharedStreamsPlan(const ModelSpec& spec, int micro_batches);
+// `device` names the DeviceSpec the plan is for (ValidatePlan checks it).
+StatusOr<Plan> TemporalPlan(const ModelSpec& spec, int micro_batches,
+                            const std::string& device = "h100-sxm");
+StatusOr<Plan> SharedStreamsPlan(const ModelSpec& spec, int micro_batches,
+                                 const std::string& device = "h100-sxm");
 
 // One dedicated partition per group {modules, sms}; a loss module not named joins the group of
 // its first producer. backward_shared: a second phase runs backward and optimizer tasks on one
@@ -33,6 +36,7 @@ struct ModuleGroup {
   int sms = 0;
 };
 StatusOr<Plan> PartitionedPlan(const ModelSpec& spec, int micro_batches,
-                               const std::vector<ModuleGroup>& groups, bool backward_shared);
+                               const std::vector<ModuleGroup>& groups, bool backward_shared,
+                               const std::string& device = "h100-sxm");
 
 }  // namespace mosaic::engine

@@ -165,3 +165,37 @@ TEST(FusedAdamW, MatchesTorchAdamW) {
 
 }  // namespace
 }  // namespace mosaic::engine
+
+namespace mosaic::engine {
+namespace {
+
+// The baseline plans the engine makes for the zoo pass the core validator for an H100.
+TEST(StandardPlans, ZooPlansAreValidForH100) {
+  auto device = LoadDeviceSpec(std::string(MOSAIC_SOURCE_DIR) + "/configs/devices/h100-sxm.json");
+  ASSERT_TRUE(device.ok()) << device.status();
+  for (const char* name : {"clip-b16", "llava-small", "imagebind-like", "omni-small"}) {
+    SCOPED_TRACE(name);
+    auto spec = LoadModelSpec(std::string(MOSAIC_SOURCE_DIR) + "/configs/models/" + name + ".json");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    std::vector<StatusOr<Plan>> plans = {TemporalPlan(*spec, spec->micro_batches),
+                                         SharedStreamsPlan(*spec, spec->micro_batches)};
+    if (std::string(name) == "clip-b16") {
+      plans.push_back(PartitionedPlan(*spec, 1, {{{"vision"}, 104}, {{"text"}, 28}}, false));
+      plans.push_back(PartitionedPlan(*spec, 1, {{{"vision"}, 104}, {{"text"}, 28}}, true));
+    }
+    if (std::string(name) == "llava-small") {
+      plans.push_back(PartitionedPlan(*spec, spec->micro_batches,
+                                      {{{"vision"}, 64}, {{"projector", "llm"}, 68}}, false));
+    }
+    for (const StatusOr<Plan>& p : plans) {
+      ASSERT_TRUE(p.ok()) << p.status();
+      EXPECT_TRUE(ValidatePlan(*p, *spec, *device).ok())
+          << p->name << ": " << ValidatePlan(*p, *spec, *device);
+      auto again = ParsePlan(ToJson(*p));  // what `mosaic validate` reads back
+      EXPECT_TRUE(again.ok()) << again.status();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mosaic::engine
