@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <set>
 
@@ -76,7 +77,15 @@ Status CommModel::CalibrateSendRecv(Bytes bytes, TimeUs measured) {
 }
 
 const char* ToString(LayoutKind k) {
-  return k == LayoutKind::kColocated ? "colocated" : "disaggregated";
+  switch (k) {
+    case LayoutKind::kColocated:
+      return "colocated";
+    case LayoutKind::kDisaggregated:
+      return "disaggregated";
+    case LayoutKind::kHybrid:
+      return "hybrid";
+  }
+  return "?";
 }
 
 std::string MultiGpuLayout::GroupsText() const {
@@ -115,7 +124,8 @@ std::string MultiGpuLayout::GroupsText() const {
 //      the planner would try is evaluated (O(N) arithmetic each).
 //  (c) mixes: the splits other than the best are reported too (an even split, the split
 //      proportional to the stages' work), so the table shows how the choice depends on the
-//      ratio of GPUs per group.
+//      ratio of GPUs per group; and hybrid layouts, some GPUs colocated and the others split,
+//      in one data-parallel job (below).
 // Stages run their modules one after another (no colocation inside a stage), which is
 // conservative for disaggregated layouts of several encoders.
 
@@ -227,16 +237,23 @@ StageTimes Times(const PerfModel& pm, const std::vector<int>& modules, int sms) 
   return t;
 }
 
-// All-reduce of `params` fp32 gradients over `gpus`, overlapping a backward window.
-void AllReduce(const CommModel& comm, const MultiGpuOptions& o, double params, int gpus,
-               double backward_us, int sms, int comm_sms, GpuGroup* g) {
-  const Bytes bytes(4.0 * params);
-  g->allreduce = comm.BucketedAllReduce(bytes, o.bucket, gpus);
-  const double last =
-      comm.RingAllReduce(Bytes(std::min(bytes.value(), o.bucket.value())), gpus).value();
-  const double overlapped =
-      std::max(0.0, std::min(g->allreduce.value() - last, std::max(0.0, backward_us)));
-  g->exposed_allreduce = TimeUs(g->allreduce.value() - overlapped);
+// All-reduce of fp32 gradients, one ring per (parameters, GPUs) pair one after another (a GPU
+// of a hybrid layout joins the encoders' ring and the LLM's), overlapping a backward window:
+// all but the last bucket can hide behind it, holding `comm_sms` SMs while they do.
+void AllReduce(const CommModel& comm, const MultiGpuOptions& o,
+               std::initializer_list<std::pair<double, int>> rings, double backward_us, int sms,
+               int comm_sms, GpuGroup* g) {
+  double total = 0, last = 0;
+  for (const auto& [params, gpus] : rings) {
+    const Bytes bytes(4.0 * params);
+    const double t = comm.BucketedAllReduce(bytes, o.bucket, gpus).value();
+    if (t <= 0) continue;
+    total += t;
+    last = comm.RingAllReduce(Bytes(std::min(bytes.value(), o.bucket.value())), gpus).value();
+  }
+  g->allreduce = TimeUs(total);
+  const double overlapped = std::max(0.0, std::min(total - last, std::max(0.0, backward_us)));
+  g->exposed_allreduce = TimeUs(total - overlapped);
   g->comm_sm_cost = TimeUs(sms > comm_sms ? overlapped * comm_sms / (sms - comm_sms) : overlapped);
 }
 
@@ -347,7 +364,7 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
     const StageTimes st = Times(pms.at(best1.plan.micro_batches), all_modules, S);
     g.optimizer = TimeUs(std::min(st.opt, t1));
     g.compute = TimeUs(t1 - g.optimizer.value());
-    AllReduce(comm, options, all_params, N, st.bwd * best1.plan.micro_batches, S, comm_sms, &g);
+    AllReduce(comm, options, {{all_params, N}}, st.bwd * best1.plan.micro_batches, S, comm_sms, &g);
     l.step = TimeUs(t1 + g.exposed_allreduce.value() + g.comm_sm_cost.value());
     l.groups.push_back(g);
     finish(l);
@@ -390,9 +407,9 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
           gb.link = TimeUs(gb.micro_batches_per_gpu * c_mb);
           ga.optimizer = TimeUs(e.opt);
           gb.optimizer = TimeUs(l.opt);
-          AllReduce(comm, options, split.enc.params, ge, ga.micro_batches_per_gpu * e.bwd, S,
+          AllReduce(comm, options, {{split.enc.params, ge}}, ga.micro_batches_per_gpu * e.bwd, S,
                     comm_sms, &ga);
-          AllReduce(comm, options, split.rest.params, gl, gb.micro_batches_per_gpu * l.bwd, S,
+          AllReduce(comm, options, {{split.rest.params, gl}}, gb.micro_batches_per_gpu * l.bwd, S,
                     comm_sms, &gb);
           const double wa = std::max(ga.compute.value(), ga.link.value()) + ga.comm_sm_cost.value();
           const double wb = std::max(gb.compute.value(), gb.link.value()) + gb.comm_sm_cost.value();
@@ -434,6 +451,91 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
     }
   }
 
+  // (c) hybrid: h GPUs colocate everything, the other d = N - h are split encoders | rest; one
+  // data-parallel job (a colocated GPU joins both groups' rings). A colocated GPU takes q_c of
+  // the N M micro-batches (its single-GPU plan's compute, scaled by micro-batches), the
+  // pipeline GPUs the rest; every h in {N/4, N/2, 3N/4}, split and q_c up to twice its share
+  // is tried.
+  if (N >= 3) {
+    const StageTimes all1 = Times(pms.at(best1.plan.micro_batches), all_modules, S);
+    const double opt_all = std::min(all1.opt, t1);
+    for (const Split& split : Splits(model)) {
+      MultiGpuLayout best_h;
+      for (int h : {N / 4, N / 2, (3 * N) / 4}) {
+        const int d = N - h;
+        if (h < 1 || d < 2) continue;
+        for (const auto& [M, pm] : pms) {
+          const StageTimes e = Times(pm, split.enc.modules, S);
+          const StageTimes l = Times(pm, split.rest.modules, S);
+          const long long Q = static_cast<long long>(N) * M;
+          const double budget = options.planner.memory_budget_bytes > 0
+                                    ? options.planner.memory_budget_bytes
+                                    : 0.9 * device.memory.value();
+          if (split.enc.static_bytes + 2 * e.activation_bytes > budget ||
+              split.rest.static_bytes + 2 * l.activation_bytes > budget)
+            continue;
+          const double c_mb =
+              comm.SendRecv(Bytes(split.bytes_per_sample * (model.batch_size / M))).value();
+          const double per_mb_c = (t1 - opt_all) / M;  // one micro-batch of B / M samples
+          for (int ge = 1; ge < d; ++ge) {
+            const int gl = d - ge;
+            for (int qc = 1; qc <= 2 * M; ++qc) {
+              const long long qp = Q - static_cast<long long>(h) * qc;
+              if (qp < 1) break;
+              GpuGroup gc, ga, gb;
+              gc.name = "all";
+              ga.name = split.enc.name;
+              gb.name = split.rest.name;
+              gc.modules = Names(model, all_modules);
+              ga.modules = Names(model, split.enc.modules);
+              gb.modules = Names(model, split.rest.modules);
+              gc.gpus = h;
+              ga.gpus = ge;
+              gb.gpus = gl;
+              gc.micro_batches_per_gpu = qc;
+              ga.micro_batches_per_gpu = static_cast<int>((qp + ge - 1) / ge);
+              gb.micro_batches_per_gpu = static_cast<int>((qp + gl - 1) / gl);
+              gc.compute = TimeUs(qc * per_mb_c);
+              ga.compute = TimeUs(ga.micro_batches_per_gpu * e.fwd_bwd);
+              gb.compute = TimeUs(gb.micro_batches_per_gpu * l.fwd_bwd);
+              ga.link = TimeUs(ga.micro_batches_per_gpu * c_mb);
+              gb.link = TimeUs(gb.micro_batches_per_gpu * c_mb);
+              gc.optimizer = TimeUs(opt_all);
+              ga.optimizer = TimeUs(e.opt);
+              gb.optimizer = TimeUs(l.opt);
+              AllReduce(comm, options, {{split.enc.params, h + ge}, {split.rest.params, h + gl}},
+                        qc * all1.bwd * best1.plan.micro_batches / M, S, comm_sms, &gc);
+              AllReduce(comm, options, {{split.enc.params, h + ge}},
+                        ga.micro_batches_per_gpu * e.bwd, S, comm_sms, &ga);
+              AllReduce(comm, options, {{split.rest.params, h + gl}},
+                        gb.micro_batches_per_gpu * l.bwd, S, comm_sms, &gb);
+              const double wa =
+                  std::max(ga.compute.value(), ga.link.value()) + ga.comm_sm_cost.value();
+              const double wb =
+                  std::max(gb.compute.value(), gb.link.value()) + gb.comm_sm_cost.value();
+              const double fill = e.fwd_bwd + l.fwd_bwd + 2 * c_mb - std::max(e.fwd_bwd, l.fwd_bwd);
+              const double pipe = std::max(wa, wb) + fill +
+                                  std::max(ga.optimizer.value() + ga.exposed_allreduce.value(),
+                                           gb.optimizer.value() + gb.exposed_allreduce.value());
+              const double colo = gc.compute.value() + gc.comm_sm_cost.value() +
+                                  gc.optimizer.value() + gc.exposed_allreduce.value();
+              const double step = std::max(pipe, colo);
+              if (best_h.groups.empty() || step < best_h.step.value()) {
+                best_h.kind = LayoutKind::kHybrid;
+                best_h.groups = {gc, ga, gb};
+                best_h.step = TimeUs(step);
+              }
+            }
+          }
+        }
+      }
+      if (best_h.groups.empty()) continue;
+      best_h.name = "hybrid colocated + " + split.enc.name + "|" + split.rest.name;
+      finish(best_h);
+      layouts.push_back(best_h);
+    }
+  }
+
   std::stable_sort(layouts.begin(), layouts.end(),
                    [](const MultiGpuLayout& a, const MultiGpuLayout& b) {
                      return a.step.value() < b.step.value();
@@ -459,6 +561,10 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
     r.plans.push_back(best1.plan);
   } else {
     for (const GpuGroup& g : chosen.groups) {
+      if (g.name == "all") {  // a hybrid layout's colocated GPUs run the single-GPU plan
+        r.plans.push_back(best1.plan);
+        continue;
+      }
       std::vector<int> mods;
       for (const std::string& name : g.modules)
         mods.push_back(model.IndexOf(name));

@@ -63,7 +63,7 @@ class CommModel {
   double scale_ = 1.0;
 };
 
-enum class LayoutKind { kColocated, kDisaggregated };
+enum class LayoutKind { kColocated, kDisaggregated, kHybrid };
 const char* ToString(LayoutKind k);
 
 // One group of identical GPUs in a layout: the modules each of them holds, data parallel

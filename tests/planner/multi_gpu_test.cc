@@ -196,6 +196,28 @@ TEST(MultiGpu, ABigLlmFlipsBackToColocated) {
   EXPECT_EQ(Plan(z, 2).layouts[0].kind, LayoutKind::kColocated);
 }
 
+TEST(MultiGpu, HybridLayoutsFromThreeGpus) {
+  Zoo z = LoadZoo("clip-b16");
+  for (const MultiGpuLayout& l : Plan(z, 2).layouts)
+    EXPECT_NE(l.kind, LayoutKind::kHybrid) << l.name;  // needs a colocated GPU and a pipeline
+  MultiGpuReport r = Plan(z, 8);
+  const MultiGpuLayout* hybrid = nullptr;
+  for (const MultiGpuLayout& l : r.layouts)
+    if (l.kind == LayoutKind::kHybrid) hybrid = &l;
+  ASSERT_NE(hybrid, nullptr);
+  ASSERT_EQ(hybrid->groups.size(), 3u);
+  EXPECT_EQ(hybrid->groups[0].name, "all");
+  EXPECT_EQ(hybrid->groups[0].gpus + hybrid->groups[1].gpus + hybrid->groups[2].gpus, 8);
+  // The colocated GPUs join both rings: they all-reduce more than either stage's GPUs.
+  EXPECT_GT(hybrid->groups[0].allreduce.value(), hybrid->groups[1].allreduce.value());
+  EXPECT_GT(hybrid->groups[0].allreduce.value(), hybrid->groups[2].allreduce.value());
+  // Every global micro-batch is processed: h q_c + pipeline >= N M.
+  const long long q =
+      static_cast<long long>(hybrid->groups[0].gpus) * hybrid->groups[0].micro_batches_per_gpu +
+      static_cast<long long>(hybrid->groups[1].gpus) * hybrid->groups[1].micro_batches_per_gpu;
+  EXPECT_GE(q, 8LL * z.model.micro_batches);
+}
+
 TEST(MultiGpu, Deterministic) {
   Zoo z = LoadZoo("llava-small");
   MultiGpuReport a = Plan(z, 64), b = Plan(z, 64);
