@@ -110,6 +110,41 @@ int RunMultiGpu(const PlanFlags& f, const PlanningInputs& in, PlannerOptions opt
                 path.c_str(), best.groups[i].name.c_str(),
                 r->plans[i].predicted_step ? r->plans[i].predicted_step->value() / 1000 : 0.0);
   }
+  if (!f.shortlist.empty()) {
+    Json doc;
+    doc["model"] = in.model.name;
+    doc["device"] = in.device.name;
+    doc["gpus"] = r->gpus;
+    doc["figures"] = "simulated";
+    doc["global_batch"] = r->global_batch;
+    doc["single_gpu_step_us"] = r->single_gpu_step.value();
+    Json layouts = Json::array();
+    for (const MultiGpuLayout& l : r->layouts) {
+      Json groups = Json::array();
+      for (const GpuGroup& g : l.groups) {
+        groups.push_back({{"name", g.name},
+                          {"modules", g.modules},
+                          {"gpus", g.gpus},
+                          {"micro_batches_per_gpu", g.micro_batches_per_gpu},
+                          {"compute_us", g.compute.value()},
+                          {"optimizer_us", g.optimizer.value()},
+                          {"allreduce_us", g.allreduce.value()},
+                          {"exposed_allreduce_us", g.exposed_allreduce.value()},
+                          {"link_us", g.link.value()}});
+      }
+      layouts.push_back({{"layout", l.name},
+                         {"kind", ToString(l.kind)},
+                         {"predicted_step_us", l.step.value()},
+                         {"samples_per_s", l.samples_per_s},
+                         {"scaling_efficiency", l.scaling_efficiency},
+                         {"groups", groups}});
+    }
+    doc["layouts"] = layouts;
+    Status st = WriteJsonFile(f.shortlist, doc);
+    if (!st.ok()) return ReportError("plan", st);
+    std::printf("wrote %s (%zu layouts, best first, simulated)\n", f.shortlist.c_str(),
+                r->layouts.size());
+  }
   return kExitOk;
 }
 
@@ -122,6 +157,9 @@ int Run(const PlanFlags& f) {
     return ReportError("plan", InvalidArgument("--gpus and --world-size > 1 do not combine: "
                                                "--gpus models the data-parallel all-reduce "
                                                "itself"));
+  }
+  if (f.gpus_given && f.exhaustive) {
+    return ReportError("plan", InvalidArgument("--exhaustive does not combine with --gpus"));
   }
   if (!(f.link_bandwidth_scale >= CommModel::kMinScale &&
         f.link_bandwidth_scale <= CommModel::kMaxScale)) {
@@ -216,8 +254,10 @@ void AddPlanCommand(CLI::App& app) {
   sub->add_option("--top", f->top, "Plans in the ranked short list")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
-  sub->add_option("--shortlist", f->shortlist,
-                  "Also write the ranked short list (plans with predictions) to this JSON file");
+  sub->add_option(
+      "--shortlist", f->shortlist,
+      "Also write the ranked short list (plans with predictions; with --gpus: the layouts) "
+      "to this JSON file");
   sub->add_option("--micro-batches", f->micro_batches,
                   "Micro-batch counts to try (default: the model's and 1,2,4,8 dividing the "
                   "batch)")

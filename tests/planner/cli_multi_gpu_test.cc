@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/file_io.h"
 #include "core/plan.h"
 
 namespace mosaic {
@@ -41,7 +42,9 @@ std::string Tmp(const std::string& name) {
 
 TEST(CliMultiGpu, TableOfSimulatedLayoutsAndThePlan) {
   const std::string plan = Tmp("mgpu.plan.json");
-  CliRun r = Mosaic("plan -m clip-b16 -p synthetic --gpus 64 -o " + plan);
+  const std::string layouts = Tmp("mgpu.layouts.json");
+  CliRun r =
+      Mosaic("plan -m clip-b16 -p synthetic --gpus 64 -o " + plan + " --shortlist " + layouts);
   ASSERT_EQ(r.code, 0) << r.out;
   std::istringstream lines(r.out);
   std::string line;
@@ -61,6 +64,13 @@ TEST(CliMultiGpu, TableOfSimulatedLayoutsAndThePlan) {
   StatusOr<mosaic::Plan> p = LoadPlan(plan);
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->model, "clip-b16");  // colocated: the full model's single-GPU plan
+  StatusOr<Json> doc = LoadJsonFile(layouts);
+  ASSERT_TRUE(doc.ok()) << doc.status();
+  EXPECT_EQ((*doc)["gpus"], 64);
+  EXPECT_EQ((*doc)["figures"], "simulated");
+  ASSERT_EQ(static_cast<int>((*doc)["layouts"].size()), rows);
+  EXPECT_EQ((*doc)["layouts"][0]["kind"], "colocated");
+  EXPECT_EQ((*doc)["layouts"][0]["groups"][0]["gpus"], 64);
 }
 
 TEST(CliMultiGpu, BadGpuCountsAreOneLineAndExitTwo) {
@@ -74,6 +84,8 @@ TEST(CliMultiGpu, BadGpuCountsAreOneLineAndExitTwo) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("--gpus and --world-size"), std::string::npos) << r.out;
   r = Mosaic("plan -m clip-b16 -p synthetic --gpus 8 --link-bandwidth-scale 9 -o " + Tmp("x.json"));
+  EXPECT_EQ(r.code, 2) << r.out;
+  r = Mosaic("plan -m clip-b16 -p synthetic --gpus 8 --exhaustive -o " + Tmp("x.json"));
   EXPECT_EQ(r.code, 2) << r.out;
   r = Mosaic("plan -m clip-b16 -p synthetic --gpus lots -o " + Tmp("x.json"));
   EXPECT_EQ(r.code, 2) << r.out;
