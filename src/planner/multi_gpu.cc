@@ -395,8 +395,6 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
           GpuGroup ga, gb;
           ga.name = split.enc.name;
           gb.name = split.rest.name;
-          ga.modules = Names(model, split.enc.modules);
-          gb.modules = Names(model, split.rest.modules);
           ga.gpus = ge;
           gb.gpus = gl;
           ga.micro_batches_per_gpu = static_cast<int>((Q + ge - 1) / ge);
@@ -444,6 +442,8 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
       for (const auto& [ge, why] : picks) {
         if (!seen.insert(ge).second || by_ge[ge].groups.empty()) continue;
         MultiGpuLayout cand = by_ge[ge];
+        cand.groups[0].modules = Names(model, split.enc.modules);
+        cand.groups[1].modules = Names(model, split.rest.modules);
         cand.name = "disaggregated " + split.enc.name + "|" + split.rest.name + " (" + why + ")";
         finish(cand);
         layouts.push_back(cand);
@@ -486,9 +486,6 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
               gc.name = "all";
               ga.name = split.enc.name;
               gb.name = split.rest.name;
-              gc.modules = Names(model, all_modules);
-              ga.modules = Names(model, split.enc.modules);
-              gb.modules = Names(model, split.rest.modules);
               gc.gpus = h;
               ga.gpus = ge;
               gb.gpus = gl;
@@ -530,6 +527,9 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
         }
       }
       if (best_h.groups.empty()) continue;
+      best_h.groups[0].modules = Names(model, all_modules);
+      best_h.groups[1].modules = Names(model, split.enc.modules);
+      best_h.groups[2].modules = Names(model, split.rest.modules);
       best_h.name = "hybrid colocated + " + split.enc.name + "|" + split.rest.name;
       finish(best_h);
       layouts.push_back(best_h);
