@@ -4,6 +4,9 @@
 // LLM's size, and clear errors for invalid GPU counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/plan.h"
 #include "perfmodel/synthetic_profile.h"
 #include "planner/multi_gpu.h"
@@ -194,6 +197,66 @@ TEST(MultiGpu, ABigLlmFlipsBackToColocated) {
   z.model.modules[z.model.IndexOf("llm")].depth *= 4;
   z.profile = MakeSyntheticProfile(z.model, z.device, z.model.micro_batch_size());
   EXPECT_EQ(Plan(z, 2).layouts[0].kind, LayoutKind::kColocated);
+}
+
+TEST(MultiGpu, DisaggregatedStepIsThePipelineFormula) {
+  Zoo z = LoadZoo("llava-small");
+  MultiGpuReport r = Plan(z, 64);
+  int checked = 0;
+  for (const MultiGpuLayout& l : r.layouts) {
+    if (l.kind != LayoutKind::kDisaggregated) continue;
+    const GpuGroup& a = l.groups.at(0);
+    const GpuGroup& b = l.groups.at(1);
+    EXPECT_EQ(a.gpus + b.gpus, 64);
+    // Micro-batches dealt out evenly: ceil(N M / G) per GPU for some M in {1, 2, 4, 8}.
+    bool dealt = false;
+    for (int m : {1, 2, 4, 8})
+      dealt = dealt || (a.micro_batches_per_gpu == (64 * m + a.gpus - 1) / a.gpus &&
+                        b.micro_batches_per_gpu == (64 * m + b.gpus - 1) / b.gpus);
+    EXPECT_TRUE(dealt) << l.name;
+    const double e = a.compute.value() / a.micro_batches_per_gpu;
+    const double ll = b.compute.value() / b.micro_batches_per_gpu;
+    const double c = a.link.value() / a.micro_batches_per_gpu;
+    EXPECT_NEAR(c, b.link.value() / b.micro_batches_per_gpu, 1e-9 * c);
+    const double step =
+        std::max(std::max(a.compute.value(), a.link.value()) + a.comm_sm_cost.value(),
+                 std::max(b.compute.value(), b.link.value()) + b.comm_sm_cost.value()) +
+        e + ll + 2 * c - std::max(e, ll) +
+        std::max(a.optimizer.value() + a.exposed_allreduce.value(),
+                 b.optimizer.value() + b.exposed_allreduce.value());
+    EXPECT_NEAR(l.step.value(), step, 1e-9 * step) << l.name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
+}
+
+TEST(MultiGpu, CalibratedLinkIsUsed) {
+  Zoo z = LoadZoo("clip-b16");
+  CommModel comm = CommModel::FromDevice(z.device);
+  const double bytes = 1e9;
+  // Measured at a quarter of the spec bandwidth.
+  ASSERT_TRUE(comm.CalibrateAllReduce(Bytes(bytes), 8,
+                                      TimeUs(4 * 1e6 * 2 * 7.0 / 8 * bytes / 450e9 + 2 * 7 * 5.0))
+                  .ok());
+  EXPECT_DOUBLE_EQ(comm.bandwidth_scale(), 0.25);
+  MultiGpuOptions o;
+  o.gpus = 8;
+  o.comm = &comm;
+  MultiGpuReport slow = *PlanMultiGpu(z.model, z.device, z.profile, o);
+  MultiGpuReport spec = Plan(z, 8);
+  EXPECT_DOUBLE_EQ(slow.comm.bandwidth().value(), 450e9 / 4);
+  auto colocated = [](const MultiGpuReport& r) {
+    for (const MultiGpuLayout& l : r.layouts)
+      if (l.kind == LayoutKind::kColocated) return l.groups.at(0).allreduce.value();
+    return -1.0;
+  };
+  // Same latency terms, four times the bandwidth term: slow - spec = 3 x the spec's bandwidth
+  // term, and what is left of the spec's time is a whole number of buckets' 2 (N-1) latencies.
+  const double bandwidth_term = (colocated(slow) - colocated(spec)) / 3;
+  EXPECT_GT(bandwidth_term, 0);
+  const double buckets = (colocated(spec) - bandwidth_term) / (2 * 7 * 5.0);
+  EXPECT_GE(buckets, 1);
+  EXPECT_NEAR(buckets, std::round(buckets), 1e-6);
 }
 
 TEST(MultiGpu, HybridLayoutsFromThreeGpus) {
