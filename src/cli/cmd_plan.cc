@@ -81,11 +81,11 @@ int RunMultiGpu(const PlanFlags& f, const PlanningInputs& in, PlannerOptions opt
       "%.1f samples/s\n",
       secs, r->global_batch, in.model.batch_size, r->single_gpu_step.value() / 1000,
       r->single_gpu_samples_per_s);
-  std::printf("\n%-4s %-46s %-26s %12s %12s %9s  %s\n", "rank", "layout", "GPUs per group",
+  std::printf("\n%-4s %-46s %-30s %12s %12s %9s  %s\n", "rank", "layout", "GPUs per group",
               "step ms", "samples/s", "scaling", "figures");
   for (size_t i = 0; i < r->layouts.size(); ++i) {
     const MultiGpuLayout& l = r->layouts[i];
-    std::printf("%-4zu %-46s %-26s %12.3f %12.1f %8.1f%%  simulated\n", i + 1, l.name.c_str(),
+    std::printf("%-4zu %-46s %-30s %12.3f %12.1f %8.1f%%  simulated\n", i + 1, l.name.c_str(),
                 l.GroupsText().c_str(), l.step.value() / 1000, l.samples_per_s,
                 100 * l.scaling_efficiency);
   }

@@ -324,14 +324,20 @@ StatusOr<MultiGpuReport> PlanMultiGpu(const ModelSpec& model, const DeviceSpec& 
   r.single_gpu_step = TimeUs(t1);
   r.single_gpu_samples_per_s = model.batch_size / t1 * 1e6;
 
-  // Perf models per micro-batch count (the model's and the planner's defaults).
-  std::set<int> counts = {model.micro_batches, best1.plan.micro_batches};
-  for (int m : {1, 2, 4, 8})
-    if (model.batch_size % m == 0 && m <= std::max(1, options.planner.max_micro_batches))
-      counts.insert(m);
+  // Perf models per micro-batch count: the single-GPU plan's, and the counts the planner was
+  // asked to try (default: the model's and 1, 2, 4, 8 dividing the batch).
+  std::set<int> counts = {best1.plan.micro_batches};
+  if (!options.planner.micro_batches.empty()) {
+    counts.insert(options.planner.micro_batches.begin(), options.planner.micro_batches.end());
+  } else {
+    counts.insert(model.micro_batches);
+    for (int m : {1, 2, 4, 8})
+      if (model.batch_size % m == 0 && m <= std::max(1, options.planner.max_micro_batches))
+        counts.insert(m);
+  }
   std::map<int, PerfModel> pms;
   for (int m : counts) {
-    if (model.batch_size % m != 0) continue;
+    if (m < 1 || model.batch_size % m != 0) continue;
     MOSAIC_ASSIGN_OR_RETURN(PerfModel pm,
                             PerfModel::Build(model, device, profile, model.batch_size / m,
                                              options.planner.perf, options.planner.calibration));
