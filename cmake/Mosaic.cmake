@@ -21,6 +21,7 @@ function(mosaic_test name)
   endif()
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_options(${name} PRIVATE ${MOSAIC_WARNINGS})
   target_compile_definitions(${name} PRIVATE
     MOSAIC_SOURCE_DIR="${PROJECT_SOURCE_DIR}" MOSAIC_BINARY_DIR="${PROJECT_BINARY_DIR}")

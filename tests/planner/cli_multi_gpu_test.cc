@@ -10,30 +10,18 @@
 #include <sstream>
 #include <string>
 
+#include "common/run_command.h"
 #include "core/file_io.h"
 #include "core/plan.h"
 
 namespace mosaic {
 namespace {
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
+using CliRun = testing::CommandResult;
 
 CliRun Mosaic(const std::string& args) {
-  std::string cmd = std::string(MOSAIC_BINARY_DIR) + "/src/cli/mosaic " + args + " --configs " +
-                    std::string(MOSAIC_SOURCE_DIR) + "/configs 2>&1";
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
-    r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::RunCommand(std::string(MOSAIC_BINARY_DIR) + "/src/cli/mosaic " + args +
+                             " --configs " + std::string(MOSAIC_SOURCE_DIR) + "/configs");
 }
 
 std::string Tmp(const std::string& name) {

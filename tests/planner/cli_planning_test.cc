@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/run_command.h"
 #include "core/device_spec.h"
 #include "core/file_io.h"
 #include "core/model_spec.h"
@@ -21,25 +22,12 @@
 namespace mosaic {
 namespace {
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
+using CliRun = testing::CommandResult;
 
 CliRun Mosaic(const std::string& args, const std::string& configs = "") {
-  std::string cmd = std::string(MOSAIC_BINARY_DIR) + "/src/cli/mosaic " + args + " --configs " +
-                    (configs.empty() ? std::string(MOSAIC_SOURCE_DIR) + "/configs" : configs) +
-                    " 2>&1";
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
-    r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::RunCommand(
+      std::string(MOSAIC_BINARY_DIR) + "/src/cli/mosaic " + args + " --configs " +
+      (configs.empty() ? std::string(MOSAIC_SOURCE_DIR) + "/configs" : configs));
 }
 
 std::string Tmp(const std::string& name) {

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 
+#include "common/run_command.h"
 #include "core/file_io.h"
 #include "test_util.h"
 
@@ -14,24 +15,11 @@ namespace {
 
 using testing::TempDir;
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
+using CliRun = mosaic::testing::CommandResult;
 
 CliRun Train(const std::string& args) {
-  std::string cmd = std::string(MOSAIC_BIN) + " train --configs " + testing::SourceDir() +
-                    "/configs " + args + " 2>&1";
-  CliRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
-    r.out.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return mosaic::testing::RunCommand(std::string(MOSAIC_BIN) + " train --configs " +
+                                     testing::SourceDir() + "/configs " + args);
 }
 
 int Lines(const std::string& s) {
