@@ -164,12 +164,30 @@ Pooling ParsePooling(const std::string& s) {
   return Pooling::kCls;
 }
 
-// Reads a positive integer member; records an error when it is absent, not an integer or <= 0.
-void PositiveInt(const JsonReader& r, const char* key, int* out) {
-  if (r.Required(key, out)) r.ExpectPositive(key, *out);
+// Bounds on sizes: far above any real model, low enough that every size product Mosaic forms
+// in int (tokens, 8 * width / 3, ...) cannot overflow. Found by fuzzing.
+constexpr int kMaxSize = 1 << 20;        // widths, depths, heads, sequence lengths, pixels
+constexpr int kMaxVocab = 1 << 24;       // vocabulary, batch
+constexpr int64_t kMaxTokens = 1 << 20;  // tokens per sample inside one module
+
+bool ExpectAtMost(const JsonReader& r, const char* key, int value, int max) {
+  if (value <= max) return true;
+  r.Error(key, std::to_string(value) + " is too large (at most " + std::to_string(max) + ")");
+  return false;
+}
+
+// Reads a positive integer member; records an error when it is absent, not an integer, <= 0 or
+// above `max`, and then leaves 0 so that later checks (which test `> 0`) skip it.
+void PositiveInt(const JsonReader& r, const char* key, int* out, int max = kMaxSize) {
+  if (!(r.Required(key, out) && r.ExpectPositive(key, *out) && ExpectAtMost(r, key, *out, max)))
+    *out = 0;
 }
 void OptionalPositiveInt(const JsonReader& r, const char* key, int* out, int fallback) {
-  if (r.Optional(key, out, fallback) && r.Has(key)) r.ExpectPositive(key, *out);
+  if (!r.Optional(key, out, fallback)) {
+    *out = 0;
+  } else if (r.Has(key) && !(r.ExpectPositive(key, *out) && ExpectAtMost(r, key, *out, kMaxSize))) {
+    *out = 0;
+  }
 }
 
 void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
@@ -185,8 +203,10 @@ void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
     m.mlp_dim = m.kind == ModuleKind::kLlm ? ((8 * m.width / 3 + 255) / 256) * 256 : 4 * m.width;
   }
   if (r.Has("output_dim")) {
-    r.Required("output_dim", &m.output_dim);
-    r.ExpectNonNegative("output_dim", m.output_dim);
+    if (!(r.Required("output_dim", &m.output_dim) &&
+          r.ExpectNonNegative("output_dim", m.output_dim) &&
+          ExpectAtMost(r, "output_dim", m.output_dim, kMaxSize)))
+      m.output_dim = 0;
   }
   std::string pool;
   const char* default_pool = m.kind == ModuleKind::kVit ? "cls" : "mean";
@@ -223,6 +243,14 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
       PositiveInt(r, "image_size", &m.image_size);
       PositiveInt(r, "patch_size", &m.patch_size);
       OptionalPositiveInt(r, "channels", &m.channels, 3);
+      if (m.image_size > 0 && m.patch_size > 0) {
+        const int64_t side = m.image_size / m.patch_size;
+        if (side * side > kMaxTokens) {
+          r.Error("patch_size", "image_size / patch_size = " + std::to_string(side) + " gives " +
+                                    std::to_string(side * side) + " patches, more than " +
+                                    std::to_string(kMaxTokens));
+        }
+      }
       if (m.image_size > 0 && m.patch_size > 0 && m.image_size % m.patch_size != 0) {
         r.Error("patch_size", std::to_string(m.patch_size) + " does not divide image_size " +
                                   std::to_string(m.image_size));
@@ -233,7 +261,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
     case ModuleKind::kText:
       ReadTransformer(r, m);
       PositiveInt(r, "seq_len", &m.seq_len);
-      PositiveInt(r, "vocab_size", &m.vocab_size);
+      PositiveInt(r, "vocab_size", &m.vocab_size, kMaxVocab);
       r.Optional("causal", &m.causal, true);
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
                            "pool", "seq_len", "vocab_size", "causal"});
@@ -241,7 +269,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
     case ModuleKind::kLlm:
       ReadTransformer(r, m);
       PositiveInt(r, "seq_len", &m.seq_len);
-      PositiveInt(r, "vocab_size", &m.vocab_size);
+      PositiveInt(r, "vocab_size", &m.vocab_size, kMaxVocab);
       m.causal = true;
       OptionalPositiveInt(r, "kv_heads", &m.kv_heads, m.heads);
       if (m.heads > 0 && m.kv_heads > 0 && m.heads % m.kv_heads != 0) {
@@ -431,7 +459,8 @@ StatusOr<ModelSpec> ParseModelSpec(const Json& doc) {
   if (!r.ExpectObject()) return errors.ToStatus();
   if (r.Required("name", &spec.name) && spec.name.empty()) r.Error("name", "must not be empty");
   r.Optional("description", &spec.description, "");
-  if (r.Required("batch_size", &spec.batch_size)) r.ExpectPositive("batch_size", spec.batch_size);
+  if (r.Required("batch_size", &spec.batch_size) && r.ExpectPositive("batch_size", spec.batch_size))
+    ExpectAtMost(r, "batch_size", spec.batch_size, kMaxVocab);
   if (r.Optional("micro_batches", &spec.micro_batches, 1) &&
       r.ExpectPositive("micro_batches", spec.micro_batches) && spec.batch_size > 0 &&
       spec.batch_size % spec.micro_batches != 0) {
@@ -451,6 +480,7 @@ StatusOr<ModelSpec> ParseModelSpec(const Json& doc) {
   });
   if (r.Has("modules") && r.node()["modules"].is_array() && count == 0)
     r.Error("modules", "must list at least one module");
+  if (count > 1024) r.Error("modules", std::to_string(count) + " modules; at most 1024");
   std::map<std::string, int> first_index;
   for (size_t i = 0; i < spec.modules.size(); ++i) {
     const std::string& name = spec.modules[i].name;

@@ -37,6 +37,15 @@ INSTANTIATE_TEST_SUITE_P(
                    "modules[0].width: missing (required)"},
         BrokenCase{"WidthNotInteger", [](Json& d) { Module(d, 0)["width"] = "wide"; },
                    "modules[0].width: expected an integer, got \"wide\""},
+        BrokenCase{"HugeWidth", [](Json& d) { Module(d, 1)["width"] = 409000000; },
+                   "modules[1].width: 409000000 is too large (at most 1048576)"},
+        BrokenCase{"TooManyPatches",
+                   [](Json& d) {
+                     Module(d, 0)["image_size"] = 4096;
+                     Module(d, 0)["patch_size"] = 2;
+                   },
+                   "modules[0].patch_size: image_size / patch_size = 2048 gives 4194304 patches, "
+                   "more than 1048576"},
         BrokenCase{"NegativeDepth", [](Json& d) { Module(d, 0)["depth"] = -2; },
                    "modules[0].depth: must be positive, got -2"},
         BrokenCase{"FractionalHeads", [](Json& d) { Module(d, 0)["heads"] = 1.5; },
