@@ -590,18 +590,7 @@ Plan PlanFromProgram(const SearchContext& ctx, const SimProgram& program, const 
   plan.micro_batches = ctx.micro_batches;
   plan.activation_buffers = ctx.buffers;
   for (const SimPhase& sp : program.phases) {
-    PhaseSpec ph;
-    ph.name = sp.name;
-    for (const SimPartition& p : sp.partitions) {
-      PartitionSpec ps;
-      ps.id = p.id;
-      ps.kind = p.kind;
-      ps.sms = SmCount(p.sms);
-      for (int t : p.tasks)
-        ps.tasks.push_back(ctx.graph.tasks()[t].id);
-      ph.partitions.push_back(std::move(ps));
-    }
-    plan.phases.push_back(std::move(ph));
+    plan.phases.push_back(ToPhaseSpec(ctx, sp));
   }
   return plan;
 }

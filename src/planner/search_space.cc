@@ -325,6 +325,21 @@ double PhaseEvaluator::Evaluate(const PhaseLayout& layout, double bound) {
   return result;
 }
 
+PhaseSpec ToPhaseSpec(const SearchContext& ctx, const SimPhase& sp) {
+  PhaseSpec ph;
+  ph.name = sp.name;
+  for (const SimPartition& p : sp.partitions) {
+    PartitionSpec ps;
+    ps.id = p.id;
+    ps.kind = p.kind;
+    ps.sms = SmCount(p.sms);
+    for (int t : p.tasks)
+      ps.tasks.push_back(ctx.graph.tasks()[t].id);
+    ph.partitions.push_back(std::move(ps));
+  }
+  return ph;
+}
+
 Plan ToPlan(const SearchContext& ctx, const Candidate& c, const std::string& name) {
   Plan plan;
   plan.name = name;
@@ -335,18 +350,7 @@ Plan ToPlan(const SearchContext& ctx, const Candidate& c, const std::string& nam
   const auto kinds = PhasesOf(c.structure);
   for (size_t i = 0; i < kinds.size() && i < c.layouts.size(); ++i) {
     SimPhase sp = ToSimPhase(ctx, kinds[i], c.layouts[i]);
-    PhaseSpec ph;
-    ph.name = sp.name;
-    for (const SimPartition& p : sp.partitions) {
-      PartitionSpec ps;
-      ps.id = p.id;
-      ps.kind = p.kind;
-      ps.sms = SmCount(p.sms);
-      for (int t : p.tasks)
-        ps.tasks.push_back(ctx.graph.tasks()[t].id);
-      ph.partitions.push_back(std::move(ps));
-    }
-    plan.phases.push_back(std::move(ph));
+    plan.phases.push_back(ToPhaseSpec(ctx, sp));
   }
   if (c.step_us < kInfeasible) plan.predicted_step = TimeUs(c.step_us);
   return plan;

@@ -138,5 +138,7 @@ struct Candidate {
 };
 
 Plan ToPlan(const SearchContext& ctx, const Candidate& c, const std::string& name);
+// A simulated phase as the plan's phase (task indices become task ids).
+PhaseSpec ToPhaseSpec(const SearchContext& ctx, const SimPhase& sp);
 
 }  // namespace mosaic
