@@ -10,24 +10,13 @@
 #include "core/plan.h"
 #include "perfmodel/synthetic_profile.h"
 #include "planner/multi_gpu.h"
+#include "zoo_inputs.h"
 
 namespace mosaic {
 namespace {
 
-struct Zoo {
-  ModelSpec model;
-  DeviceSpec device;
-  Profile profile;
-};
-
-Zoo LoadZoo(const std::string& model, const std::string& device = "h100-sxm") {
-  Zoo z;
-  const std::string root = MOSAIC_SOURCE_DIR;
-  z.model = *LoadModelSpec(root + "/configs/models/" + model + ".json");
-  z.device = *LoadDeviceSpec(root + "/configs/devices/" + device + ".json");
-  z.profile = MakeSyntheticProfile(z.model, z.device, z.model.micro_batch_size());
-  return z;
-}
+using testing::LoadZoo;
+using testing::Zoo;
 
 MultiGpuReport Plan(const Zoo& z, int gpus) {
   MultiGpuOptions o;

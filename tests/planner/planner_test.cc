@@ -8,6 +8,7 @@
 #include "perfmodel/synthetic_profile.h"
 #include "planner/planner.h"
 #include "sim/simulator.h"
+#include "zoo_inputs.h"
 
 namespace mosaic {
 namespace {
@@ -17,20 +18,8 @@ using testing::ToyModel;
 using testing::ToyProfile;
 using testing::ToyTask;
 
-struct Zoo {
-  ModelSpec model;
-  DeviceSpec device;
-  Profile profile;
-};
-
-Zoo LoadZoo(const std::string& model, const std::string& device = "h100-sxm") {
-  Zoo z;
-  const std::string root = MOSAIC_SOURCE_DIR;
-  z.model = *LoadModelSpec(root + "/configs/models/" + model + ".json");
-  z.device = *LoadDeviceSpec(root + "/configs/devices/" + device + ".json");
-  z.profile = MakeSyntheticProfile(z.model, z.device, z.model.micro_batch_size());
-  return z;
-}
+using testing::LoadZoo;
+using testing::Zoo;
 
 // Re-simulates a plan the way `mosaic simulate` does, from the plan alone.
 double Resimulate(const Plan& plan, const Zoo& z, const PlannerOptions& options) {
