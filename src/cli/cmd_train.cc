@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -22,6 +23,7 @@ namespace {
 struct TrainFlags {
   train::TrainOptions options;
   std::string on_bad_data = "stop";
+  std::string on_nonfinite = "auto";
   std::string metrics_out;
 };
 
@@ -33,22 +35,44 @@ extern "C" void OnStopSignal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
-// Installs the handlers for the run's lifetime.
+// Installs the handlers for the run's lifetime. SIGXFSZ (a file size limit, ulimit -f) is
+// ignored so that a checkpoint write past the limit fails with EFBIG and is reported like a
+// full disk instead of killing the process.
 class StopSignals {
  public:
   StopSignals() {
     prev_int_ = std::signal(SIGINT, OnStopSignal);
     prev_term_ = std::signal(SIGTERM, OnStopSignal);
+    prev_xfsz_ = std::signal(SIGXFSZ, SIG_IGN);
   }
   ~StopSignals() {
     std::signal(SIGINT, prev_int_);
     std::signal(SIGTERM, prev_term_);
+    std::signal(SIGXFSZ, prev_xfsz_);
   }
 
  private:
   void (*prev_int_)(int);
   void (*prev_term_)(int);
+  void (*prev_xfsz_)(int);
 };
+
+// Test hooks, read from the environment only (not flags: they are for fault tests, not
+// users; docs/training.md "Test hooks").
+Status ReadTestHooks(train::TrainOptions* o) {
+  if (const char* v = std::getenv("MOSAIC_INJECT_NONFINITE"); v != nullptr && *v != '\0') {
+    MOSAIC_ASSIGN_OR_RETURN(o->inject_nonfinite, train::ParseNonFiniteInjection(v));
+  }
+  if (const char* v = std::getenv("MOSAIC_TEST_CHECKPOINT_PAUSE_MS"); v != nullptr && *v != '\0') {
+    const std::string text = v;
+    if (text.find_first_not_of("0123456789") != std::string::npos || text.size() > 6) {
+      return InvalidArgument("MOSAIC_TEST_CHECKPOINT_PAUSE_MS: expected milliseconds, got '" +
+                             text + "'");
+    }
+    o->checkpoint_write_pause_ms = std::stoi(text);
+  }
+  return Status::Ok();
+}
 
 double MeanOf(const std::vector<double>& v, size_t begin, size_t end) {
   if (end <= begin) return 0;
@@ -66,6 +90,7 @@ Json MetricsJson(const train::TrainResult& r, const train::TrainOptions& o) {
   doc["wall_seconds"] = r.wall_seconds;
   doc["samples_per_second"] = r.samples_per_second;
   doc["skipped_examples"] = r.skipped_examples;
+  doc["skipped_steps"] = r.skipped_steps;
   doc["eval_pairs"] = r.eval_pairs;
   doc["eval_loss"] = r.eval_loss;
   if (r.has_retrieval) {
@@ -80,6 +105,10 @@ int Run(TrainFlags& f) {
   StatusOr<train::BadDataPolicy> policy = train::ParseBadDataPolicy(f.on_bad_data);
   if (!policy.ok()) return ReportError("train", policy.status());
   f.options.on_bad_data = *policy;
+  StatusOr<train::NonFinitePolicy> nonfinite = train::ParseNonFinitePolicy(f.on_nonfinite);
+  if (!nonfinite.ok()) return ReportError("train", nonfinite.status());
+  f.options.on_nonfinite = *nonfinite;
+  if (Status s = ReadTestHooks(&f.options); !s.ok()) return ReportError("train", s);
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
   StopSignals signals;
@@ -200,6 +229,13 @@ void AddTrainCommand(CLI::App& app) {
                   "Unreadable image, missing caption, empty shard: report and skip, or stop")
       ->envname("MOSAIC_ON_BAD_DATA")
       ->check(CLI::IsMember({"skip", "stop"}))
+      ->capture_default_str();
+  sub->add_option("--on-nonfinite", f->on_nonfinite,
+                  "NaN/Inf loss or gradients: skip the optimizer step, reduce-scale (skip and "
+                  "halve the fp16 loss scale), stop naming the module, or auto (reduce-scale "
+                  "with an fp16 loss scale, else stop)")
+      ->envname("MOSAIC_ON_NONFINITE")
+      ->check(CLI::IsMember({"auto", "skip", "reduce-scale", "stop"}))
       ->capture_default_str();
   sub->add_option("--configs", o.configs_dir, "Where zoo names and the tokenizer are looked up")
       ->envname("MOSAIC_CONFIGS")

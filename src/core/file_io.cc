@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -52,31 +53,66 @@ StatusOr<Json> LoadJsonFile(const std::string& path) {
   return ParseJson(text, path);
 }
 
+std::string ErrnoMessage(int err) {
+  const char* name = nullptr;
+  switch (err) {
+    case ENOSPC: name = "ENOSPC"; break;
+    case EFBIG: name = "EFBIG"; break;
+    case EDQUOT: name = "EDQUOT"; break;
+    case EIO: name = "EIO"; break;
+    case EROFS: name = "EROFS"; break;
+    case EACCES: name = "EACCES"; break;
+    case EPERM: name = "EPERM"; break;
+    case ENOENT: name = "ENOENT"; break;
+    case ENOTDIR: name = "ENOTDIR"; break;
+    case EISDIR: name = "EISDIR"; break;
+    case EMFILE: name = "EMFILE"; break;
+    case ENAMETOOLONG: name = "ENAMETOOLONG"; break;
+    default: break;
+  }
+  std::string text = std::strerror(err);
+  return name ? text + ", " + name : text + ", errno " + std::to_string(err);
+}
+
 Status WriteFileAtomic(const std::string& path, const std::string& contents) {
+  return WriteFileAtomic(path, contents, nullptr);
+}
+
+Status WriteFileAtomic(const std::string& path, const std::string& contents,
+                       const std::function<void(const std::string&)>& midway) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return IoError(path + ": cannot create (" + std::strerror(errno) + ")");
+  if (fd < 0) return IoError(path + ": cannot create (" + ErrnoMessage(errno) + ")");
   const char* p = contents.data();
   size_t left = contents.size();
+  const size_t half = contents.size() / 2;
+  bool paused = !midway;
   while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
+    // With a hook, write the first half, call it, then the rest.
+    const size_t chunk = paused ? left : std::max<size_t>(1, half - (contents.size() - left));
+    ssize_t n = ::write(fd, p, chunk);
     if (n < 0) {
       if (errno == EINTR) continue;
-      std::string err = std::strerror(errno);
+      std::string err = ErrnoMessage(errno);
       ::close(fd);
       ::unlink(tmp.c_str());
       return IoError(path + ": write failed (" + err + "); previous file left intact");
     }
     p += n;
     left -= static_cast<size_t>(n);
+    if (!paused && contents.size() - left >= half) {
+      paused = true;
+      midway(tmp);
+    }
   }
+  if (!paused) midway(tmp);  // empty contents
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    std::string err = std::strerror(errno);
+    std::string err = ErrnoMessage(errno);
     ::unlink(tmp.c_str());
     return IoError(path + ": flush failed (" + err + "); previous file left intact");
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string err = std::strerror(errno);
+    std::string err = ErrnoMessage(errno);
     ::unlink(tmp.c_str());
     return IoError(path + ": rename failed (" + err + ")");
   }

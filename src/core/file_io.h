@@ -6,6 +6,7 @@
 //   MOSAIC_RETURN_IF_ERROR(WriteFileAtomic("plan.json", doc.dump(2) + "\n"));
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "core/json_reader.h"
@@ -19,8 +20,17 @@ StatusOr<Json> ParseJson(const std::string& text, const std::string& source);
 StatusOr<Json> LoadJsonFile(const std::string& path);
 
 // Writes `contents` to `path` atomically: `path.tmp.<pid>` is written, flushed to disk and
-// renamed over `path`. On any failure the temporary is removed and `path` is untouched.
+// renamed over `path`. On any failure the temporary is removed and `path` is untouched; the
+// error names the file and the OS error with its errno name ("... (File too large, EFBIG)").
 Status WriteFileAtomic(const std::string& path, const std::string& contents);
+// Same, calling `midway(temporary_path)` once after about half of `contents` is in the
+// temporary file (before the flush and rename): a test hook that lets crash tests kill the
+// process in the middle of a write.
+Status WriteFileAtomic(const std::string& path, const std::string& contents,
+                       const std::function<void(const std::string&)>& midway);
+
+// strerror(err) with the errno name: "No space left on device (ENOSPC)".
+std::string ErrnoMessage(int err);
 // Pretty-printed JSON (2-space indent, trailing newline), written atomically.
 Status WriteJsonFile(const std::string& path, const Json& doc);
 

@@ -2,10 +2,11 @@
 #include "train/checkpoint.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
@@ -14,22 +15,6 @@
 
 namespace mosaic::train {
 namespace {
-
-constexpr char kMagic[8] = {'M', 'O', 'S', 'A', 'I', 'C', 'K', 'P'};
-
-void PutLe(std::string* out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i)
-    out->push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-uint64_t GetLe(const std::string& in, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i)
-    v |= static_cast<uint64_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
-  return v;
-}
-uint32_t Crc32(const char* data, size_t size) {
-  return static_cast<uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(data), size));
-}
 
 // Makes the rename that WriteFileAtomic did durable.
 void SyncFolder(const std::string& path) {
@@ -71,6 +56,24 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
   return out;
 }
 
+int RemoveStaleCheckpointTemporaries(const std::string& dir) {
+  int removed = 0;
+  for (const std::string& name : ListFolder(dir)) {
+    // WriteFileAtomic's temporaries: step-NNNNNNNN.ckpt.tmp.<pid>.
+    const size_t at = name.find(".ckpt.tmp.");
+    if (name.rfind("step-", 0) != 0 || at == std::string::npos) continue;
+    const std::string pid_text = name.substr(at + 10);
+    if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos ||
+        pid_text.size() > 9) {
+      continue;
+    }
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // a live writer
+    if (::unlink(JoinPath(dir, name).c_str()) == 0) ++removed;
+  }
+  return removed;
+}
+
 void PruneCheckpoints(const std::string& dir, int keep) {
   std::vector<std::string> all = ListCheckpoints(dir);
   for (size_t i = static_cast<size_t>(std::max(keep, 1)); i < all.size(); ++i) {
@@ -79,7 +82,8 @@ void PruneCheckpoints(const std::string& dir, int keep) {
 }
 
 Status SaveCheckpoint(const std::string& path, torch::nn::Module& model,
-                      torch::optim::Optimizer& optimizer, const TrainState& state) {
+                      torch::optim::Optimizer& optimizer, const TrainState& state,
+                      const std::function<void(const std::string&)>& midway) {
   std::string payload;
   try {
     torch::serialize::OutputArchive archive;
@@ -102,50 +106,12 @@ Status SaveCheckpoint(const std::string& path, torch::nn::Module& model,
   } catch (const std::exception& e) {
     return Internal(path + ": cannot serialize the checkpoint: " + e.what());
   }
-  std::string file;
-  file.reserve(kCheckpointHeaderSize + payload.size());
-  file.append(kMagic, sizeof(kMagic));
-  PutLe(&file, kCheckpointVersion, 4);
-  PutLe(&file, Crc32(payload.data(), payload.size()), 4);
-  PutLe(&file, payload.size(), 8);
-  PutLe(&file, 0, 8);
+  std::string file = CheckpointHeader(payload);
   file += payload;
   payload.clear();
   payload.shrink_to_fit();
-  MOSAIC_RETURN_IF_ERROR(WriteFileAtomic(path, file));
+  MOSAIC_RETURN_IF_ERROR(WriteFileAtomic(path, file, midway));
   SyncFolder(path);
-  return Status::Ok();
-}
-
-Status VerifyCheckpointBytes(const std::string& bytes, const std::string& name) {
-  if (bytes.size() < kCheckpointHeaderSize) {
-    return InvalidArgument(name + ": truncated checkpoint (" + std::to_string(bytes.size()) +
-                           " bytes, shorter than its " + std::to_string(kCheckpointHeaderSize) +
-                           "-byte header)");
-  }
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return InvalidArgument(name + ": not a Mosaic checkpoint (bad magic)");
-  }
-  const uint32_t version = static_cast<uint32_t>(GetLe(bytes, 8, 4));
-  if (version != kCheckpointVersion) {
-    return InvalidArgument(name + ": checkpoint format version " + std::to_string(version) +
-                           ", this build reads version " + std::to_string(kCheckpointVersion));
-  }
-  const uint32_t stored_crc = static_cast<uint32_t>(GetLe(bytes, 12, 4));
-  const uint64_t size = GetLe(bytes, 16, 8);
-  const uint64_t have = bytes.size() - kCheckpointHeaderSize;
-  if (have != size) {
-    return InvalidArgument(name + ": " + (have < size ? "truncated" : "corrupt") +
-                           " checkpoint (header says " + std::to_string(size) +
-                           " payload bytes, file has " + std::to_string(have) + ")");
-  }
-  const uint32_t crc = Crc32(bytes.data() + kCheckpointHeaderSize, size);
-  if (crc != stored_crc) {
-    char buf[96];
-    std::snprintf(buf, sizeof(buf), "checksum mismatch: stored %08x, computed %08x", stored_crc,
-                  crc);
-    return InvalidArgument(name + ": corrupt checkpoint (" + buf + ")");
-  }
   return Status::Ok();
 }
 

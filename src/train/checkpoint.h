@@ -17,18 +17,17 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "core/status.h"
+#include "train/checkpoint_header.h"
 #include "train/data_loader.h"
 
 namespace mosaic::train {
-
-constexpr uint32_t kCheckpointVersion = 1;
-constexpr size_t kCheckpointHeaderSize = 32;
 
 struct TrainState {
   int64_t step = 0;          // optimizer steps completed
@@ -40,9 +39,10 @@ struct TrainState {
 };
 
 // Serializes and writes atomically; the previous file under `path`, if any, stays until the
-// new one is complete on disk.
+// new one is complete on disk. `midway` is WriteFileAtomic's test hook (crash tests).
 Status SaveCheckpoint(const std::string& path, torch::nn::Module& model,
-                      torch::optim::Optimizer& optimizer, const TrainState& state);
+                      torch::optim::Optimizer& optimizer, const TrainState& state,
+                      const std::function<void(const std::string&)>& midway = nullptr);
 
 // Verifies the header and checksum before touching `model`, `optimizer` and `state`.
 Status LoadCheckpoint(const std::string& path, torch::nn::Module& model,
@@ -50,14 +50,15 @@ Status LoadCheckpoint(const std::string& path, torch::nn::Module& model,
 
 // Only the header check (magic, version, size, checksum): OK or why the file is refused.
 Status VerifyCheckpointFile(const std::string& path);
-// Same on bytes in memory; `name` prefixes the error. On OK, `*payload_offset` is where the
-// archive starts.
-Status VerifyCheckpointBytes(const std::string& bytes, const std::string& name);
+// VerifyCheckpointBytes (the same on bytes in memory) is in checkpoint_header.h.
 
 // "step-00000100.ckpt"
 std::string CheckpointFileName(int64_t step);
 // Checkpoint files in `dir` (by their names), newest step first. Missing dir: empty.
 std::vector<std::string> ListCheckpoints(const std::string& dir);
+// Deletes the temporaries (step-N.ckpt.tmp.<pid>) that writers killed mid-write left in `dir`,
+// when no process of that pid lives; returns how many. ListCheckpoints ignores them anyway.
+int RemoveStaleCheckpointTemporaries(const std::string& dir);
 // Deletes all but the newest `keep` checkpoints in `dir`.
 void PruneCheckpoints(const std::string& dir, int keep);
 

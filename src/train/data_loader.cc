@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include "train/audio.h"
+
 namespace mosaic::train {
 namespace {
 

@@ -13,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include "train/audio.h"
+#include "train/audio_codec.h"
 #include "train/image_codec.h"
 #include "train/shapes_dataset.h"
 

@@ -83,6 +83,10 @@ bool LossScaler::Unscale(const std::vector<torch::Tensor>& params) {
   return found_inf_.item<float>() == 0.0f;
 }
 
+void LossScaler::MarkNonFinite() {
+  if (enabled_) found_inf_.fill_(1.0);
+}
+
 void LossScaler::Update() {
   if (!enabled_) return;
   at::_amp_update_scale_(scale_, growth_, found_inf_, 2.0, 0.5, growth_interval_);

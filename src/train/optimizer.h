@@ -72,6 +72,9 @@ class LossScaler {
   torch::Tensor Scale(const torch::Tensor& loss) const;
   // Returns true when the gradients are finite (the step may be taken).
   bool Unscale(const std::vector<torch::Tensor>& params);
+  // Makes the next Update back off (halve the scale) as if the gradients had overflowed: for
+  // a step whose loss, not its gradients, was non-finite.
+  void MarkNonFinite();
   void Update();
   // For checkpoints: {scale, growth_tracker}.
   torch::Tensor State() const;

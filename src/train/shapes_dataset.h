@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "train/audio.h"
+#include "train/audio_codec.h"
 #include "train/image_codec.h"
 
 namespace mosaic::train {

@@ -5,6 +5,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -299,6 +302,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, device));
   model->train();
+  if (options.inject_nonfinite.step >= 0 && options.inject_nonfinite.target != "loss" &&
+      model->IndexOf(options.inject_nonfinite.target) < 0) {
+    return InvalidArgument("MOSAIC_INJECT_NONFINITE: no module '" +
+                           options.inject_nonfinite.target + "' in " + spec.name);
+  }
   if (options.print_model_table) log << models::ModelTable(*model);
   const bool small = model->ParameterCount() < kSmallModelParameters;
   const double peak_lr = options.lr > 0 ? options.lr : small ? 1e-3 : 1e-4;
@@ -324,6 +332,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   state.seed = options.seed;
   if (!options.checkpoint_dir.empty()) {
     MOSAIC_RETURN_IF_ERROR(MakeDirectories(options.checkpoint_dir));
+    if (int n = RemoveStaleCheckpointTemporaries(options.checkpoint_dir); n > 0) {
+      log << "mosaic train: removed " << n << " unfinished checkpoint temporar"
+          << (n == 1 ? "y" : "ies") << " left in " << options.checkpoint_dir
+          << " by a run that was killed while writing\n";
+    }
   }
   if (options.resume) {
     std::vector<std::string> found = ListCheckpoints(options.checkpoint_dir);
@@ -370,13 +383,32 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     st.rng = CpuGenerator().get_state();
     if (scaler.enabled()) st.loss_scale = scaler.State();
     const std::string path = JoinPath(options.checkpoint_dir, CheckpointFileName(step_done));
-    MOSAIC_RETURN_IF_ERROR(SaveCheckpoint(path, *model, *optimizer, st));
+    std::function<void(const std::string&)> midway;
+    if (options.checkpoint_write_pause_ms > 0) {
+      midway = [&](const std::string& tmp) {
+        log << "mosaic train: test hook: pausing " << options.checkpoint_write_pause_ms
+            << " ms halfway through writing " << tmp << std::endl;
+        std::this_thread::sleep_for(std::chrono::milliseconds(options.checkpoint_write_pause_ms));
+      };
+    }
+    MOSAIC_RETURN_IF_ERROR(SaveCheckpoint(path, *model, *optimizer, st, midway));
     PruneCheckpoints(options.checkpoint_dir, options.keep_checkpoints);
     result.checkpoints_written.push_back(path);
     return Status::Ok();
   };
 
   std::vector<torch::Tensor> params = model->parameters();
+  const NonFinitePolicy nonfinite_policy =
+      options.on_nonfinite != NonFinitePolicy::kAuto ? options.on_nonfinite
+      : scaler.enabled()                               ? NonFinitePolicy::kReduceScale
+                                                       : NonFinitePolicy::kStop;
+  int consecutive_nonfinite = 0;
+  // Where a stopped run continues from, for the error line.
+  auto last_checkpoint = [&]() -> std::string {
+    if (options.checkpoint_dir.empty()) return "no --checkpoint-dir: nothing saved";
+    std::vector<std::string> kept = ListCheckpoints(options.checkpoint_dir);
+    return kept.empty() ? "no checkpoint written yet" : "last checkpoint " + kept.front();
+  };
   ProgressLog progress(log, options.progress_bar, options.steps);
   DataLoader loader(train_source, tokenizer, loader_options, state.data);
   DataPosition position = state.data;
@@ -391,35 +423,91 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     SetLearningRate(*optimizer, lr);
     optimizer->zero_grad();
     double step_loss = 0;
+    std::string loss_fault;  // set when a micro-batch's loss is NaN/Inf (Note [numeric faults])
     for (int mb = 0; mb < spec.micro_batches; ++mb) {
       MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
       position = batch.next;
       result.skipped_examples += batch.skipped;
       window_samples += batch.size();
       window_tokens += batch.lengths.sum().item<int64_t>();
-      torch::Tensor loss;
+      models::ModelOutput out;
       {
         models::AutocastGuard autocast(device, spec.precision);
-        loss = model->forward(ToModelBatch(batch, device)).loss;
+        out = model->forward(ToModelBatch(batch, device));
+      }
+      torch::Tensor loss = out.loss;
+      if (step == options.inject_nonfinite.step && options.inject_nonfinite.target == "loss" &&
+          mb == 0) {
+        loss = loss * std::numeric_limits<double>::quiet_NaN();  // test hook
       }
       const double value = loss.item<double>();
-      if (!std::isfinite(value)) {
-        return FailedPrecondition("loss is " + std::to_string(value) + " at step " +
-                                  std::to_string(step) + " (micro-batch " + std::to_string(mb) +
-                                  "); lower --lr or check the data");
-      }
       step_loss += value / spec.micro_batches;
+      if (!std::isfinite(value)) {
+        if (loss_fault.empty()) {
+          std::vector<std::string> bad = ModulesWithNonFiniteOutputs(*model, out.outputs);
+          loss_fault = std::string("loss is ") +
+                       (std::isnan(value) ? "NaN" : value > 0 ? "+Inf" : "-Inf") +
+                       " (micro-batch " + std::to_string(mb) + "), " +
+                       (bad.empty() ? std::string("every module's output finite")
+                                    : "first non-finite output from module '" + bad.front() + "'");
+        }
+        continue;  // no backward through a NaN/Inf loss
+      }
       scaler.Scale(loss / spec.micro_batches).backward();
     }
-    const bool finite = scaler.Unscale(params);
-    if (finite) {
+    if (step == options.inject_nonfinite.step && options.inject_nonfinite.target != "loss") {
+      MOSAIC_RETURN_IF_ERROR(InjectNonFiniteGradient(*model, options.inject_nonfinite.target));
+    }
+    const bool finite = scaler.enabled() ? scaler.Unscale(params) : AllGradientsFinite(params);
+    if (finite && loss_fault.empty()) {
+      consecutive_nonfinite = 0;
       if (options.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, options.clip_grad);
       optimizer->step();
+      scaler.Update();
     } else {
-      progress.Message("mosaic train: step " + std::to_string(step) +
-                       ": gradients overflowed in fp16; step skipped, loss scale halved");
+      // Note [numeric faults]: found within the step, before the optimizer touches anything;
+      // the policy decides (nonfinite.h). The message names the module when the gradients
+      // or a module's output say which.
+      std::string what = "step " + std::to_string(step + 1) + ": ";
+      if (!loss_fault.empty()) {
+        what += loss_fault;
+      } else {
+        std::vector<std::string> bad = ModulesWithNonFiniteGradients(*model);
+        std::string names;
+        for (const std::string& b : bad)
+          names += (names.empty() ? "'" : ", '") + b + "'";
+        what += std::string(scaler.enabled() ? "fp16 " : "") + "gradients are NaN/Inf in " +
+                (bad.empty() ? std::string("the model") : "module " + names);
+      }
+      ++result.skipped_steps;
+      ++consecutive_nonfinite;
+      if (nonfinite_policy == NonFinitePolicy::kStop) {
+        progress.Finish();
+        return FailedPrecondition(what + "; stopping (--on-nonfinite stop; lower --lr or check " +
+                                  "the data); " + last_checkpoint());
+      }
+      if (consecutive_nonfinite >= kMaxConsecutiveNonFiniteSteps) {
+        progress.Finish();
+        return FailedPrecondition(what + "; " + std::to_string(consecutive_nonfinite) +
+                                  " steps in a row were NaN/Inf, the run has diverged; stopping; " +
+                                  last_checkpoint());
+      }
+      if (nonfinite_policy == NonFinitePolicy::kReduceScale && scaler.enabled()) {
+        if (finite) scaler.MarkNonFinite();
+        scaler.Update();
+        char scale[32];
+        std::snprintf(scale, sizeof(scale), "%g", scaler.scale());
+        what += "; optimizer step skipped, loss scale halved to " + std::string(scale);
+      } else {
+        what += "; optimizer step skipped";
+        if (nonfinite_policy == NonFinitePolicy::kReduceScale) {
+          what += " (no loss scale to reduce in " + std::string(ToString(spec.precision)) +
+                  (device.is_cpu() ? " on the CPU" : "") + ")";
+        }
+      }
+      progress.Message("mosaic train: " + what + " (--on-nonfinite " +
+                       ToString(nonfinite_policy) + ")");
     }
-    scaler.Update();
     result.losses.push_back(step_loss);
     window_loss += step_loss;
     ++window_steps;
@@ -448,8 +536,19 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
          done == options.steps || stop)) {
       Status s = save(done, position);
       if (!s.ok()) {
+        // A full disk (ENOSPC), a file size limit (EFBIG)...: WriteFileAtomic removed its
+        // temporary, so the previous checkpoint is the newest on disk. The run stops rather
+        // than train on without a way back (docs/training.md "Checkpoints").
         progress.Finish();
-        return Status(s.code(), s.message() + " (the previous checkpoint is kept)");
+        std::string why = s.message();
+        const size_t tail = why.find("; previous file left intact");
+        if (tail != std::string::npos) why.erase(tail);
+        std::vector<std::string> kept = ListCheckpoints(options.checkpoint_dir);
+        return Status(s.code(), "cannot write checkpoint " + why + "; " +
+                                    (kept.empty() ? std::string("no earlier checkpoint on disk")
+                                                  : kept.front() + " is intact") +
+                                    "; stopped after step " + std::to_string(done) +
+                                    ", continue with --resume once there is space");
       }
       progress.Message("mosaic train: checkpoint " + result.checkpoints_written.back());
     }

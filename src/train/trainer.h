@@ -20,6 +20,7 @@
 #include "core/model_spec.h"
 #include "core/status.h"
 #include "train/example_source.h"
+#include "train/nonfinite.h"
 
 namespace mosaic::train {
 
@@ -39,6 +40,7 @@ struct TrainOptions {
   std::string eval_data;  // held-out pairs for retrieval; empty: generated (or none)
   std::string tokenizer;  // empty: <configs_dir>/tokenizers/shapes.model
   BadDataPolicy on_bad_data = BadDataPolicy::kStop;
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::kAuto;  // NaN/Inf loss or gradients
   int eval_samples = 256;
   std::string checkpoint_dir;    // empty: no checkpoints
   int64_t checkpoint_every = 0;  // steps; 0: only at the end (when checkpoint_dir is set)
@@ -53,6 +55,10 @@ struct TrainOptions {
   // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
   const std::atomic<bool>* stop_requested = nullptr;
   std::ostream* log = nullptr;  // progress and messages; nullptr: std::cerr
+  // Test hooks (docs/training.md "Test hooks"; `mosaic train` sets them from
+  // MOSAIC_INJECT_NONFINITE and MOSAIC_TEST_CHECKPOINT_PAUSE_MS).
+  NonFiniteInjection inject_nonfinite;
+  int checkpoint_write_pause_ms = 0;  // pause halfway through each checkpoint write, saying so
 };
 
 struct TrainResult {
@@ -61,6 +67,7 @@ struct TrainResult {
   int64_t last_step = 0;       // steps completed at the end
   std::vector<double> losses;  // losses[i] is the mean loss of step first_step + i
   int64_t skipped_examples = 0;
+  int64_t skipped_steps = 0;  // optimizer steps skipped for a NaN/Inf loss or gradient
   double wall_seconds = 0;  // the training loop only
   double samples_per_second = 0;
   // Held-out evaluation. Contrastive models: image->text top-1 retrieval (a retrieval counts
@@ -79,7 +86,8 @@ struct TrainResult {
 std::string ResolveModelPath(const std::string& model, const std::string& configs_dir);
 
 // Runs training. Expected failures (bad flags or files, broken data under kStop, a refused
-// checkpoint with nothing to fall back to, a non-finite loss) come back as a Status.
+// checkpoint with nothing to fall back to, a checkpoint that cannot be written (IoError), a
+// NaN/Inf under NonFinitePolicy::kStop (FailedPrecondition)) come back as a Status.
 StatusOr<TrainResult> Train(const TrainOptions& options);
 
 }  // namespace mosaic::train

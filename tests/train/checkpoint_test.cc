@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -157,6 +158,53 @@ TEST(Checkpoint, ListedNewestFirstAndPruned) {
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[1], dir / "step-00000020.ckpt");
   EXPECT_TRUE(ListCheckpoints(dir / "missing").empty());
+}
+
+// The crash tests' hook: called once with the temporary half written; the final name does not
+// exist yet and the temporary is not a checkpoint anyone lists.
+TEST(Checkpoint, MidwayHookSeesAHalfWrittenTemporary) {
+  TempDir dir("ckpt_midway");
+  Tiny a(1);
+  const std::string path = dir / CheckpointFileName(3);
+  int calls = 0;
+  std::string tmp;
+  size_t tmp_size = 0;
+  ASSERT_TRUE(SaveCheckpoint(path, *a.net, *a.opt, StateAt(3), [&](const std::string& t) {
+                ++calls;
+                tmp = t;
+                tmp_size = ReadFile(t).size();
+                EXPECT_TRUE(ReadFile(path).empty());
+                EXPECT_TRUE(ListCheckpoints(dir.path()).empty());
+              }).ok());
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(tmp, path + ".tmp." + std::to_string(::getpid()));
+  const size_t full = ReadFile(path).size();
+  EXPECT_GT(tmp_size, 0u);
+  EXPECT_LT(tmp_size, full);
+  EXPECT_GE(tmp_size, full / 2);
+  EXPECT_TRUE(VerifyCheckpointFile(path).ok());
+}
+
+// Temporaries of killed writers are removed; a live writer's (this process's) and other files
+// stay.
+TEST(Checkpoint, StaleTemporariesOfDeadWritersAreRemoved) {
+  TempDir dir("ckpt_stale");
+  // A pid that surely is not running: a child that has exited and been reaped.
+  pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(dead, &status, 0), dead);
+  const std::string stale = dir / (CheckpointFileName(4) + ".tmp." + std::to_string(dead));
+  const std::string live = dir / (CheckpointFileName(4) + ".tmp." + std::to_string(::getpid()));
+  WriteFile(stale, "half a checkpoint");
+  WriteFile(live, "being written");
+  WriteFile(dir / "notes.tmp.1", "not ours");
+  EXPECT_EQ(RemoveStaleCheckpointTemporaries(dir.path()), 1);
+  EXPECT_FALSE(PathExists(stale));
+  EXPECT_TRUE(PathExists(live));
+  EXPECT_TRUE(PathExists(dir / "notes.tmp.1"));
+  EXPECT_EQ(RemoveStaleCheckpointTemporaries(dir / "missing"), 0);
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 // GPU training (label gpu; skipped without CUDA): clip-b16 and llava-small train 50 steps in
-// bf16 autocast on generated shapes and the loss falls.
+// bf16 autocast on generated shapes and the loss falls; under fp16 a NaN injected into a
+// module's gradients halves the loss scale (--on-nonfinite auto) or stops naming the module.
 #include <gtest/gtest.h>
 
 #include <iostream>
 #include <numeric>
+#include <sstream>
+
+#include "core/file_io.h"
 
 #include "test_util.h"
 #include "train/trainer.h"
@@ -42,6 +46,39 @@ TEST(TrainGpu, ClipB16Bf16LossFalls) {
 }
 TEST(TrainGpu, LlavaSmallBf16LossFalls) {
   TrainsOnCuda("llava-small", 1e-4);
+}
+
+TEST(TrainGpu, Fp16NonFiniteGradientHalvesTheLossScaleOrStops) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  testing::TempDir dir("fp16_nonfinite");
+  auto spec = LoadJsonFile(testing::SourceDir() + "/configs/models/clip-tiny.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  (*spec)["precision"] = "fp16";
+  ASSERT_TRUE(WriteJsonFile(dir / "clip-tiny-fp16.json", *spec).ok());
+  TrainOptions o;
+  o.model_path = dir / "clip-tiny-fp16.json";
+  o.configs_dir = testing::SourceDir() + "/configs";
+  o.device = "cuda";
+  o.steps = 4;
+  o.batch_size = 8;
+  o.eval_samples = 8;
+  o.print_model_table = false;
+  o.inject_nonfinite = {2, "vision"};
+  std::ostringstream log;
+  o.log = &log;
+  auto r = Train(o);  // auto: reduce-scale under fp16
+  ASSERT_TRUE(r.ok()) << r.status() << "\n" << log.str();
+  EXPECT_GE(r->skipped_steps, 1);
+  // (Other modules may overflow at the start too, at the initial scale of 65536.)
+  EXPECT_NE(log.str().find("step 3: fp16 gradients are NaN/Inf in module 'vision'"),
+            std::string::npos)
+      << log.str();
+  EXPECT_NE(log.str().find("optimizer step skipped, loss scale halved to "), std::string::npos)
+      << log.str();
+  o.on_nonfinite = NonFinitePolicy::kStop;
+  r = Train(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("module 'vision'"), std::string::npos) << r.status();
 }
 
 }  // namespace
