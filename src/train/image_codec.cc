@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include <jpeglib.h>
 #include <png.h>
@@ -38,6 +39,13 @@ bool IsPng(const std::string& b) {
   return b.size() >= 8 && png_sig_cmp(reinterpret_cast<png_const_bytep>(b.data()), 0, 8) == 0;
 }
 
+// Empty, or why an image of these dimensions is refused.
+std::string TooLarge(uint64_t width, uint64_t height) {
+  if (width * height <= static_cast<uint64_t>(kMaxImagePixels)) return "";
+  return "image is " + std::to_string(width) + "x" + std::to_string(height) +
+         " pixels, more than the limit of " + std::to_string(kMaxImagePixels);
+}
+
 // Decodes into `out`; returns an empty string on success, else libjpeg's message.
 std::string DecodeJpegInto(const std::string& bytes, Image* out) {
   jpeg_decompress_struct cinfo;
@@ -54,6 +62,10 @@ std::string DecodeJpegInto(const std::string& bytes, Image* out) {
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
+  if (std::string big = TooLarge(cinfo.image_width, cinfo.image_height); !big.empty()) {
+    jpeg_destroy_decompress(&cinfo);
+    return big;
+  }
   cinfo.out_color_space = JCS_RGB;  // grayscale and YCbCr both come out as RGB
   jpeg_start_decompress(&cinfo);
   if (cinfo.output_components != 3) {
@@ -89,6 +101,10 @@ StatusOr<Image> DecodeImage(const std::string& bytes, const std::string& name) {
       std::string msg = png.message;
       png_image_free(&png);
       return InvalidArgument(name + ": cannot decode PNG: " + msg);
+    }
+    if (std::string big = TooLarge(png.width, png.height); !big.empty()) {
+      png_image_free(&png);
+      return InvalidArgument(name + ": cannot decode PNG: " + big);
     }
     png.format = PNG_FORMAT_RGB;
     image.width = static_cast<int>(png.width);

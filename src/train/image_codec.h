@@ -29,6 +29,10 @@ struct Image {
   }
 };
 
+// Images larger than this are refused before any pixel memory is allocated: a damaged or
+// hostile header can claim 65500 x 65500 pixels (12 GB of RGB) in a few bytes.
+constexpr int64_t kMaxImagePixels = int64_t{1} << 26;  // 8192 x 8192, 192 MiB of RGB
+
 // Decodes a JPEG or PNG (recognized by its signature, not its name). Grayscale, palette,
 // 16-bit and alpha images are converted to 8-bit RGB. `name` prefixes every error.
 StatusOr<Image> DecodeImage(const std::string& bytes, const std::string& name);

@@ -3,6 +3,8 @@
 // and the loader's seeded order and resumable position.
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <set>
 
 #include "test_util.h"
@@ -88,6 +90,39 @@ TEST(ImageCodec, BrokenImagesAreReportedWithTheirName) {
   auto c = DecodeImage(png.substr(0, png.size() / 2), "half.png");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("half.png: cannot decode PNG"), std::string::npos);
+}
+
+// A header claiming 60000 x 60000 pixels is refused before 10 GB are allocated.
+TEST(ImageCodec, HugeDimensionsAreRefusedBeforeDecoding) {
+  Image small(8, 8);
+  auto jpg = EncodeJpeg(small);
+  auto png = EncodePng(small);
+  ASSERT_TRUE(jpg.ok() && png.ok());
+  std::string big_jpg = *jpg;
+  const size_t sof = big_jpg.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  for (size_t at : {sof + 5, sof + 7}) {  // height, width (big-endian)
+    big_jpg[at] = static_cast<char>(0xEA);
+    big_jpg[at + 1] = static_cast<char>(0x60);
+  }
+  auto a = DecodeImage(big_jpg, "big.jpg");
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().message(),
+            "big.jpg: cannot decode JPEG: image is 60000x60000 pixels, more than the limit of "
+            "67108864");
+  std::string big_png = *png;  // IHDR: width at 16, height at 20, its CRC at 29
+  for (size_t at : {16, 20}) {
+    big_png.replace(at, 4, std::string("\x00\x00\xEA\x60", 4));
+  }
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(0, reinterpret_cast<const Bytef*>(big_png.data() + 12), 17));
+  for (int i = 0; i < 4; ++i)
+    big_png[29 + i] = static_cast<char>((crc >> (24 - 8 * i)) & 0xFF);
+  auto b = DecodeImage(big_png, "big.png");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().message(),
+            "big.png: cannot decode PNG: image is 60000x60000 pixels, more than the limit of "
+            "67108864");
 }
 
 TEST(Audio, WavRoundTripAndToneMovesTheMelPeak) {
