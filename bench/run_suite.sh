@@ -10,7 +10,8 @@
 #
 # Env: MOSAIC_BIN (default build-gpu/src/cli/mosaic), STEPS (20), PROFILES (a folder of measured
 # profiles named <model>-<device>.json used where configs/profiles has none), MOSAIC_COMMIT,
-# HF=0 to skip the Hugging Face baseline. Writes $OUT/results.json and $OUT/suite.log.
+# HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
+# session. Writes $OUT/results.json and $OUT/suite.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -37,7 +38,9 @@ for m in "${models[@]}"; do
   "$BIN" bench -m "$m" --device "$devspec" --steps "$STEPS" "${prof[@]}" \
     -o "$RAW/bench-$m.json" --trace-out "$RAW/trace-$m.json" 2>&1 | tee -a "$OUT/suite.log"
 done
-if [[ "${HF:-1}" == 1 ]]; then
+if [[ -n "${HF_FROM:-}" && -f "${HF_FROM:-}" ]]; then
+  cp "$HF_FROM" "$RAW/hf-clip.json"  # measured earlier in the same session on this GPU
+elif [[ "${HF:-1}" == 1 ]]; then
   PYTHONUNBUFFERED=1 python3 bench/hf_clip_baseline.py --batch-sizes 32 128 --steps "$STEPS" \
     -o "$RAW/hf-clip.json" 2>&1 | tee -a "$OUT/suite.log"
 fi
