@@ -10,7 +10,7 @@
 #
 # Env: MOSAIC_BIN (default build-gpu/src/cli/mosaic), STEPS (20), PROFILES (a folder of measured
 # profiles named <model>-<device>.json used where configs/profiles has none), MOSAIC_COMMIT,
-# HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
+# MODEL_TIMEOUT (s per model, 300), HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
 # session. Writes $OUT/results.json and $OUT/suite.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +35,7 @@ for m in "${models[@]}"; do
   if [[ ! -f configs/profiles/$m-$devspec.json && -f $PROFILES/$m-$devspec.json ]]; then
     prof=(--profile "$PROFILES/$m-$devspec.json")
   fi
-  "$BIN" bench -m "$m" --device "$devspec" --steps "$STEPS" "${prof[@]}" \
+  timeout "${MODEL_TIMEOUT:-300}" "$BIN" bench -m "$m" --device "$devspec" --steps "$STEPS" "${prof[@]}" \
     -o "$RAW/bench-$m.json" --trace-out "$RAW/trace-$m.json" 2>&1 | tee -a "$OUT/suite.log"
 done
 if [[ -n "${HF_FROM:-}" && -f "${HF_FROM:-}" ]]; then

@@ -91,7 +91,11 @@ StatusOr<std::unique_ptr<PlanExecutor>> PlanExecutor::Create(models::MultimodalM
   std::unique_ptr<PlanExecutor> e(new PlanExecutor());
   e->model_ = model;
   e->plan_ = plan;
-  e->device_ = device;
+  // "cuda" without an index means the current device; streams and guards need the index.
+  e->device_ = device.is_cuda() && !device.has_index()
+                   ? torch::Device(torch::kCUDA, c10::cuda::current_device())
+                   : device;
+  device = e->device_;
   e->options_ = options;
   e->mode_ = device.is_cuda() ? options.mode : ExecMode::kEager;
   MOSAIC_ASSIGN_OR_RETURN(e->graph_, BuildTaskGraph(model->spec(), plan));

@@ -39,7 +39,8 @@ StatusOr<torch::Device> ParseDevice(const std::string& s) {
     }
     try {
       torch::Device d(s);
-      if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+      if (!d.has_index()) return torch::Device(torch::kCUDA, 0);  // streams need the index
+      if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
         return InvalidArgument("--device " + s + ": only " +
                                std::to_string(torch::cuda::device_count()) + " CUDA devices");
       }
