@@ -296,6 +296,7 @@ int Run(const BenchFlags& f) {
     }
   } else {
     std::fprintf(stderr, "  no candidate ran: %s\n", trial.status().message().c_str());
+    doc["planner"]["trial_error"] = trial.status().message();
   }
 
   if (f.ablations) {
