@@ -23,7 +23,8 @@ namespace {
   abort();
 }
 
-// The shard file the inputs are written to (OpenDataSource reads paths), removed at exit.
+// The shard file the inputs are written to (OpenDataSource reads paths), under TMPDIR
+// (run_fuzzer.sh points it at its scratch folder: libFuzzer may end without running atexit).
 const std::string& ShardPath() {
   static const std::string path = [] {
     const char* tmp = std::getenv("TMPDIR");
