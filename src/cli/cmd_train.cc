@@ -77,6 +77,7 @@ Json MetricsJson(const train::TrainResult& r, const train::TrainOptions& o) {
     doc["plan"] = r.plan_summary;
     doc["predicted_step_ms"] = r.predicted_step_ms;
     doc["measured_step_ms"] = r.measured_step_ms;
+    doc["replans"] = r.replans;
   }
   return doc;
 }
@@ -214,6 +215,12 @@ void AddTrainCommand(CLI::App& app) {
                   "auto (time the planner's candidates on this GPU, keep the fastest) or a plan "
                   "file (default: plain autograd, micro-batch by micro-batch)")
       ->envname("MOSAIC_PLAN");
+  sub->add_flag("--online-replan", o.online_replan,
+                "With a graph --plan on CUDA: fold every step's measured task times into the "
+                "perf model and re-plan when a plan predicted over 5% faster pays for itself");
+  sub->add_option("--replan-every", o.replan_every, "Steps between online re-plans")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   sub->add_option("--device-spec", o.device_spec,
                   "Device spec the planner plans for (configs/devices/<name>.json)")
       ->capture_default_str();

@@ -57,6 +57,11 @@ struct TrainOptions {
   std::string plan;
   std::string device_spec = "h100-sxm";  // the planner's device (configs/devices/)
   std::string profile;                   // "", a profile file, or "synthetic"
+  // With a graph plan on CUDA: time every task of every step (CUDA events), fold the times into
+  // the perf model, and every replan_every steps re-plan; switch when the calibrated planner
+  // predicts a gain of over 5% that pays for re-capturing (planner/online.h).
+  bool online_replan = false;
+  int replan_every = 20;
   // Checked after every step; when it turns true (SIGINT/SIGTERM in `mosaic train`) the run
   // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
   const std::atomic<bool>* stop_requested = nullptr;
@@ -86,6 +91,7 @@ struct TrainResult {
   std::string plan_summary;
   double predicted_step_ms = 0;
   double measured_step_ms = 0;
+  int replans = 0;  // online re-plans that switched the plan
 };
 
 // Resolves a zoo name ("clip-tiny") to <configs_dir>/models/<name>.json; paths pass through.
