@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Reference models and values for Mosaic's Hugging Face parity tests (tests/interop).
+
+Creates tiny random `transformers` models (nothing is downloaded), saves each as a Hugging Face
+folder (config.json + safetensors) under OUT/<name>/ and writes OUT/<name>/reference.safetensors
+with the inputs, the outputs and the gradient of every parameter (named as in the HF model):
+  input.*    what the C++ test feeds Mosaic
+  out.*      HF's outputs (fp32)
+  grad.<p>   d loss / d p for every HF parameter p
+
+  python3 tests/interop/make_reference.py OUT
+"""
+import json
+import os
+import sys
+
+import torch
+import transformers
+from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+from safetensors.torch import save_file
+
+
+def grads(model):
+    return {"grad." + n: p.grad.detach().clone().contiguous()
+            for n, p in model.named_parameters() if p.grad is not None}
+
+
+def clip_tokens(batch, seq_len, vocab, eos, pad, gen):
+    """Right-padded ids with EOS (the highest id) closing each row, and the attention mask."""
+    ids = torch.full((batch, seq_len), pad, dtype=torch.long)
+    mask = torch.zeros((batch, seq_len), dtype=torch.long)
+    for b in range(batch):
+        n = seq_len - 3 * b  # lengths seq_len, seq_len - 3, ...
+        ids[b, : n - 1] = torch.randint(3, vocab - 1, (n - 1,), generator=gen)
+        ids[b, n - 1] = eos
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards):
+    torch.manual_seed(0)
+    vocab, seq_len = 99, 12
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=seq_len, hidden_act=hidden_act,
+                         layer_norm_eps=layer_norm_eps, eos_token_id=eos_token_id,
+                         bos_token_id=0, pad_token_id=1),
+        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=16, patch_size=4,
+                           hidden_act=hidden_act, layer_norm_eps=layer_norm_eps),
+        projection_dim=24)
+    config._attn_implementation = "eager"
+    model = CLIPModel(config).float().train()
+    # Random LayerNorm affine and logit scale, so that a swapped weight/bias cannot pass.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "layer_norm" in n or "layrnorm" in n or "layernorm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.3)
+    folder = os.path.join(out, name)
+    model.save_pretrained(folder, max_shard_size=shards)
+
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.randn(3, 3, 16, 16, generator=gen)
+    ids, mask = clip_tokens(3, seq_len, vocab, vocab - 1, 1, gen)
+    result = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True)
+    result.loss.backward()
+    # transformers 5: the pooler_output of get_*_features is already projected.
+    image_features = result.vision_model_output.pooler_output
+    text_features = result.text_model_output.pooler_output
+    assert image_features.shape[-1] == config.projection_dim
+    ref = {
+        "input.pixel_values": pixels, "input.input_ids": ids, "input.attention_mask": mask,
+        "out.image_features": image_features, "out.text_features": text_features,
+        "out.image_embeds": result.image_embeds, "out.text_embeds": result.text_embeds,
+        "out.logits_per_image": result.logits_per_image,
+        "out.loss": result.loss.reshape(()),
+    }
+    ref.update(grads(model))
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+
+
+def make_llama(out, name, tie, kv_heads):
+    torch.manual_seed(0)
+    vocab = 101
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=kv_heads, max_position_embeddings=16,
+                         rms_norm_eps=1e-5, rope_theta=1000.0, tie_word_embeddings=tie)
+    config._attn_implementation = "eager"
+    model = LlamaForCausalLM(config).float().train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    folder = os.path.join(out, name)
+    model.save_pretrained(folder)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (2, 10), generator=gen)
+    result = model(input_ids=ids, labels=ids)
+    result.loss.backward()
+    ref = {"input.input_ids": ids, "out.logits": result.logits,
+           "out.loss": result.loss.reshape(())}
+    ref.update(grads(model))
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    # OpenAI CLIP: quick_gelu, pooled at the highest id (eos_token_id 2 is HF's legacy marker).
+    make_clip(out, "clip-quickgelu", "quick_gelu", 2, 1e-5, shards="5GB")
+    # A later HF CLIP: exact GELU, pooled at the first eos_token_id, other eps, saved in shards.
+    make_clip(out, "clip-gelu-sharded", "gelu", 98, 1e-6, shards="40KB")
+    make_llama(out, "llama", tie=False, kv_heads=2)
+    make_llama(out, "llama-tied", tie=True, kv_heads=4)
+    with open(os.path.join(out, "versions.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
+
+
+if __name__ == "__main__":
+    main()
