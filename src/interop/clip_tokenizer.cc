@@ -159,6 +159,7 @@ StatusOr<ClipTokenizer> ClipTokenizer::Load(const std::string& vocab_path,
     if (!id.is_number_integer() || id.get<int64_t>() < 0)
       return InvalidArgument(vocab_path + ": \"" + token + "\": expected a non-negative id");
     tok.vocab_[token] = id.get<int64_t>();
+    tok.tokens_[id.get<int64_t>()] = token;
   }
   for (const char* special : {kBos, kEos})
     if (!tok.vocab_.count(special))
@@ -222,6 +223,41 @@ void ClipTokenizer::Bpe(const std::string& piece, std::vector<int64_t>* out) con
     auto it = vocab_.find(s);
     out->push_back(it != vocab_.end() ? it->second : unk_id());
   }
+}
+
+std::string ClipTokenizer::Decode(const std::vector<int64_t>& ids) const {
+  std::string symbols;
+  for (int64_t id : ids) {
+    if (id == bos_id_ || id == eos_id_) continue;
+    auto it = tokens_.find(id);
+    if (it != tokens_.end()) symbols += it->second;
+  }
+  // "</w>" ends a word: a space. Then each symbol back to its byte.
+  std::string spaced;
+  for (size_t i = 0; i < symbols.size();) {
+    if (symbols.compare(i, 4, "</w>") == 0) {
+      spaced += ' ';
+      i += 4;
+    } else {
+      spaced += symbols[i++];
+    }
+  }
+  std::unordered_map<std::string, char> to_byte;
+  for (int b = 0; b < 256; ++b)
+    to_byte[byte_symbol_[b]] = static_cast<char>(b);
+  std::string out;
+  icu::UnicodeString u = icu::UnicodeString::fromUTF8(spaced);
+  for (int32_t i = 0; i < u.length();) {
+    const UChar32 c = u.char32At(i);
+    i += U16_LENGTH(c);
+    std::string sym;
+    AppendUtf8(c, &sym);
+    auto it = to_byte.find(sym);
+    out += it != to_byte.end() ? std::string(1, it->second) : sym;
+  }
+  const size_t first = out.find_first_not_of(' ');
+  if (first == std::string::npos) return "";
+  return out.substr(first, out.find_last_not_of(' ') - first + 1);
 }
 
 std::vector<std::string> ClipTokenizer::Pieces(const std::string& text) const {

@@ -38,6 +38,8 @@ class ClipTokenizer {
   std::vector<int64_t> EncodeIds(const std::string& text) const;
   // [bos] ids [eos] cut to seq_len (eos kept last), padded to seq_len with pad_id.
   std::vector<int64_t> Encode(const std::string& text, int seq_len) const;
+  // Text back from ids (HF's decode): specials dropped, "</w>" -> " ", bytes restored, trimmed.
+  std::string Decode(const std::vector<int64_t>& ids) const;
   // The pre-tokenized pieces of `text` (after normalization), for tests and debugging.
   std::vector<std::string> Pieces(const std::string& text) const;
 
@@ -52,6 +54,7 @@ class ClipTokenizer {
   void Bpe(const std::string& piece, std::vector<int64_t>* out) const;
 
   std::unordered_map<std::string, int64_t> vocab_;
+  std::unordered_map<int64_t, std::string> tokens_;  // id -> token
   std::map<std::pair<std::string, std::string>, int> ranks_;
   std::vector<std::string> byte_symbol_;  // 256 entries: GPT-2's bytes_to_unicode, UTF-8
   int64_t bos_id_ = -1, eos_id_ = -1;

@@ -529,11 +529,15 @@ Status LoadHfWeights(const std::string& folder, models::MultimodalModelImpl& mod
   return Status::Ok();
 }
 
-StatusOr<HfImport> ImportHfModel(const std::string& folder, torch::Device device) {
+StatusOr<ModelSpec> LoadHfSpec(const std::string& folder) {
   const std::string config_path = JoinPath(folder, "config.json");
   MOSAIC_ASSIGN_OR_RETURN(Json config, LoadJsonFile(config_path));
+  return SpecFromHfConfig(config, config_path);
+}
+
+StatusOr<HfImport> ImportHfModel(const std::string& folder, torch::Device device) {
   HfImport out;
-  MOSAIC_ASSIGN_OR_RETURN(out.spec, SpecFromHfConfig(config, config_path));
+  MOSAIC_ASSIGN_OR_RETURN(out.spec, LoadHfSpec(folder));
   MOSAIC_ASSIGN_OR_RETURN(out.model, models::BuildMultimodalModel(out.spec, torch::kCPU));
   MOSAIC_RETURN_IF_ERROR(LoadHfWeights(folder, *out.model));
   out.model->to(device);

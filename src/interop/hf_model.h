@@ -46,6 +46,9 @@ StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic);
 // The config.json `transformers` needs to build the same model.
 StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec);
 
+// SpecFromHfConfig of folder/config.json.
+StatusOr<ModelSpec> LoadHfSpec(const std::string& folder);
+
 struct HfImport {
   ModelSpec spec;
   models::MultimodalModel model{nullptr};

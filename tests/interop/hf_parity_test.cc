@@ -39,9 +39,12 @@ double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
 }
 
-void ExpectClose(const torch::Tensor& mosaic, const torch::Tensor& hf, const std::string& what) {
+void ExpectClose(const torch::Tensor& mosaic, const torch::Tensor& hf, const std::string& what,
+                 bool print = true) {
   ASSERT_EQ(mosaic.sizes(), hf.sizes()) << what;
-  EXPECT_LE(MaxAbsDiff(mosaic, hf), kTol) << what;
+  const double diff = MaxAbsDiff(mosaic, hf);
+  EXPECT_LE(diff, kTol) << what;
+  if (print) std::printf("%s: max |diff| %.3g\n", what.c_str(), diff);
 }
 
 // Every HF parameter's gradient against Mosaic's (mapped back to HF names), and none missing.
@@ -58,7 +61,7 @@ void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& r
   for (const auto& [name, g] : *hf) {
     auto it = ref.find("grad." + name);
     ASSERT_NE(it, ref.end()) << "HF has no gradient for " << name;
-    ExpectClose(g, it->second, "grad of " + name);
+    ExpectClose(g, it->second, "grad of " + name, /*print=*/false);
     worst = std::max(worst, MaxAbsDiff(g, it->second));
     ++compared;
   }

@@ -19,6 +19,9 @@ import transformers
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
 from safetensors.torch import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_tokenizer_reference  # noqa: E402  (the BPE vocab for the fine-tuning folder)
+
 
 def grads(model):
     return {"grad." + n: p.grad.detach().clone().contiguous()
@@ -37,9 +40,9 @@ def clip_tokens(batch, seq_len, vocab, eos, pad, gen):
     return ids, mask
 
 
-def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards):
+def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards, vocab=99):
     torch.manual_seed(0)
-    vocab, seq_len = 99, 12
+    seq_len = 12
     config = CLIPConfig(
         text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4,
@@ -115,6 +118,12 @@ def main():
     make_clip(out, "clip-quickgelu", "quick_gelu", 2, 1e-5, shards="5GB")
     # A later HF CLIP: exact GELU, pooled at the first eos_token_id, other eps, saved in shards.
     make_clip(out, "clip-gelu-sharded", "gelu", 98, 1e-6, shards="40KB")
+    # For `mosaic train --init`: a CLIP whose folder holds its own BPE tokenizer files.
+    vocab, merges = make_tokenizer_reference.build_vocab_and_merges()
+    make_clip(out, "clip-finetune", "quick_gelu", vocab["<|endoftext|>"], 1e-5, shards="5GB",
+              vocab=len(vocab))
+    make_tokenizer_reference.write_tokenizer_files(os.path.join(out, "clip-finetune"), vocab,
+                                                   merges)
     make_llama(out, "llama", tie=False, kv_heads=2)
     make_llama(out, "llama-tied", tie=True, kv_heads=4)
     with open(os.path.join(out, "versions.json"), "w") as f:

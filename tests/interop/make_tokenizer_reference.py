@@ -7,13 +7,20 @@ left to right, writes vocab.json + merges.txt to OUT/clip-tokenizer, loads them 
 transformers' CLIPTokenizer.from_pretrained and records its ids for a varied corpus in
 OUT/clip-tokenizer/expected.json (full ids without specials, and padded/truncated to 16).
 
+Llama: trains a small sentencepiece BPE model with Llama's settings (byte fallback, split
+digits, dummy prefix, identity normalization) on the same words, saves it as
+OUT/llama-tokenizer/tokenizer.model and records transformers' LlamaTokenizer ids.
+
   python3 tests/interop/make_tokenizer_reference.py OUT
 """
 import json
 import os
 import sys
 
-from transformers import CLIPTokenizer
+import io
+
+import sentencepiece as spm
+from transformers import CLIPTokenizer, LlamaTokenizer
 
 SEQ_LEN = 16
 
@@ -61,9 +68,8 @@ def bytes_to_unicode():
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def main():
-    out = os.path.join(sys.argv[1], "clip-tokenizer")
-    os.makedirs(out, exist_ok=True)
+def build_vocab_and_merges():
+    """The byte alphabet (with and without "</w>"), merges spelling out WORDS, the specials."""
     b2u = bytes_to_unicode()
     alphabet = [b2u[b] for b in range(256)]
     vocab = {}
@@ -81,12 +87,24 @@ def main():
             vocab.setdefault(symbols[0], len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    with open(os.path.join(out, "vocab.json"), "w", encoding="utf-8") as f:
+    return vocab, merges
+
+
+def write_tokenizer_files(folder, vocab, merges):
+    """vocab.json + merges.txt, as in a Hugging Face CLIP folder."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
-    with open(os.path.join(out, "merges.txt"), "w", encoding="utf-8") as f:
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n")
         for a, b in merges:
             f.write(f"{a} {b}\n")
+
+
+def main():
+    out = os.path.join(sys.argv[1], "clip-tokenizer")
+    vocab, merges = build_vocab_and_merges()
+    write_tokenizer_files(out, vocab, merges)
     tok = CLIPTokenizer.from_pretrained(out)
     expected = []
     for text in CORPUS:
@@ -95,7 +113,24 @@ def main():
         expected.append({"text": text, "ids": full, "ids_%d" % SEQ_LEN: padded})
     with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
         json.dump({"seq_len": SEQ_LEN, "cases": expected}, f, ensure_ascii=False, indent=1)
-    # The tokenizer files transformers wrote are not needed: vocab.json and merges.txt are the input.
+    make_llama(os.path.join(sys.argv[1], "llama-tokenizer"))
+
+
+def make_llama(out):
+    os.makedirs(out, exist_ok=True)
+    sentences = WORDS + CORPUS[:14] * 3 + ["the quick brown fox jumps over the lazy dog"] * 20
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=600, model_type="bpe",
+        byte_fallback=True, split_digits=True, add_dummy_prefix=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, unk_id=0, bos_id=1,
+        eos_id=2, pad_id=-1, character_coverage=0.9995, num_threads=1, minloglevel=2)
+    with open(os.path.join(out, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    tok = LlamaTokenizer.from_pretrained(out)
+    cases = [{"text": t, "ids": tok(t, add_special_tokens=False)["input_ids"]} for t in CORPUS]
+    with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
+        json.dump({"cases": cases}, f, ensure_ascii=False, indent=1)
 
 
 if __name__ == "__main__":
