@@ -135,7 +135,8 @@ void AddTrainCommand(CLI::App& app) {
   sub->add_option("--init", o.init,
                   "Hugging Face folder (config.json + safetensors: CLIPModel, "
                   "LlamaForCausalLM) whose weights start the run; its vocab.json + merges.txt "
-                  "are the default tokenizer (docs/interop.md)")
+                  "are the default tokenizer; or an OpenCLIP .safetensors file with --model "
+                  "(docs/interop.md)")
       ->envname("MOSAIC_INIT");
   sub->add_option("--steps", o.steps, "Optimizer steps to train")
       ->envname("MOSAIC_STEPS")

@@ -23,6 +23,7 @@ struct TensorRule {
   Shape mosaic_shape;
   std::vector<std::string> hf;
   std::vector<Shape> hf_shapes;
+  bool transpose = false;  // one 2-D tensor stored as (in, out): OpenCLIP's x @ proj
 };
 
 std::string ShapeText(const Shape& s) {
@@ -380,8 +381,11 @@ StatusOr<HfArchitecture> HfArchitectureOf(const ModelSpec& spec) {
                          "contrastive loss; LlamaForCausalLM: llm + next-token loss)");
 }
 
-StatusOr<TensorMap> HfToMosaic(const ModelSpec& spec, const TensorMap& hf) {
-  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, Rules(spec));
+namespace {
+
+// Applies `rules` to a whole state dict; `format` names the source in the extra-tensor error.
+StatusOr<TensorMap> ToMosaic(const std::vector<TensorRule>& rules, const TensorMap& hf,
+                             const std::string& format) {
   TensorMap out;
   std::set<std::string> used;
   for (const TensorRule& r : rules) {
@@ -395,24 +399,21 @@ StatusOr<TensorMap> HfToMosaic(const ModelSpec& spec, const TensorMap& hf) {
         return InvalidArgument("tensor \"" + r.hf[i] + "\" has shape " + ShapeText(it->second) +
                                ", the config implies " + ShapeText(r.hf_shapes[i]));
       used.insert(r.hf[i]);
-      parts.push_back(it->second.reshape({it->second.dim() == 0 ? 1 : it->second.size(0), -1}));
+      torch::Tensor t = r.transpose ? it->second.t() : it->second;
+      parts.push_back(t.reshape({t.dim() == 0 ? 1 : t.size(0), -1}));
     }
     torch::Tensor joined = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
     out.emplace(r.mosaic, joined.reshape(r.mosaic_shape).contiguous());
   }
-  MOSAIC_ASSIGN_OR_RETURN(HfArchitecture arch, HfArchitectureOf(spec));
   for (const auto& [name, t] : hf) {
     if (!used.count(name) && !IsIgnoredHfBuffer(name))
       return InvalidArgument("extra tensor \"" + name + "\" (shape " + ShapeText(t) +
-                             ") has no place in the " +
-                             (arch == HfArchitecture::kLlama ? "LlamaForCausalLM" : "CLIPModel") +
-                             " the config describes");
+                             ") has no place in the " + format + " the config describes");
   }
   return out;
 }
 
-StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic) {
-  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, Rules(spec));
+StatusOr<TensorMap> FromMosaic(const std::vector<TensorRule>& rules, const TensorMap& mosaic) {
   TensorMap out;
   std::set<std::string> used;
   for (const TensorRule& r : rules) {
@@ -422,6 +423,10 @@ StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic) {
       return InvalidArgument("Mosaic tensor \"" + r.mosaic + "\" has shape " +
                              ShapeText(it->second) + ", expected " + ShapeText(r.mosaic_shape));
     used.insert(r.mosaic);
+    if (r.transpose) {
+      out.emplace(r.hf[0], it->second.t().contiguous());
+      continue;
+    }
     torch::Tensor flat = it->second.reshape({-1});
     int64_t offset = 0;
     for (size_t i = 0; i < r.hf.size(); ++i) {
@@ -434,8 +439,105 @@ StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic) {
   }
   for (const auto& [name, t] : mosaic)
     if (!used.count(name))
-      return InvalidArgument("Mosaic tensor \"" + name + "\" has no Hugging Face counterpart");
+      return InvalidArgument("Mosaic tensor \"" + name + "\" has no counterpart");
   return out;
+}
+
+// OpenCLIP's names for CLIP (open_clip.model.CLIP state_dict): resblocks with a fused
+// in_proj, c_fc/c_proj MLPs, and the projections stored as (width, output_dim) matrices.
+void AddOpenClipTower(std::vector<TensorRule>& r, const ModuleSpec& m, const std::string& prefix) {
+  const int64_t C = m.width, H = m.mlp_dim;
+  for (int i = 0; i < m.depth; ++i) {
+    const std::string mb = Sub(m.name) + ".blocks.layers." + std::to_string(i);
+    const std::string ob = prefix + "transformer.resblocks." + std::to_string(i);
+    AddLayerNorm(r, mb + ".ln1", ob + ".ln_1", C);
+    r.push_back({mb + ".attn.qkv.weight", {3 * C, C}, {ob + ".attn.in_proj_weight"}, {{3 * C, C}}});
+    r.push_back({mb + ".attn.qkv.bias", {3 * C}, {ob + ".attn.in_proj_bias"}, {{3 * C}}});
+    AddLinear(r, mb + ".attn.out", ob + ".attn.out_proj", C, C, true);
+    AddLayerNorm(r, mb + ".ln2", ob + ".ln_2", C);
+    AddLinear(r, mb + ".mlp.fc1", ob + ".mlp.c_fc", H, C, true);
+    AddLinear(r, mb + ".mlp.fc2", ob + ".mlp.c_proj", C, H, true);
+  }
+}
+
+StatusOr<std::vector<TensorRule>> OpenClipRules(const ModelSpec& spec) {
+  MOSAIC_ASSIGN_OR_RETURN(HfArchitecture arch, HfArchitectureOf(spec));
+  if (arch != HfArchitecture::kClip)
+    return InvalidArgument("model \"" + spec.name + "\": OpenCLIP checkpoints hold CLIP models");
+  int n;
+  const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
+  const ModuleSpec& t = *FindKind(spec, ModuleKind::kText, &n);
+  const ModuleSpec& l = *FindKind(spec, ModuleKind::kLoss, &n);
+  std::vector<TensorRule> r;
+  const int64_t C = v.width, ch = v.channels > 0 ? v.channels : 3, p = v.patch_size;
+  const int64_t side = v.image_size / v.patch_size, tokens = side * side + 1;
+  const std::string vn = Sub(v.name), tn = Sub(t.name);
+  r.push_back({vn + ".patch_embed.weight", {C, ch, p, p}, {"visual.conv1.weight"}, {{C, ch, p, p}}});
+  r.push_back({vn + ".class_token", {1, 1, C}, {"visual.class_embedding"}, {{C}}});
+  r.push_back({vn + ".positions", {1, tokens, C}, {"visual.positional_embedding"}, {{tokens, C}}});
+  AddLayerNorm(r, vn + ".ln_pre", "visual.ln_pre", C);
+  AddOpenClipTower(r, v, "visual.");
+  AddLayerNorm(r, vn + ".ln_post", "visual.ln_post", C);
+  r.push_back({vn + ".proj.weight", {v.output_dim, C}, {"visual.proj"}, {{C, v.output_dim}}, true});
+  const int64_t D = t.width;
+  r.push_back({tn + ".token_embed.weight", {t.vocab_size, D}, {"token_embedding.weight"},
+               {{t.vocab_size, D}}});
+  r.push_back({tn + ".positions", {1, t.seq_len, D}, {"positional_embedding"}, {{t.seq_len, D}}});
+  AddOpenClipTower(r, t, "");
+  AddLayerNorm(r, tn + ".ln_final", "ln_final", D);
+  r.push_back({tn + ".proj.weight", {t.output_dim, D}, {"text_projection"}, {{D, t.output_dim}}, true});
+  r.push_back({Sub(l.name) + ".logit_scale", {}, {"logit_scale"}, {{}}});
+  return r;
+}
+
+Status CopyIntoModel(const TensorMap& mosaic, const std::string& source,
+                     models::MultimodalModelImpl& model) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> seen;
+  for (auto& p : model.named_parameters(/*recurse=*/true)) {
+    auto it = mosaic.find(p.key());
+    if (it == mosaic.end())
+      return Internal(source + ": no weight maps onto Mosaic parameter \"" + p.key() + "\"");
+    if (it->second.sizes() != p.value().sizes())
+      return Internal(source + ": Mosaic parameter \"" + p.key() + "\" is " +
+                      ShapeText(p.value()) + ", its weights " + ShapeText(it->second));
+    p.value().copy_(it->second);
+    seen.insert(p.key());
+  }
+  for (const auto& [name, t] : mosaic)
+    if (!seen.count(name))
+      return Internal(source + ": weights for \"" + name + "\", which the model lacks");
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<TensorMap> HfToMosaic(const ModelSpec& spec, const TensorMap& hf) {
+  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, Rules(spec));
+  MOSAIC_ASSIGN_OR_RETURN(HfArchitecture arch, HfArchitectureOf(spec));
+  return ToMosaic(rules, hf, arch == HfArchitecture::kLlama ? "LlamaForCausalLM" : "CLIPModel");
+}
+
+StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic) {
+  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, Rules(spec));
+  return FromMosaic(rules, mosaic);
+}
+
+StatusOr<TensorMap> OpenClipToMosaic(const ModelSpec& spec, const TensorMap& open_clip) {
+  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, OpenClipRules(spec));
+  return ToMosaic(rules, open_clip, "OpenCLIP model");
+}
+
+StatusOr<TensorMap> MosaicToOpenClip(const ModelSpec& spec, const TensorMap& mosaic) {
+  MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, OpenClipRules(spec));
+  return FromMosaic(rules, mosaic);
+}
+
+Status LoadOpenClipWeights(const std::string& path, models::MultimodalModelImpl& model) {
+  MOSAIC_ASSIGN_OR_RETURN(TensorMap tensors, ReadSafetensors(path));
+  auto mosaic = OpenClipToMosaic(model.spec(), tensors);
+  if (!mosaic.ok()) return mosaic.status().WithPrefix(path);
+  return CopyIntoModel(*mosaic, path, model);
 }
 
 StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
@@ -511,22 +613,7 @@ Status LoadHfWeights(const std::string& folder, models::MultimodalModelImpl& mod
   MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, ReadModelWeights(folder));
   auto mosaic = HfToMosaic(model.spec(), hf);
   if (!mosaic.ok()) return mosaic.status().WithPrefix(folder);
-  torch::NoGradGuard no_grad;
-  std::set<std::string> seen;
-  for (auto& p : model.named_parameters(/*recurse=*/true)) {
-    auto it = mosaic->find(p.key());
-    if (it == mosaic->end())
-      return Internal(folder + ": no weight maps onto Mosaic parameter \"" + p.key() + "\"");
-    if (it->second.sizes() != p.value().sizes())
-      return Internal(folder + ": Mosaic parameter \"" + p.key() + "\" is " +
-                      ShapeText(p.value()) + ", its weights " + ShapeText(it->second));
-    p.value().copy_(it->second);
-    seen.insert(p.key());
-  }
-  for (const auto& [name, t] : *mosaic)
-    if (!seen.count(name))
-      return Internal(folder + ": weights for \"" + name + "\", which the model lacks");
-  return Status::Ok();
+  return CopyIntoModel(*mosaic, folder, model);
 }
 
 StatusOr<ModelSpec> LoadHfSpec(const std::string& folder) {

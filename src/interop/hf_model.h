@@ -43,6 +43,14 @@ StatusOr<HfArchitecture> HfArchitectureOf(const ModelSpec& spec);
 StatusOr<TensorMap> HfToMosaic(const ModelSpec& spec, const TensorMap& hf);
 StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic);
 
+// OpenCLIP state dicts (open_clip.model.CLIP: visual.transformer.resblocks.*, in_proj_weight,
+// c_fc/c_proj, visual.proj / text_projection as (width, output_dim)) for a CLIP spec (OpenCLIP
+// has no config.json: the spec says quick_gelu or gelu, and text pool "argmax").
+StatusOr<TensorMap> OpenClipToMosaic(const ModelSpec& spec, const TensorMap& open_clip);
+StatusOr<TensorMap> MosaicToOpenClip(const ModelSpec& spec, const TensorMap& mosaic);
+// Copies an OpenCLIP checkpoint in safetensors (open_clip_model.safetensors) into `model`.
+Status LoadOpenClipWeights(const std::string& path, models::MultimodalModelImpl& model);
+
 // The config.json `transformers` needs to build the same model.
 StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec);
 

@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <ATen/DeviceAccelerator.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -233,6 +234,14 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
 
   // Model spec, with the batch overrides.
   ModelSpec spec;
+  struct stat init_stat;
+  const bool init_is_file = !options.init.empty() &&
+                            ::stat(options.init.c_str(), &init_stat) == 0 &&
+                            S_ISREG(init_stat.st_mode);
+  if (init_is_file && options.model_path.empty()) {
+    return InvalidArgument("--init " + options.init +
+                           ": a checkpoint file (OpenCLIP) needs --model for its architecture");
+  }
   if (options.model_path.empty() && !options.init.empty()) {
     MOSAIC_ASSIGN_OR_RETURN(spec, interop::LoadHfSpec(options.init));
   } else {
@@ -311,7 +320,8 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, device));
   if (!options.init.empty()) {
-    MOSAIC_RETURN_IF_ERROR(interop::LoadHfWeights(options.init, *model));
+    MOSAIC_RETURN_IF_ERROR(init_is_file ? interop::LoadOpenClipWeights(options.init, *model)
+                                        : interop::LoadHfWeights(options.init, *model));
     log << "mosaic train: weights from " << options.init << " (tokenizer " << tok_path << ")\n";
   }
   model->train();

@@ -39,14 +39,14 @@ TEST(TrainInit, FineTunesAnHfClipFolderWithItsTokenizer) {
 }
 
 TEST(TrainInit, MismatchedSpecNamesTheTensorAndExitsTwo) {
-  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
+  auto spec = LoadHfSpec(Ref("clip-finetune"));
   ASSERT_TRUE(spec.ok()) << spec.status().message();
   spec->modules[0].depth = 1;  // the folder has 2 vision layers
   char tmpl[] = "/tmp/mosaic_init_XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string path = std::string(tmpl) + "/spec.json";
   ASSERT_TRUE(WriteJsonFile(path, ToJson(*spec)).ok());
-  auto r = Train("--model " + path + " --init " + Ref("clip-quickgelu") + " --steps 1");
+  auto r = Train("--model " + path + " --init " + Ref("clip-finetune") + " --steps 1");
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("extra tensor \"vision_model.encoder.layers.1."), std::string::npos)
       << r.out;

@@ -73,9 +73,7 @@ void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& r
   std::printf("compared %d gradients, max |diff| %.3g\n", compared, worst);
 }
 
-void CheckClip(const std::string& name) {
-  auto hf = ImportHfModel(Ref(name), torch::kCPU);
-  ASSERT_TRUE(hf.ok()) << hf.status().message();
+void CheckClipModel(HfImport* hf, const std::string& name) {
   TensorMap ref = Reference(name);
   models::Batch batch;
   batch.images = ref.at("input.pixel_values");
@@ -96,6 +94,12 @@ void CheckClip(const std::string& name) {
   ExpectClose(logits, ref.at("out.logits_per_image"), "logits_per_image");
   ExpectClose(out.loss, ref.at("out.loss"), "loss");
   ExpectGradientsMatch(*hf->model, ref);
+}
+
+void CheckClip(const std::string& name) {
+  auto hf = ImportHfModel(Ref(name), torch::kCPU);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  CheckClipModel(&*hf, name);
 }
 
 void CheckLlama(const std::string& name) {
@@ -158,6 +162,36 @@ TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
     EXPECT_EQ(t.scalar_type(), torch::kBFloat16) << n;
     EXPECT_TRUE(torch::equal(b->at(n), t)) << n;
   }
+}
+
+// OpenCLIP's state-dict names (written by make_reference.py from OpenCLIP's module layout) load
+// into the same Mosaic model and compute the same, and map back bit-identically.
+TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
+  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  HfImport hf;
+  hf.spec = *spec;
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok());
+  hf.model = *model;
+  const std::string file = Ref("clip-quickgelu") + "/open_clip_model.safetensors";
+  Status s = LoadOpenClipWeights(file, *hf.model);
+  ASSERT_TRUE(s.ok()) << s.message();
+  CheckClipModel(&hf, "clip-quickgelu");
+  auto original = ReadSafetensors(file);
+  auto back = MosaicToOpenClip(*spec, MosaicParameters(*hf.model));
+  ASSERT_TRUE(original.ok() && back.ok());
+  ASSERT_EQ(original->size(), back->size());
+  for (const auto& [n, t] : *original) {
+    ASSERT_TRUE(back->count(n)) << n;
+    EXPECT_TRUE(torch::equal(back->at(n), t)) << n;
+  }
+  // Its names are checked like HF's.
+  TensorMap broken = *original;
+  broken.erase("visual.proj");
+  auto error = OpenClipToMosaic(*spec, broken);
+  ASSERT_FALSE(error.ok());
+  EXPECT_EQ(error.status().message(), "missing tensor \"visual.proj\" (shape [48, 24])");
 }
 
 // --- mapping errors name the tensor ---------------------------------------------------------

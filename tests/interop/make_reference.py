@@ -40,6 +40,38 @@ def clip_tokens(batch, seq_len, vocab, eos, pad, gen):
     return ids, mask
 
 
+def open_clip_state_dict(model):
+    """The model's weights under OpenCLIP's names (open_clip.model.CLIP.state_dict()), written
+    from OpenCLIP's module layout: resblocks with a fused in_proj, c_fc/c_proj MLPs, and the
+    projections applied as x @ proj, so stored transposed."""
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    out = {"logit_scale": sd["logit_scale"]}
+    for hf, oc in (("vision_model", "visual."), ("text_model", "")):
+        n = len([k for k in sd if k.startswith(hf + ".encoder.layers.") and k.endswith("fc1.weight")])
+        for i in range(n):
+            h, o = f"{hf}.encoder.layers.{i}.", f"{oc}transformer.resblocks.{i}."
+            for part in ("weight", "bias"):
+                out[o + "attn.in_proj_" + part] = torch.cat(
+                    [sd[h + f"self_attn.{x}_proj.{part}"] for x in "qkv"])
+                out[o + "attn.out_proj." + part] = sd[h + "self_attn.out_proj." + part]
+                out[o + "ln_1." + part] = sd[h + "layer_norm1." + part]
+                out[o + "ln_2." + part] = sd[h + "layer_norm2." + part]
+                out[o + "mlp.c_fc." + part] = sd[h + "mlp.fc1." + part]
+                out[o + "mlp.c_proj." + part] = sd[h + "mlp.fc2." + part]
+    out["visual.class_embedding"] = sd["vision_model.embeddings.class_embedding"]
+    out["visual.positional_embedding"] = sd["vision_model.embeddings.position_embedding.weight"]
+    out["visual.conv1.weight"] = sd["vision_model.embeddings.patch_embedding.weight"]
+    for part in ("weight", "bias"):
+        out["visual.ln_pre." + part] = sd["vision_model.pre_layrnorm." + part]
+        out["visual.ln_post." + part] = sd["vision_model.post_layernorm." + part]
+        out["ln_final." + part] = sd["text_model.final_layer_norm." + part]
+    out["visual.proj"] = sd["visual_projection.weight"].t()
+    out["text_projection"] = sd["text_projection.weight"].t()
+    out["token_embedding.weight"] = sd["text_model.embeddings.token_embedding.weight"]
+    out["positional_embedding"] = sd["text_model.embeddings.position_embedding.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
 def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards, vocab=99):
     torch.manual_seed(0)
     seq_len = 12
@@ -63,6 +95,7 @@ def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards, vocab
         model.logit_scale.fill_(2.3)
     folder = os.path.join(out, name)
     model.save_pretrained(folder, max_shard_size=shards)
+    save_file(open_clip_state_dict(model), os.path.join(folder, "open_clip_model.safetensors"))
 
     gen = torch.Generator().manual_seed(1)
     pixels = torch.randn(3, 3, 16, 16, generator=gen)
