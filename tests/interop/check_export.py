@@ -4,6 +4,7 @@ config.json, and checks it against the folder it came from (ORIGINAL, made by ma
 same class, every state_dict tensor bit-identical, the same outputs on the reference inputs.
 
   python3 tests/interop/check_export.py EXPORTED ORIGINAL     # prints "export ok"
+  python3 tests/interop/check_export.py EXPORTED              # loads cleanly: "export ok"
 """
 import json
 import os
@@ -15,11 +16,19 @@ from safetensors.torch import load_file
 
 
 def main():
-    exported, original = sys.argv[1], sys.argv[2]
+    exported = sys.argv[1]
     with open(os.path.join(exported, "config.json")) as f:
         arch = json.load(f)["architectures"][0]
     cls = getattr(transformers, arch)
-    a = cls.from_pretrained(exported).eval()
+    a, info = cls.from_pretrained(exported, output_loading_info=True)
+    a.eval()
+    bad = {k: v for k, v in info.items() if v}
+    assert not bad, bad
+    if len(sys.argv) < 3:
+        n = sum(p.numel() for p in a.parameters())
+        print("export ok:", arch, n, "parameters, every tensor loaded")
+        return
+    original = sys.argv[2]
     b = cls.from_pretrained(original).eval()
     assert type(a) is type(b), (type(a), type(b))
     sa, sb = a.state_dict(), b.state_dict()

@@ -8,6 +8,7 @@
 #include "common/run_command.h"
 #include "core/file_io.h"
 #include "interop/hf_model.h"
+#include "interop/safetensors.h"
 
 namespace mosaic::interop {
 namespace {
@@ -36,6 +37,48 @@ TEST(TrainInit, FineTunesAnHfClipFolderWithItsTokenizer) {
   auto m = LoadJsonFile(metrics);
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ((*m)["model"], "hf-clip");
+}
+
+TEST(TrainInit, FineTunedCheckpointExportsToAFolderTransformersLoads) {
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto r = Train("--init " + Ref("clip-finetune") +
+                 " --steps 2 --batch-size 4 --eval-samples 8 --checkpoint-dir " + dir + "/ckpt");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string ckpt = dir + "/ckpt/step-00000002.ckpt";
+  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " +
+                               Ref("clip-finetune") + " --checkpoint " + ckpt + " -o " + dir +
+                               "/hf");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("step 2"), std::string::npos) << e.out;
+  // Fine-tuning moved the weights: the export is not the folder it started from.
+  auto before = ReadModelWeights(Ref("clip-finetune"));
+  auto after = ReadModelWeights(dir + "/hf");
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(before->size(), after->size());
+  EXPECT_FALSE(torch::equal(before->at("visual_projection.weight"),
+                            after->at("visual_projection.weight")));
+  auto py = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                                "/tests/interop/check_export.py " + dir + "/hf");
+  EXPECT_EQ(py.code, 0) << py.out;
+  EXPECT_NE(py.out.find("export ok: CLIPModel"), std::string::npos) << py.out;
+  // The OpenCLIP format of the same checkpoint, and a bad one refused in one line.
+  auto oc = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " +
+                                Ref("clip-finetune") + " --checkpoint " + ckpt +
+                                " --format open_clip -o " + dir + "/oc.safetensors");
+  ASSERT_EQ(oc.code, 0) << oc.out;
+  auto oc_tensors = ReadSafetensors(dir + "/oc.safetensors");
+  ASSERT_TRUE(oc_tensors.ok());
+  EXPECT_TRUE(oc_tensors->count("visual.transformer.resblocks.0.attn.in_proj_weight"));
+  auto bad = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model clip-tiny --configs " +
+                                 MOSAIC_SOURCE_DIR + "/configs --checkpoint " + ckpt + " -o " +
+                                 dir + "/bad");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("mosaic export: model \"clip-tiny\": module \"vision\": CLIPModel's "
+                         "patch embedding has no bias"),
+            std::string::npos)
+      << bad.out;
 }
 
 TEST(TrainInit, MismatchedSpecNamesTheTensorAndExitsTwo) {
