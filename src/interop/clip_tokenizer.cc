@@ -279,7 +279,8 @@ std::vector<int64_t> ClipTokenizer::EncodeIds(const std::string& text) const {
         id = special == kBos ? bos_id_ : eos_id_;
       }
     }
-    const std::string chunk = text.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    const std::string chunk =
+        text.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
     for (const std::string& piece : Pieces(chunk))
       Bpe(piece, &ids);
     if (next == std::string::npos) break;

@@ -107,11 +107,15 @@ StatusOr<std::vector<TensorRule>> ClipRules(const ModelSpec& spec) {
   const int64_t C = v.width, ch = v.channels > 0 ? v.channels : 3, p = v.patch_size;
   const int64_t side = v.image_size / v.patch_size, tokens = side * side + 1;
   const std::string vn = Sub(v.name);
-  r.push_back({vn + ".patch_embed.weight", {C, ch, p, p},
-               {"vision_model.embeddings.patch_embedding.weight"}, {{C, ch, p, p}}});
+  r.push_back({vn + ".patch_embed.weight",
+               {C, ch, p, p},
+               {"vision_model.embeddings.patch_embedding.weight"},
+               {{C, ch, p, p}}});
   r.push_back({vn + ".class_token", {1, 1, C}, {"vision_model.embeddings.class_embedding"}, {{C}}});
-  r.push_back({vn + ".positions", {1, tokens, C},
-               {"vision_model.embeddings.position_embedding.weight"}, {{tokens, C}}});
+  r.push_back({vn + ".positions",
+               {1, tokens, C},
+               {"vision_model.embeddings.position_embedding.weight"},
+               {{tokens, C}}});
   AddLayerNorm(r, vn + ".ln_pre", "vision_model.pre_layrnorm", C);
   AddClipEncoder(r, v, "vision_model");
   AddLayerNorm(r, vn + ".ln_post", "vision_model.post_layernorm", C);
@@ -119,10 +123,14 @@ StatusOr<std::vector<TensorRule>> ClipRules(const ModelSpec& spec) {
 
   const int64_t D = t.width;
   const std::string tn = Sub(t.name);
-  r.push_back({tn + ".token_embed.weight", {t.vocab_size, D},
-               {"text_model.embeddings.token_embedding.weight"}, {{t.vocab_size, D}}});
-  r.push_back({tn + ".positions", {1, t.seq_len, D},
-               {"text_model.embeddings.position_embedding.weight"}, {{t.seq_len, D}}});
+  r.push_back({tn + ".token_embed.weight",
+               {t.vocab_size, D},
+               {"text_model.embeddings.token_embedding.weight"},
+               {{t.vocab_size, D}}});
+  r.push_back({tn + ".positions",
+               {1, t.seq_len, D},
+               {"text_model.embeddings.position_embedding.weight"},
+               {{t.seq_len, D}}});
   AddClipEncoder(r, t, "text_model");
   AddLayerNorm(r, tn + ".ln_final", "text_model.final_layer_norm", D);
   AddLinear(r, tn + ".proj", "text_projection", t.output_dim, D, false);
@@ -472,7 +480,8 @@ StatusOr<std::vector<TensorRule>> OpenClipRules(const ModelSpec& spec) {
   const int64_t C = v.width, ch = v.channels > 0 ? v.channels : 3, p = v.patch_size;
   const int64_t side = v.image_size / v.patch_size, tokens = side * side + 1;
   const std::string vn = Sub(v.name), tn = Sub(t.name);
-  r.push_back({vn + ".patch_embed.weight", {C, ch, p, p}, {"visual.conv1.weight"}, {{C, ch, p, p}}});
+  r.push_back(
+      {vn + ".patch_embed.weight", {C, ch, p, p}, {"visual.conv1.weight"}, {{C, ch, p, p}}});
   r.push_back({vn + ".class_token", {1, 1, C}, {"visual.class_embedding"}, {{C}}});
   r.push_back({vn + ".positions", {1, tokens, C}, {"visual.positional_embedding"}, {{tokens, C}}});
   AddLayerNorm(r, vn + ".ln_pre", "visual.ln_pre", C);
@@ -480,12 +489,15 @@ StatusOr<std::vector<TensorRule>> OpenClipRules(const ModelSpec& spec) {
   AddLayerNorm(r, vn + ".ln_post", "visual.ln_post", C);
   r.push_back({vn + ".proj.weight", {v.output_dim, C}, {"visual.proj"}, {{C, v.output_dim}}, true});
   const int64_t D = t.width;
-  r.push_back({tn + ".token_embed.weight", {t.vocab_size, D}, {"token_embedding.weight"},
+  r.push_back({tn + ".token_embed.weight",
+               {t.vocab_size, D},
+               {"token_embedding.weight"},
                {{t.vocab_size, D}}});
   r.push_back({tn + ".positions", {1, t.seq_len, D}, {"positional_embedding"}, {{t.seq_len, D}}});
   AddOpenClipTower(r, t, "");
   AddLayerNorm(r, tn + ".ln_final", "ln_final", D);
-  r.push_back({tn + ".proj.weight", {t.output_dim, D}, {"text_projection"}, {{D, t.output_dim}}, true});
+  r.push_back(
+      {tn + ".proj.weight", {t.output_dim, D}, {"text_projection"}, {{D, t.output_dim}}, true});
   r.push_back({Sub(l.name) + ".logit_scale", {}, {"logit_scale"}, {{}}});
   return r;
 }
@@ -499,8 +511,8 @@ Status CopyIntoModel(const TensorMap& mosaic, const std::string& source,
     if (it == mosaic.end())
       return Internal(source + ": no weight maps onto Mosaic parameter \"" + p.key() + "\"");
     if (it->second.sizes() != p.value().sizes())
-      return Internal(source + ": Mosaic parameter \"" + p.key() + "\" is " +
-                      ShapeText(p.value()) + ", its weights " + ShapeText(it->second));
+      return Internal(source + ": Mosaic parameter \"" + p.key() + "\" is " + ShapeText(p.value()) +
+                      ", its weights " + ShapeText(it->second));
     p.value().copy_(it->second);
     seen.insert(p.key());
   }
@@ -547,7 +559,9 @@ StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
            : a == Activation::kGelu    ? "gelu"
                                        : "gelu_pytorch_tanh";
   };
-  auto eps = [](const ModuleSpec& m, double fallback) { return m.norm_eps > 0 ? m.norm_eps : fallback; };
+  auto eps = [](const ModuleSpec& m, double fallback) {
+    return m.norm_eps > 0 ? m.norm_eps : fallback;
+  };
   int n;
   if (arch == HfArchitecture::kClip) {
     const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
@@ -563,17 +577,13 @@ StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
                  {"layer_norm_eps", eps(t, 1e-5)},
                  {"projection_dim", t.output_dim},
                  {"eos_token_id", t.pool_at == TextPoolAt::kArgmaxId ? 2 : t.eos_token_id}};
-    Json vision = {{"model_type", "clip_vision_model"},
-                   {"hidden_size", v.width},
-                   {"intermediate_size", v.mlp_dim},
-                   {"num_hidden_layers", v.depth},
-                   {"num_attention_heads", v.heads},
-                   {"image_size", v.image_size},
-                   {"patch_size", v.patch_size},
-                   {"num_channels", v.channels > 0 ? v.channels : 3},
-                   {"hidden_act", act(v.activation)},
-                   {"layer_norm_eps", eps(v, 1e-5)},
-                   {"projection_dim", v.output_dim}};
+    Json vision = {
+        {"model_type", "clip_vision_model"}, {"hidden_size", v.width},
+        {"intermediate_size", v.mlp_dim},    {"num_hidden_layers", v.depth},
+        {"num_attention_heads", v.heads},    {"image_size", v.image_size},
+        {"patch_size", v.patch_size},        {"num_channels", v.channels > 0 ? v.channels : 3},
+        {"hidden_act", act(v.activation)},   {"layer_norm_eps", eps(v, 1e-5)},
+        {"projection_dim", v.output_dim}};
     return Json{{"architectures", {"CLIPModel"}},
                 {"model_type", "clip"},
                 {"projection_dim", v.output_dim},
@@ -639,7 +649,9 @@ Status ExportHfModel(const models::MultimodalModelImpl& model, const std::string
   MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, MosaicToHf(model.spec(), MosaicParameters(model)));
   for (auto& [name, t] : hf)
     t = t.to(dtype);
-  config["dtype"] = dtype == torch::kFloat ? "float32" : dtype == torch::kBFloat16 ? "bfloat16" : "float16";
+  config["dtype"] = dtype == torch::kFloat      ? "float32"
+                    : dtype == torch::kBFloat16 ? "bfloat16"
+                                                : "float16";
   config["torch_dtype"] = config["dtype"];
   if (::mkdir(folder.c_str(), 0755) != 0 && errno != EEXIST)
     return IoError(folder + ": cannot create (" + std::strerror(errno) + ")");

@@ -24,9 +24,9 @@ struct DtypeName {
   torch::ScalarType type;
 };
 constexpr DtypeName kDtypes[] = {
-    {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16},
-    {"BF16", torch::kBFloat16}, {"I64", torch::kInt64}, {"I32", torch::kInt32},
-    {"I16", torch::kInt16},   {"I8", torch::kInt8},     {"U8", torch::kUInt8},
+    {"F64", torch::kFloat64},   {"F32", torch::kFloat32}, {"F16", torch::kFloat16},
+    {"BF16", torch::kBFloat16}, {"I64", torch::kInt64},   {"I32", torch::kInt32},
+    {"I16", torch::kInt16},     {"I8", torch::kInt8},     {"U8", torch::kUInt8},
     {"BOOL", torch::kBool},
 };
 
@@ -74,7 +74,8 @@ StatusOr<Header> ReadHeader(std::ifstream& in, const std::string& path) {
   in.seekg(0);
   unsigned char len_bytes[8];
   if (h.file_size < 8 || !in.read(reinterpret_cast<char*>(len_bytes), 8))
-    return InvalidArgument(path + ": not a safetensors file (shorter than its 8-byte header length)");
+    return InvalidArgument(path +
+                           ": not a safetensors file (shorter than its 8-byte header length)");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i)
     n = (n << 8) | len_bytes[i];
@@ -125,9 +126,8 @@ StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
     if (name == "__metadata__") continue;
     const std::string where = path + ": tensor \"" + name + "\"";
     if (!info.is_object() || !info.contains("dtype") || !info.contains("shape") ||
-        !info.contains("data_offsets") || !info["dtype"].is_string() ||
-        !info["shape"].is_array() || !info["data_offsets"].is_array() ||
-        info["data_offsets"].size() != 2)
+        !info.contains("data_offsets") || !info["dtype"].is_string() || !info["shape"].is_array() ||
+        !info["data_offsets"].is_array() || info["data_offsets"].size() != 2)
       return InvalidArgument(where + ": expected {dtype, shape, data_offsets: [begin, end]}");
     Entry e;
     e.name = name;
@@ -142,7 +142,8 @@ StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
     if (!known) return InvalidArgument(where + ": unsupported dtype \"" + dtype + "\"");
     uint64_t numel = 1;
     for (const auto& d : info["shape"]) {
-      if (!d.is_number_unsigned()) return InvalidArgument(where + ": shape must be non-negative integers");
+      if (!d.is_number_unsigned())
+        return InvalidArgument(where + ": shape must be non-negative integers");
       const uint64_t v = d.get<uint64_t>();
       if (v > (uint64_t{1} << 40) || (v > 0 && numel > (uint64_t{1} << 40) / v))
         return InvalidArgument(where + ": shape too large");
@@ -157,9 +158,8 @@ StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
     const uint64_t want = numel * c10::elementSize(e.type);
     if (e.end < e.begin || e.end - e.begin != want)
       return InvalidArgument(where + ": data_offsets [" + std::to_string(e.begin) + ", " +
-                             std::to_string(e.end) + ") hold " +
-                             std::to_string(e.end - e.begin) + " bytes, its " + dtype +
-                             " shape needs " + std::to_string(want));
+                             std::to_string(e.end) + ") hold " + std::to_string(e.end - e.begin) +
+                             " bytes, its " + dtype + " shape needs " + std::to_string(want));
     if (e.end > data_bytes)
       return InvalidArgument(where + ": data_offsets end " + std::to_string(e.end) +
                              " past the file's " + std::to_string(data_bytes) + " data bytes");
@@ -213,9 +213,8 @@ Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
     if (!dtype.ok()) return dtype.status().WithPrefix(path + ": tensor \"" + name + "\"");
     torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    header[name] = {{"dtype", *dtype},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", *dtype}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(t);
   }

@@ -28,7 +28,8 @@ TEST(ClipTokenizer, MatchesTransformersTokenForToken) {
     const std::string text = c["text"].get<std::string>();
     const auto want = c["ids"].get<std::vector<int64_t>>();
     EXPECT_EQ(tok->EncodeIds(text), want) << "text: " << text;
-    EXPECT_EQ(tok->Encode(text, seq_len), c["ids_" + std::to_string(seq_len)].get<std::vector<int64_t>>())
+    EXPECT_EQ(tok->Encode(text, seq_len),
+              c["ids_" + std::to_string(seq_len)].get<std::vector<int64_t>>())
         << "text: " << text;
     ++cases;
     tokens += static_cast<int>(want.size());
@@ -43,8 +44,8 @@ TEST(ClipTokenizer, PiecesFollowClipsPattern) {
   ASSERT_TRUE(tok.ok());
   EXPECT_EQ(tok->Pieces("I'm  HERE!!'s 42\tcaf\u00e9"),
             (std::vector<std::string>{"i", "'m", "here", "!!'", "s", "4", "2", "caf\u00e9"}));
-  EXPECT_EQ(tok->Encode("", 4), (std::vector<int64_t>{tok->bos_id(), tok->eos_id(),
-                                                      tok->pad_id(), tok->pad_id()}));
+  EXPECT_EQ(tok->Encode("", 4),
+            (std::vector<int64_t>{tok->bos_id(), tok->eos_id(), tok->pad_id(), tok->pad_id()}));
 }
 
 TEST(ClipTokenizer, BadFilesAreClearErrors) {
@@ -53,11 +54,9 @@ TEST(ClipTokenizer, BadFilesAreClearErrors) {
   ASSERT_TRUE(WriteFileAtomic(dir + ".merges.txt", "#version: 0.2\na b\n").ok());
   auto no_special = ClipTokenizer::Load(dir + ".vocab.json", dir + ".merges.txt");
   ASSERT_FALSE(no_special.ok());
-  EXPECT_EQ(no_special.status().message(),
-            dir + ".vocab.json: the vocab has no <|startoftext|>");
-  ASSERT_TRUE(WriteFileAtomic(dir + ".vocab.json",
-                              R"({"<|startoftext|>": 0, "<|endoftext|>": 1})")
-                  .ok());
+  EXPECT_EQ(no_special.status().message(), dir + ".vocab.json: the vocab has no <|startoftext|>");
+  ASSERT_TRUE(
+      WriteFileAtomic(dir + ".vocab.json", R"({"<|startoftext|>": 0, "<|endoftext|>": 1})").ok());
   ASSERT_TRUE(WriteFileAtomic(dir + ".merges.txt", "#version: 0.2\na b\nabc\n").ok());
   auto bad_merge = ClipTokenizer::Load(dir + ".vocab.json", dir + ".merges.txt");
   ASSERT_FALSE(bad_merge.ok());

@@ -26,9 +26,9 @@ TEST(TrainInit, FineTunesAnHfClipFolderWithItsTokenizer) {
   char tmpl[] = "/tmp/mosaic_init_XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string metrics = std::string(tmpl) + "/metrics.json";
-  auto r = Train("--init " + Ref("clip-finetune") +
-                 " --steps 3 --batch-size 4 --eval-samples 8 --log-every 1 --metrics-out " +
-                 metrics);
+  auto r =
+      Train("--init " + Ref("clip-finetune") +
+            " --steps 3 --batch-size 4 --eval-samples 8 --log-every 1 --metrics-out " + metrics);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("weights from " + Ref("clip-finetune") + " (tokenizer " +
                        Ref("clip-finetune") + ")"),
@@ -47,9 +47,8 @@ TEST(TrainInit, FineTunedCheckpointExportsToAFolderTransformersLoads) {
                  " --steps 2 --batch-size 4 --eval-samples 8 --checkpoint-dir " + dir + "/ckpt");
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string ckpt = dir + "/ckpt/step-00000002.ckpt";
-  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " +
-                               Ref("clip-finetune") + " --checkpoint " + ckpt + " -o " + dir +
-                               "/hf");
+  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + Ref("clip-finetune") +
+                               " --checkpoint " + ckpt + " -o " + dir + "/hf");
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("step 2"), std::string::npos) << e.out;
   // Fine-tuning moved the weights: the export is not the folder it started from.
@@ -57,8 +56,8 @@ TEST(TrainInit, FineTunedCheckpointExportsToAFolderTransformersLoads) {
   auto after = ReadModelWeights(dir + "/hf");
   ASSERT_TRUE(before.ok() && after.ok());
   EXPECT_EQ(before->size(), after->size());
-  EXPECT_FALSE(torch::equal(before->at("visual_projection.weight"),
-                            after->at("visual_projection.weight")));
+  EXPECT_FALSE(
+      torch::equal(before->at("visual_projection.weight"), after->at("visual_projection.weight")));
   auto py = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
                                 "/tests/interop/check_export.py " + dir + "/hf");
   EXPECT_EQ(py.code, 0) << py.out;

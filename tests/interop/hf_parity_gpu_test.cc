@@ -79,9 +79,15 @@ void CheckBf16(const std::string& name) {
   }
 }
 
-TEST(HfParityGpu, ClipBf16WithinReferenceBf16Error) { CheckBf16("clip-quickgelu"); }
-TEST(HfParityGpu, ClipGeluBf16WithinReferenceBf16Error) { CheckBf16("clip-gelu-sharded"); }
-TEST(HfParityGpu, LlamaBf16WithinReferenceBf16Error) { CheckBf16("llama"); }
+TEST(HfParityGpu, ClipBf16WithinReferenceBf16Error) {
+  CheckBf16("clip-quickgelu");
+}
+TEST(HfParityGpu, ClipGeluBf16WithinReferenceBf16Error) {
+  CheckBf16("clip-gelu-sharded");
+}
+TEST(HfParityGpu, LlamaBf16WithinReferenceBf16Error) {
+  CheckBf16("llama");
+}
 
 }  // namespace
 }  // namespace mosaic::interop

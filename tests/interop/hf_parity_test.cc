@@ -137,15 +137,31 @@ void CheckRoundTrip(const std::string& name, torch::ScalarType dtype = torch::kF
   EXPECT_NE(r.out.find("export ok"), std::string::npos) << r.out;
 }
 
-TEST(HfParity, ClipQuickGeluArgmaxPoolingMatchesTransformers) { CheckClip("clip-quickgelu"); }
-TEST(HfParity, ClipGeluEosPoolingShardedMatchesTransformers) { CheckClip("clip-gelu-sharded"); }
-TEST(HfParity, LlamaGqaMatchesTransformers) { CheckLlama("llama"); }
-TEST(HfParity, LlamaTiedEmbeddingsMatchesTransformers) { CheckLlama("llama-tied"); }
+TEST(HfParity, ClipQuickGeluArgmaxPoolingMatchesTransformers) {
+  CheckClip("clip-quickgelu");
+}
+TEST(HfParity, ClipGeluEosPoolingShardedMatchesTransformers) {
+  CheckClip("clip-gelu-sharded");
+}
+TEST(HfParity, LlamaGqaMatchesTransformers) {
+  CheckLlama("llama");
+}
+TEST(HfParity, LlamaTiedEmbeddingsMatchesTransformers) {
+  CheckLlama("llama-tied");
+}
 
-TEST(HfRoundTrip, ClipIsBitIdenticalAndLoadsInTransformers) { CheckRoundTrip("clip-quickgelu"); }
-TEST(HfRoundTrip, ShardedClipIsBitIdenticalAndLoads) { CheckRoundTrip("clip-gelu-sharded"); }
-TEST(HfRoundTrip, LlamaIsBitIdenticalAndLoadsInTransformers) { CheckRoundTrip("llama"); }
-TEST(HfRoundTrip, TiedLlamaIsBitIdenticalAndLoads) { CheckRoundTrip("llama-tied"); }
+TEST(HfRoundTrip, ClipIsBitIdenticalAndLoadsInTransformers) {
+  CheckRoundTrip("clip-quickgelu");
+}
+TEST(HfRoundTrip, ShardedClipIsBitIdenticalAndLoads) {
+  CheckRoundTrip("clip-gelu-sharded");
+}
+TEST(HfRoundTrip, LlamaIsBitIdenticalAndLoadsInTransformers) {
+  CheckRoundTrip("llama");
+}
+TEST(HfRoundTrip, TiedLlamaIsBitIdenticalAndLoads) {
+  CheckRoundTrip("llama-tied");
+}
 TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
   // bf16 -> fp32 master weights -> bf16 is exact.
   auto hf = ImportHfModel(Ref("llama"), torch::kCPU);

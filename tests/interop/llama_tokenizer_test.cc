@@ -39,8 +39,8 @@ TEST(LlamaTokenizer, MatchesTransformersExceptItsLeadingSpaceRule) {
     }
   }
   EXPECT_GE(same, 20);
-  std::printf("%d texts identical, %d with a leading space differ by the dummy prefix only\n",
-              same, leading_space);
+  std::printf("%d texts identical, %d with a leading space differ by the dummy prefix only\n", same,
+              leading_space);
 }
 
 }  // namespace

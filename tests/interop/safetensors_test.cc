@@ -102,8 +102,7 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
                   eight)
                 .find("tensor \"b\" starts at byte 2, expected 4 (overlaps"),
             std::string::npos);
-  EXPECT_NE(error(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight)
-                .find("(gap)"),
+  EXPECT_NE(error(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight).find("(gap)"),
             std::string::npos);
   EXPECT_NE(error(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight)
                 .find("4 trailing data bytes"),
