@@ -49,6 +49,8 @@ Status Export(const ExportFlags& f) {
   const torch::ScalarType dtype = f.dtype == "bf16"   ? torch::kBFloat16
                                   : f.dtype == "fp16" ? torch::kHalf
                                                       : torch::kFloat;
+  // A missing or damaged checkpoint is refused before a possibly large model is built.
+  MOSAIC_RETURN_IF_ERROR(train::VerifyCheckpointFile(f.checkpoint));
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, torch::kCPU));
   // The checkpoint holds the optimizer too; its moments are read and dropped.
