@@ -4,6 +4,7 @@
 //   mosaic train --model clip-tiny                      # the README's demo, CPU, ~1 minute
 //   mosaic train -m configs/models/clip-b16.json --device cuda --steps 500 --data shards/
 //   mosaic train -m clip-tiny --checkpoint-dir runs/a --checkpoint-every 50 --resume
+//   mosaic train --init hf/clip-folder --data pairs/ --steps 200   # fine-tune HF weights
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -88,6 +89,9 @@ int Run(TrainFlags& f) {
   f.options.on_bad_data = *policy;
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
+  if (f.options.model_path.empty() && f.options.init.empty()) {
+    return ReportError("train", InvalidArgument("--model or --init is required"));
+  }
   StopSignals signals;
   StatusOr<train::TrainResult> result = train::Train(f.options);
   if (!result.ok()) {
@@ -130,9 +134,16 @@ void AddTrainCommand(CLI::App& app) {
       "train", "Train a model (default: on generated shapes) and report held-out retrieval");
   auto f = std::make_shared<TrainFlags>();
   train::TrainOptions& o = f->options;
-  sub->add_option("--model,-m", o.model_path, "Model spec file, or a zoo name (clip-tiny)")
-      ->envname("MOSAIC_MODEL")
-      ->required();
+  sub->add_option("--model,-m", o.model_path,
+                  "Model spec file, or a zoo name (clip-tiny); default with --init: the "
+                  "folder's config.json")
+      ->envname("MOSAIC_MODEL");
+  sub->add_option("--init", o.init,
+                  "Hugging Face folder (config.json + safetensors: CLIPModel, "
+                  "LlamaForCausalLM) whose weights start the run; its vocab.json + merges.txt "
+                  "are the default tokenizer; or an OpenCLIP .safetensors file with --model "
+                  "(docs/interop.md)")
+      ->envname("MOSAIC_INIT");
   sub->add_option("--steps", o.steps, "Optimizer steps to train")
       ->envname("MOSAIC_STEPS")
       ->check(CLI::PositiveNumber)

@@ -2,6 +2,8 @@
 #include "train/trainer.h"
 
 #include <ATen/DeviceAccelerator.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,6 +17,7 @@
 
 #include "engine/plan_executor.h"
 #include "planner/online.h"
+#include "interop/hf_model.h"
 #include "models/multimodal_model.h"
 #include "train/checkpoint.h"
 #include "train/data_loader.h"
@@ -254,8 +257,21 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   }
 
   // Model spec, with the batch overrides.
-  const std::string model_path = ResolveModelPath(options.model_path, options.configs_dir);
-  MOSAIC_ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_path));
+  ModelSpec spec;
+  struct stat init_stat;
+  const bool init_is_file = !options.init.empty() &&
+                            ::stat(options.init.c_str(), &init_stat) == 0 &&
+                            S_ISREG(init_stat.st_mode);
+  if (init_is_file && options.model_path.empty()) {
+    return InvalidArgument("--init " + options.init +
+                           ": a checkpoint file (OpenCLIP) needs --model for its architecture");
+  }
+  if (options.model_path.empty() && !options.init.empty()) {
+    MOSAIC_ASSIGN_OR_RETURN(spec, interop::LoadHfSpec(options.init));
+  } else {
+    const std::string model_path = ResolveModelPath(options.model_path, options.configs_dir);
+    MOSAIC_ASSIGN_OR_RETURN(spec, LoadModelSpec(model_path));
+  }
   if (options.batch_size > 0) spec.batch_size = options.batch_size;
   if (options.micro_batches > 0) spec.micro_batches = options.micro_batches;
   if (spec.batch_size % spec.micro_batches != 0) {
@@ -266,10 +282,15 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   MOSAIC_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
 
   // Tokenizer and data.
-  const std::string tok_path =
+  std::string tok_path =
       options.tokenizer.empty()
           ? JoinPath(JoinPath(options.configs_dir, "tokenizers"), "shapes.model")
           : options.tokenizer;
+  if (options.tokenizer.empty() && !options.init.empty() &&
+      access(JoinPath(options.init, "vocab.json").c_str(), R_OK) == 0 &&
+      access(JoinPath(options.init, "merges.txt").c_str(), R_OK) == 0) {
+    tok_path = options.init;  // the pretrained model's own CLIP BPE
+  }
   MOSAIC_ASSIGN_OR_RETURN(Tokenizer tok_value, Tokenizer::Load(tok_path));
   auto tokenizer = std::make_shared<const Tokenizer>(std::move(tok_value));
   MOSAIC_ASSIGN_OR_RETURN(DataShape shape, ShapeFor(spec, *tokenizer));
@@ -322,6 +343,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   torch::manual_seed(options.seed);
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, device));
+  if (!options.init.empty()) {
+    MOSAIC_RETURN_IF_ERROR(init_is_file ? interop::LoadOpenClipWeights(options.init, *model)
+                                        : interop::LoadHfWeights(options.init, *model));
+    log << "mosaic train: weights from " << options.init << " (tokenizer " << tok_path << ")\n";
+  }
   model->train();
   if (options.print_model_table) log << models::ModelTable(*model);
   const bool small = model->ParameterCount() < kSmallModelParameters;

@@ -25,6 +25,11 @@ namespace mosaic::train {
 
 struct TrainOptions {
   std::string model_path;  // a spec file, or a zoo name looked up in configs_dir/models
+  // A Hugging Face folder (config.json + safetensors; src/interop) to fine-tune from: its weights
+  // initialize the model; without model_path its config.json is the model; without tokenizer
+  // its vocab.json + merges.txt (CLIP) are the tokenizer, when it has them. A file instead of a
+  // folder is an OpenCLIP checkpoint in safetensors, for the CLIP spec that model_path names.
+  std::string init;
   std::string configs_dir = "configs";
   std::string device = "cpu";  // cpu | cuda | cuda:N
   int64_t steps = 1500;
