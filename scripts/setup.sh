@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian packages from scripts/packages.txt, Python packages from
-# requirements.txt), then configures and builds Mosaic into build/ with ninja.
+# requirements.txt and requirements-test.txt), then configures and builds Mosaic into build/ with ninja.
 #
 #   scripts/setup.sh            # install + build everything
 #   MOSAIC_BUILD_DIR=out scripts/setup.sh
@@ -43,6 +43,13 @@ have_torch=$("$PYTHON" -c 'import torch,sys; sys.stdout.write(torch.__version__)
 if [[ "${have_torch%%+*}" != "$want_torch" ]]; then
   say "installing Python packages from requirements.txt (torch $want_torch, about 3 GB the first time)"
   "$PYTHON" -m pip install --disable-pip-version-check -q -r requirements.txt
+fi
+# Test references (tests/interop compare against Hugging Face transformers).
+want_tf=$(sed -n 's/^transformers==//p' requirements-test.txt)
+have_tf=$("$PYTHON" -c 'import transformers,sys; sys.stdout.write(transformers.__version__)' 2>/dev/null || true)
+if [[ "$have_tf" != "$want_tf" ]]; then
+  say "installing test packages from requirements-test.txt (transformers $want_tf)"
+  "$PYTHON" -m pip install --disable-pip-version-check -q -r requirements-test.txt
 fi
 TORCH_PREFIX=$("$PYTHON" -c 'import torch,sys; sys.stdout.write(torch.utils.cmake_prefix_path)' 2>/dev/null)
 

@@ -4,6 +4,7 @@
 //   mosaic train --model clip-tiny                      # the README's demo, CPU, ~1 minute
 //   mosaic train -m configs/models/clip-b16.json --device cuda --steps 500 --data shards/
 //   mosaic train -m clip-tiny --checkpoint-dir runs/a --checkpoint-every 50 --resume
+//   mosaic train --init hf/clip-folder --data pairs/ --steps 200   # fine-tune HF weights
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -102,6 +103,7 @@ Json MetricsJson(const train::TrainResult& r, const train::TrainOptions& o) {
     doc["plan"] = r.plan_summary;
     doc["predicted_step_ms"] = r.predicted_step_ms;
     doc["measured_step_ms"] = r.measured_step_ms;
+    doc["replans"] = r.replans;
   }
   return doc;
 }
@@ -116,6 +118,9 @@ int Run(TrainFlags& f) {
   if (Status s = ReadTestHooks(&f.options); !s.ok()) return ReportError("train", s);
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
+  if (f.options.model_path.empty() && f.options.init.empty()) {
+    return ReportError("train", InvalidArgument("--model or --init is required"));
+  }
   StopSignals signals;
   StatusOr<train::TrainResult> result = train::Train(f.options);
   if (!result.ok()) {
@@ -158,9 +163,16 @@ void AddTrainCommand(CLI::App& app) {
       "train", "Train a model (default: on generated shapes) and report held-out retrieval");
   auto f = std::make_shared<TrainFlags>();
   train::TrainOptions& o = f->options;
-  sub->add_option("--model,-m", o.model_path, "Model spec file, or a zoo name (clip-tiny)")
-      ->envname("MOSAIC_MODEL")
-      ->required();
+  sub->add_option("--model,-m", o.model_path,
+                  "Model spec file, or a zoo name (clip-tiny); default with --init: the "
+                  "folder's config.json")
+      ->envname("MOSAIC_MODEL");
+  sub->add_option("--init", o.init,
+                  "Hugging Face folder (config.json + safetensors: CLIPModel, "
+                  "LlamaForCausalLM) whose weights start the run; its vocab.json + merges.txt "
+                  "are the default tokenizer; or an OpenCLIP .safetensors file with --model "
+                  "(docs/interop.md)")
+      ->envname("MOSAIC_INIT");
   sub->add_option("--steps", o.steps, "Optimizer steps to train")
       ->envname("MOSAIC_STEPS")
       ->check(CLI::PositiveNumber)
@@ -250,6 +262,12 @@ void AddTrainCommand(CLI::App& app) {
                   "auto (time the planner's candidates on this GPU, keep the fastest) or a plan "
                   "file (default: plain autograd, micro-batch by micro-batch)")
       ->envname("MOSAIC_PLAN");
+  sub->add_flag("--online-replan", o.online_replan,
+                "With a graph --plan on CUDA: fold every step's measured task times into the "
+                "perf model and re-plan when a plan predicted over 5% faster pays for itself");
+  sub->add_option("--replan-every", o.replan_every, "Steps between online re-plans")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   sub->add_option("--device-spec", o.device_spec,
                   "Device spec the planner plans for (configs/devices/<name>.json)")
       ->capture_default_str();

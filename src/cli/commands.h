@@ -41,6 +41,7 @@ void AddShowCommand(CLI::App& app);
 #endif
 #ifdef MOSAIC_HAVE_TORCH
 void AddTrainCommand(CLI::App& app);
+void AddExportCommand(CLI::App& app);
 #endif
 #ifdef MOSAIC_HAVE_ENGINE
 void AddProfileCommand(CLI::App& app);

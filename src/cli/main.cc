@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
 #endif
 #ifdef MOSAIC_HAVE_TORCH
   AddTrainCommand(app);
+  AddExportCommand(app);
 #endif
 #ifdef MOSAIC_HAVE_ENGINE
   AddProfileCommand(app);

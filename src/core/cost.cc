@@ -72,7 +72,7 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
         const double patch = double(m.patch_size) * m.patch_size * m.channels;
         const double patches = double(m.image_size / m.patch_size) * (m.image_size / m.patch_size);
         // patch embedding (+ bias), positions, class token, and CLIP's pre-norm (ln_pre).
-        params += patch * d + d + T * d + (m.pool == Pooling::kCls ? d : 0) + 2 * d;
+        params += patch * d + (m.patch_bias ? d : 0) + T * d + (m.pool == Pooling::kCls ? d : 0) + 2 * d;
         extra_flops += 2 * patches * patch * d;
         break;
       }
@@ -85,7 +85,7 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
         act_elems += m.frames * d * 2;
         break;
       case ModuleKind::kLlm:
-        params += 2.0 * m.vocab_size * d;                   // embedding + untied LM head
+        params += (m.tie_embeddings ? 1.0 : 2.0) * m.vocab_size * d;  // embedding (+ LM head)
         extra_flops += 2.0 * m.seq_len * d * m.vocab_size;  // head on the text positions
         act_elems += m.seq_len * double(m.vocab_size);      // logits for the loss
         break;

@@ -54,6 +54,28 @@ const char* ToString(ProjectorKind p) {
 const char* ToString(LossKind l) {
   return l == LossKind::kContrastive ? "contrastive" : "next_token";
 }
+const char* ToString(Activation a) {
+  switch (a) {
+    case Activation::kGeluTanh:
+      return "gelu_tanh";
+    case Activation::kQuickGelu:
+      return "quick_gelu";
+    case Activation::kGelu:
+      return "gelu";
+  }
+  return "?";
+}
+const char* ToString(TextPoolAt p) {
+  switch (p) {
+    case TextPoolAt::kLastReal:
+      return "last";
+    case TextPoolAt::kArgmaxId:
+      return "argmax";
+    case TextPoolAt::kFirstEos:
+      return "eos";
+  }
+  return "?";
+}
 int BytesPerElement(Precision p) {
   return p == Precision::kFp32 ? 4 : 2;
 }
@@ -208,15 +230,34 @@ void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
           ExpectAtMost(r, "output_dim", m.output_dim, kMaxSize)))
       m.output_dim = 0;
   }
+  const double default_eps = m.kind == ModuleKind::kLlm ? 1e-6 : 1e-5;
+  if (r.Optional("norm_eps", &m.norm_eps, default_eps) && !(m.norm_eps > 0 && m.norm_eps < 1)) {
+    r.Error("norm_eps", "must be in (0, 1)");
+  }
+  if (m.kind == ModuleKind::kVit || m.kind == ModuleKind::kText) {
+    std::string act;
+    if (r.Optional("activation", &act, "gelu_tanh") &&
+        r.ExpectOneOf("activation", act, {"gelu_tanh", "quick_gelu", "gelu"})) {
+      m.activation = act == "gelu_tanh"    ? Activation::kGeluTanh
+                     : act == "quick_gelu" ? Activation::kQuickGelu
+                                           : Activation::kGelu;
+    }
+  }
   std::string pool;
   const char* default_pool = m.kind == ModuleKind::kVit ? "cls" : "mean";
   if (m.kind == ModuleKind::kText) default_pool = "last";
   if (m.kind == ModuleKind::kLlm) default_pool = "none";
   if (r.Optional("pool", &pool, default_pool)) {
     if (m.kind == ModuleKind::kText) {
-      // text pools at the last (end-of-text) token, as CLIP does, or by mean.
-      if (r.ExpectOneOf("pool", pool, {"last", "mean", "none"}))
-        m.pool = pool == "last" ? Pooling::kCls : ParsePooling(pool);
+      // text pools at the end-of-text token, as CLIP does (found as the last real token, the
+      // highest token id or the first eos_token_id), or by mean.
+      if (r.ExpectOneOf("pool", pool, {"last", "argmax", "eos", "mean", "none"})) {
+        const bool at_token = pool == "last" || pool == "argmax" || pool == "eos";
+        m.pool = at_token ? Pooling::kCls : ParsePooling(pool);
+        m.pool_at = pool == "argmax" ? TextPoolAt::kArgmaxId
+                    : pool == "eos"  ? TextPoolAt::kFirstEos
+                                     : TextPoolAt::kLastReal;
+      }
     } else if (m.kind == ModuleKind::kLlm) {
       if (pool != "none") r.Error("pool", "an llm does not pool; use \"none\"");
       m.pool = Pooling::kNone;
@@ -243,6 +284,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
       PositiveInt(r, "image_size", &m.image_size);
       PositiveInt(r, "patch_size", &m.patch_size);
       OptionalPositiveInt(r, "channels", &m.channels, 3);
+      r.Optional("patch_bias", &m.patch_bias, true);
       if (m.image_size > 0 && m.patch_size > 0) {
         const int64_t side = m.image_size / m.patch_size;
         if (side * side > kMaxTokens) {
@@ -256,15 +298,27 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
                                   std::to_string(m.image_size));
       }
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
-                           "pool", "image_size", "patch_size", "channels"});
+                           "pool", "image_size", "patch_size", "channels", "patch_bias",
+                           "activation", "norm_eps"});
       break;
     case ModuleKind::kText:
       ReadTransformer(r, m);
       PositiveInt(r, "seq_len", &m.seq_len);
       PositiveInt(r, "vocab_size", &m.vocab_size, kMaxVocab);
       r.Optional("causal", &m.causal, true);
+      if (m.pool_at == TextPoolAt::kFirstEos) {
+        if (r.Required("eos_token_id", &m.eos_token_id) && m.eos_token_id < 0) {
+          r.Error("eos_token_id", "must be >= 0");
+        } else if (m.vocab_size > 0 && m.eos_token_id >= m.vocab_size) {
+          r.Error("eos_token_id", std::to_string(m.eos_token_id) + " is not below vocab_size " +
+                                      std::to_string(m.vocab_size));
+        }
+      } else if (r.Has("eos_token_id")) {
+        r.Error("eos_token_id", "only with pool \"eos\"");
+      }
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
-                           "pool", "seq_len", "vocab_size", "causal"});
+                           "pool", "seq_len", "vocab_size", "causal", "activation", "norm_eps",
+                           "eos_token_id"});
       break;
     case ModuleKind::kLlm:
       ReadTransformer(r, m);
@@ -283,8 +337,9 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
       if (r.Optional("rope_theta", &m.rope_theta, 10000.0))
         r.ExpectPositive("rope_theta", m.rope_theta);
       if (m.output_dim != 0) r.Error("output_dim", "an llm has no output projection");
+      r.Optional("tie_embeddings", &m.tie_embeddings, false);
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "pool", "seq_len",
-                           "vocab_size", "kv_heads", "rope_theta"});
+                           "vocab_size", "kv_heads", "rope_theta", "norm_eps", "tie_embeddings"});
       break;
     case ModuleKind::kAudio:
       ReadTransformer(r, m);
@@ -295,7 +350,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
                 std::to_string(m.frames) + " must be even (the stride-2 conv front end halves it)");
       }
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
-                           "pool", "n_mels", "frames"});
+                           "pool", "n_mels", "frames", "norm_eps"});
       break;
     case ModuleKind::kProjector: {
       std::string p;
@@ -533,16 +588,22 @@ Json ToJson(const ModelSpec& spec) {
       o["mlp_dim"] = m.mlp_dim;
       if (m.kind != ModuleKind::kLlm) o["output_dim"] = m.output_dim;
       if (m.kind == ModuleKind::kText) {
-        o["pool"] = m.pool == Pooling::kCls ? "last" : ToString(m.pool);
+        o["pool"] = m.pool == Pooling::kCls ? ToString(m.pool_at) : ToString(m.pool);
+        if (m.pool == Pooling::kCls && m.pool_at == TextPoolAt::kFirstEos)
+          o["eos_token_id"] = m.eos_token_id;
       } else {
         o["pool"] = ToString(m.pool);
       }
+      if (m.activation != Activation::kGeluTanh) o["activation"] = ToString(m.activation);
+      const double default_eps = m.kind == ModuleKind::kLlm ? 1e-6 : 1e-5;
+      if (m.norm_eps > 0 && m.norm_eps != default_eps) o["norm_eps"] = m.norm_eps;
     }
     switch (m.kind) {
       case ModuleKind::kVit:
         o["image_size"] = m.image_size;
         o["patch_size"] = m.patch_size;
         o["channels"] = m.channels;
+        if (!m.patch_bias) o["patch_bias"] = false;
         break;
       case ModuleKind::kText:
         o["seq_len"] = m.seq_len;
@@ -554,6 +615,7 @@ Json ToJson(const ModelSpec& spec) {
         o["vocab_size"] = m.vocab_size;
         o["kv_heads"] = m.kv_heads;
         o["rope_theta"] = m.rope_theta;
+        if (m.tie_embeddings) o["tie_embeddings"] = true;
         break;
       case ModuleKind::kAudio:
         o["n_mels"] = m.n_mels;

@@ -32,12 +32,23 @@ enum class Precision { kFp32, kBf16, kFp16 };
 enum class Pooling { kCls, kMean, kNone };
 enum class ProjectorKind { kLinear, kMlp2 };
 enum class LossKind { kContrastive, kNextToken };
+// MLP activation of vit/text/audio blocks. kGeluTanh is Mosaic's default (Note [bias+GELU
+// epilogue] in models/blocks.h); kQuickGelu (x * sigmoid(1.702 x)) and kGelu (exact, erf) are what
+// pretrained CLIP checkpoints use (Hugging Face `hidden_act` "quick_gelu" / "gelu").
+enum class Activation { kGeluTanh, kQuickGelu, kGelu };
+// Where a text tower with pool "last" pools: kLastReal, the last real token (the mask's last
+// true position, Mosaic's default); kArgmaxId, the token with the highest id (OpenAI CLIP, whose
+// end-of-text token is the last id; HF CLIPTextModel when eos_token_id == 2); kFirstEos, the first
+// token equal to eos_token_id (HF CLIPTextModel otherwise).
+enum class TextPoolAt { kLastReal, kArgmaxId, kFirstEos };
 
 const char* ToString(ModuleKind k);
 const char* ToString(Precision p);
 const char* ToString(Pooling p);
 const char* ToString(ProjectorKind p);
 const char* ToString(LossKind l);
+const char* ToString(Activation a);
+const char* ToString(TextPoolAt p);
 int BytesPerElement(Precision p);  // storage size of one activation element
 
 // One module. Fields that do not apply to the module's kind stay 0 and are not saved.
@@ -52,11 +63,16 @@ struct ModuleSpec {
   int mlp_dim = 0;     // MLP hidden size; default 4*width (GELU) or SwiGLU's for llm
   int output_dim = 0;  // projection after pooling (0: none, features have `width`)
   Pooling pool = Pooling::kCls;
+  // Options that pretrained checkpoints need (src/interop); the defaults are Mosaic's own
+  // architecture, and ToJson writes them only when they differ from the default.
+  Activation activation = Activation::kGeluTanh;  // vit, text
+  double norm_eps = 0;  // LayerNorm (vit, text: default 1e-5) or RMSNorm (llm: default 1e-6) eps
 
   // vit
   int image_size = 0;  // square input, pixels
   int patch_size = 0;  // must divide image_size
   int channels = 0;    // default 3
+  bool patch_bias = true;  // a bias on the patch-embedding conv (CLIP checkpoints have none)
 
   // text, llm
   int seq_len = 0;  // text tokens per sample
@@ -64,6 +80,9 @@ struct ModuleSpec {
   bool causal = false;  // text: causal mask (CLIP) or bidirectional; llm: always causal
   int kv_heads = 0;     // llm: grouped-query attention heads; must divide heads
   double rope_theta = 0;
+  TextPoolAt pool_at = TextPoolAt::kLastReal;  // text with pool "last"
+  int eos_token_id = -1;                       // text, pool_at kFirstEos
+  bool tie_embeddings = false;                 // llm: the LM head shares the token embedding
 
   // audio: log-mel frames in, a stride-2 conv front end halves them
   int n_mels = 0;

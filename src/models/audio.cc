@@ -12,9 +12,12 @@ AudioEncoderImpl::AudioEncoderImpl(const ModuleSpec& spec) : spec_(spec) {
       "conv2", torch::nn::Conv1d(torch::nn::Conv1dOptions(C, C, 3).stride(2).padding(1)));
   positions = register_parameter("positions",
                                  SinusoidalPositions(spec.frames / 2, C, torch::kCPU).unsqueeze(0));
+  const double eps = spec.norm_eps > 0 ? spec.norm_eps : 1e-5;
   blocks = register_module(
-      "blocks", TransformerStack(BlockOptions(C, spec.heads).mlp_dim(spec.mlp_dim), spec.depth));
-  ln_post = register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C})));
+      "blocks",
+      TransformerStack(BlockOptions(C, spec.heads).mlp_dim(spec.mlp_dim).norm_eps(eps), spec.depth));
+  ln_post = register_module("ln_post",
+                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   if (spec.output_dim > 0) {
     proj = register_module(
         "proj", torch::nn::Linear(torch::nn::LinearOptions(C, spec.output_dim).bias(false)));

@@ -147,12 +147,26 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   return out(y.transpose(1, 2).reshape({B, T, C}));                            // (B, T, C)
 }
 
-GeluMlpImpl::GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue e) : epilogue(e) {
+torch::Tensor Activate(const torch::Tensor& x, Activation activation) {
+  switch (activation) {
+    case Activation::kGeluTanh:
+      return at::gelu(x, "tanh");
+    case Activation::kQuickGelu:
+      return x * torch::sigmoid(1.702 * x);  // as HF's QuickGELUActivation computes it
+    case Activation::kGelu:
+      return at::gelu(x);
+  }
+  TORCH_INTERNAL_ASSERT(false, "unknown activation");
+}
+
+GeluMlpImpl::GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue e, Activation a)
+    : epilogue(e), activation(a) {
   fc1 = register_module("fc1", torch::nn::Linear(width, hidden));
   fc2 = register_module("fc2", torch::nn::Linear(hidden, width));
 }
 
 torch::Tensor GeluMlpImpl::forward(const torch::Tensor& x) {
+  if (activation != Activation::kGeluTanh) return fc2(Activate(fc1(x), activation));
   torch::Tensor h = LinearGelu(x, fc1->weight, fc1->bias, epilogue);  // (..., hidden)
   return fc2(h);                                                      // (..., C)
 }
@@ -183,11 +197,15 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
 TransformerBlockImpl::TransformerBlockImpl(const BlockOptions& o) : options_(o) {
   const int64_t mlp_dim = o.mlp_dim() > 0 ? o.mlp_dim() : 4 * o.width();
   if (o.norm() == NormKind::kLayerNorm) {
-    ln1 = register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()})));
-    ln2 = register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()})));
+    const double eps = o.norm_eps() > 0 ? o.norm_eps() : 1e-5;
+    ln1 = register_module("ln1",
+                          torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()}).eps(eps)));
+    ln2 = register_module("ln2",
+                          torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.width()}).eps(eps)));
   } else {
-    rms1 = register_module("rms1", RmsNorm(o.width()));
-    rms2 = register_module("rms2", RmsNorm(o.width()));
+    const double eps = o.norm_eps() > 0 ? o.norm_eps() : 1e-6;
+    rms1 = register_module("rms1", RmsNorm(o.width(), eps));
+    rms2 = register_module("rms2", RmsNorm(o.width(), eps));
   }
   attn = register_module("attn", SelfAttention(AttentionOptions(o.width(), o.heads())
                                                    .kv_heads(o.kv_heads())
@@ -195,7 +213,7 @@ TransformerBlockImpl::TransformerBlockImpl(const BlockOptions& o) : options_(o) 
                                                    .bias(o.bias())
                                                    .rope_theta(o.rope_theta())));
   if (o.mlp() == MlpKind::kGelu) {
-    gelu_mlp = register_module("mlp", GeluMlp(o.width(), mlp_dim, o.epilogue()));
+    gelu_mlp = register_module("mlp", GeluMlp(o.width(), mlp_dim, o.epilogue(), o.activation()));
   } else {
     swiglu_mlp = register_module("mlp", SwiGluMlp(o.width(), mlp_dim));
   }

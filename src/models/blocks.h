@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "core/model_spec.h"
+
 namespace mosaic::models {
 
 // GELU everywhere in Mosaic is the tanh approximation: it is what the cuBLASLt GELU epilogue
@@ -78,13 +80,19 @@ class SelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SelfAttention);
 
-// fc2(gelu_tanh(fc1(x))): (..., C) -> (..., C).
+// The MLP activation alone (Activation in core/model_spec.h): gelu(tanh), quick_gelu or gelu(erf).
+torch::Tensor Activate(const torch::Tensor& x, Activation activation);
+
+// fc2(act(fc1(x))): (..., C) -> (..., C). act is gelu_tanh (with the epilogue choice) unless
+// `activation` says otherwise (pretrained checkpoints: quick_gelu, exact gelu; never fused).
 class GeluMlpImpl : public torch::nn::Module {
  public:
-  GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue epilogue = GeluEpilogue::kAuto);
+  GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue epilogue = GeluEpilogue::kAuto,
+              Activation activation = Activation::kGeluTanh);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   GeluEpilogue epilogue;
+  Activation activation;
 };
 TORCH_MODULE(GeluMlp);
 
@@ -123,6 +131,8 @@ struct BlockOptions {
   TORCH_ARG(MlpKind, mlp) = MlpKind::kGelu;
   TORCH_ARG(bool, bias) = true;  // linear biases (false for the LLaMA-style decoder)
   TORCH_ARG(GeluEpilogue, epilogue) = GeluEpilogue::kAuto;
+  TORCH_ARG(Activation, activation) = Activation::kGeluTanh;  // the GELU MLP's activation
+  TORCH_ARG(double, norm_eps) = 0;  // 0: 1e-5 for LayerNorm, 1e-6 for RMSNorm
 };
 
 // Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(x)).

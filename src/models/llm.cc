@@ -20,11 +20,14 @@ CausalLmImpl::CausalLmImpl(const ModuleSpec& spec) : spec_(spec) {
                                      .rope_theta(spec.rope_theta > 0 ? spec.rope_theta : 10000.0)
                                      .norm(NormKind::kRmsNorm)
                                      .mlp(MlpKind::kSwiGlu)
-                                     .bias(false),
+                                     .bias(false)
+                                     .norm_eps(spec.norm_eps),
                                  spec.depth));
-  norm = register_module("norm", RmsNorm(C));
-  lm_head = register_module(
-      "lm_head", torch::nn::Linear(torch::nn::LinearOptions(C, spec.vocab_size).bias(false)));
+  norm = register_module("norm", RmsNorm(C, spec.norm_eps > 0 ? spec.norm_eps : 1e-6));
+  if (!spec.tie_embeddings) {
+    lm_head = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(C, spec.vocab_size).bias(false)));
+  }
   InitTransformerWeights(*this);
 }
 
@@ -40,7 +43,8 @@ torch::Tensor CausalLmImpl::forward(const torch::Tensor& prefix, const torch::Te
   }
   x = blocks(x);                            // (B, P + T, C)
   x = norm(x.narrow(1, x.size(1) - T, T));  // (B, T, C): the text positions
-  return lm_head(x);                        // (B, T, V)
+  // Tied: the head is the token embedding (B, T, C) x (V, C)^T.
+  return lm_head ? lm_head(x) : torch::matmul(x, token_embed->weight.t());  // (B, T, V)
 }
 
 }  // namespace mosaic::models

@@ -1,6 +1,6 @@
 // Causal decoder LLM (LLaMA-style) built from an `llm` ModuleSpec: token embeddings, pre-norm
 // blocks with RMSNorm, rotary positions, grouped-query attention (kv_heads) and a SwiGLU MLP,
-// no biases, a final RMSNorm and an untied LM head.
+// no biases, a final RMSNorm and an LM head (untied, or the token embedding with tie_embeddings).
 //
 //   CausalLm llm(spec);                          // spec.kind == ModuleKind::kLlm
 //   torch::Tensor logits = llm(prefix, tokens);  // (B, P, C) + (B, T) -> (B, T, vocab)
@@ -30,7 +30,7 @@ class CausalLmImpl : public torch::nn::Module {
   torch::nn::Embedding token_embed{nullptr};  // vocab_size -> width
   TransformerStack blocks{nullptr};
   RmsNorm norm{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // width -> vocab_size, no bias
+  torch::nn::Linear lm_head{nullptr};  // width -> vocab_size, no bias; none with tie_embeddings
 
  private:
   ModuleSpec spec_;

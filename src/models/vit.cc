@@ -13,15 +13,23 @@ VisionTransformerImpl::VisionTransformerImpl(const ModuleSpec& spec) : spec_(spe
   patch_embed = register_module(
       "patch_embed",
       torch::nn::Conv2d(
-          torch::nn::Conv2dOptions(channels, C, spec.patch_size).stride(spec.patch_size)));
+          torch::nn::Conv2dOptions(channels, C, spec.patch_size)
+              .stride(spec.patch_size)
+              .bias(spec.patch_bias)));
   if (spec.pool == Pooling::kCls) {
     class_token = register_parameter("class_token", torch::randn({1, 1, C}) * 0.02);
   }
   positions = register_parameter("positions", torch::randn({1, tokens, C}) * 0.01);
-  ln_pre = register_module("ln_pre", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C})));
-  blocks = register_module(
-      "blocks", TransformerStack(BlockOptions(C, spec.heads).mlp_dim(spec.mlp_dim), spec.depth));
-  ln_post = register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C})));
+  const double eps = spec.norm_eps > 0 ? spec.norm_eps : 1e-5;
+  ln_pre = register_module("ln_pre",
+                           torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
+  blocks = register_module("blocks", TransformerStack(BlockOptions(C, spec.heads)
+                                                          .mlp_dim(spec.mlp_dim)
+                                                          .activation(spec.activation)
+                                                          .norm_eps(eps),
+                                                      spec.depth));
+  ln_post = register_module("ln_post",
+                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   if (spec.output_dim > 0) {
     proj = register_module(
         "proj", torch::nn::Linear(torch::nn::LinearOptions(C, spec.output_dim).bias(false)));

@@ -142,7 +142,9 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
     c.summary = "plan file " + options.plan;
   }
   if (!device.is_cuda()) c.mode = engine::ExecMode::kEager;
-  if (c.mode == engine::ExecMode::kGraph) c.predicted_step_ms = Predict(c.plan, inputs ? &*inputs : nullptr);
+  if (c.mode == engine::ExecMode::kGraph)
+    c.predicted_step_ms = Predict(c.plan, inputs ? &*inputs : nullptr);
+  c.inputs = std::move(inputs);
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/model_spec.h"
@@ -23,6 +24,7 @@
 #include "core/status.h"
 #include "engine/graphed_module.h"
 #include "models/multimodal_model.h"
+#include "planner/inputs.h"
 
 namespace mosaic::train {
 
@@ -41,6 +43,7 @@ struct PlanChoice {
   engine::ExecMode mode = engine::ExecMode::kGraph;
   double predicted_step_ms = 0;  // the perf model's, 0 when it could not simulate the plan
   std::string summary;           // one line: which plan and why
+  std::optional<PlanningInputs> inputs;  // model, device spec and profile, when they loaded
 };
 
 // `example` is a whole batch on `device` (shapes for the graphs and for the trials).

@@ -7,7 +7,10 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <sys/stat.h>
+
 #include "core/file_io.h"
+#include "interop/clip_tokenizer.h"
 
 namespace mosaic::train {
 namespace {
@@ -34,6 +37,17 @@ Tokenizer::~Tokenizer() = default;
 
 StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
   Tokenizer tok;
+  struct stat st;
+  if (::stat(model_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    MOSAIC_ASSIGN_OR_RETURN(interop::ClipTokenizer clip,
+                            interop::ClipTokenizer::LoadFolder(model_path));
+    tok.clip_ = std::make_shared<const interop::ClipTokenizer>(std::move(clip));
+    tok.path_ = model_path;
+    tok.pad_id_ = static_cast<int>(tok.clip_->pad_id());
+    tok.bos_id_ = static_cast<int>(tok.clip_->bos_id());
+    tok.eos_id_ = static_cast<int>(tok.clip_->eos_id());
+    return tok;
+  }
   auto bytes = ReadTextFile(model_path);
   if (!bytes.ok()) return bytes.status();
   auto s = tok.sp_->LoadFromSerializedProto(*bytes);
@@ -49,6 +63,7 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
 }
 
 std::vector<int64_t> Tokenizer::Encode(const std::string& text, int seq_len) const {
+  if (clip_) return clip_->Encode(text, seq_len);
   std::vector<int> pieces;
   sp_->Encode(text, &pieces).IgnoreError();  // Encode fails only on an unloaded model
   std::vector<int64_t> ids;
@@ -66,6 +81,7 @@ std::vector<int64_t> Tokenizer::Encode(const std::string& text, int seq_len) con
 }
 
 int Tokenizer::EncodedLength(const std::string& text, int seq_len) const {
+  if (clip_) return std::min(static_cast<int>(clip_->EncodeIds(text).size()) + 2, seq_len);
   std::vector<int> pieces;
   sp_->Encode(text, &pieces).IgnoreError();
   int n = static_cast<int>(pieces.size()) + (bos_id_ >= 0) + (eos_id_ >= 0);
@@ -73,6 +89,7 @@ int Tokenizer::EncodedLength(const std::string& text, int seq_len) const {
 }
 
 std::string Tokenizer::Decode(const std::vector<int64_t>& ids) const {
+  if (clip_) return clip_->Decode(ids);
   std::vector<int> keep;
   for (int64_t id : ids) {
     if (id != pad_id_ && id != bos_id_ && id != eos_id_) keep.push_back(static_cast<int>(id));
@@ -83,6 +100,7 @@ std::string Tokenizer::Decode(const std::vector<int64_t>& ids) const {
 }
 
 int Tokenizer::vocab_size() const {
+  if (clip_) return static_cast<int>(clip_->vocab_size());
   return sp_->GetPieceSize();
 }
 

@@ -1,5 +1,6 @@
-// Text to token ids through a sentencepiece model (Debian's libsentencepiece), padded to the
-// text module's sequence length; and training such a model from a corpus (how
+// Text to token ids through a sentencepiece model (Debian's libsentencepiece) or, given a folder
+// with vocab.json + merges.txt (a Hugging Face CLIP folder), CLIP's byte-level BPE
+// (interop/clip_tokenizer.h), padded to the text module's sequence length; and training such a model from a corpus (how
 // configs/tokenizers/shapes.model was made: `mosaic-tokenizer-train`, docs/training.md).
 //
 //   MOSAIC_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Load("configs/tokenizers/shapes.model"));
@@ -17,11 +18,15 @@
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
+namespace mosaic::interop {
+class ClipTokenizer;
+}
 
 namespace mosaic::train {
 
 class Tokenizer {
  public:
+  // A sentencepiece model file, or a folder holding CLIP's vocab.json + merges.txt.
   static StatusOr<Tokenizer> Load(const std::string& model_path);
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -42,6 +47,7 @@ class Tokenizer {
  private:
   Tokenizer();
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<const interop::ClipTokenizer> clip_;  // set for a CLIP BPE folder
   std::string path_;
   int pad_id_ = 0, bos_id_ = 1, eos_id_ = 2;
 };

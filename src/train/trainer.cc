@@ -2,6 +2,8 @@
 #include "train/trainer.h"
 
 #include <ATen/DeviceAccelerator.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,10 +13,13 @@
 #include <limits>
 #include <iostream>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "engine/plan_executor.h"
+#include "planner/online.h"
+#include "interop/hf_model.h"
 #include "models/multimodal_model.h"
 #include "train/checkpoint.h"
 #include "train/data_loader.h"
@@ -254,8 +259,21 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   }
 
   // Model spec, with the batch overrides.
-  const std::string model_path = ResolveModelPath(options.model_path, options.configs_dir);
-  MOSAIC_ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_path));
+  ModelSpec spec;
+  struct stat init_stat;
+  const bool init_is_file = !options.init.empty() &&
+                            ::stat(options.init.c_str(), &init_stat) == 0 &&
+                            S_ISREG(init_stat.st_mode);
+  if (init_is_file && options.model_path.empty()) {
+    return InvalidArgument("--init " + options.init +
+                           ": a checkpoint file (OpenCLIP) needs --model for its architecture");
+  }
+  if (options.model_path.empty() && !options.init.empty()) {
+    MOSAIC_ASSIGN_OR_RETURN(spec, interop::LoadHfSpec(options.init));
+  } else {
+    const std::string model_path = ResolveModelPath(options.model_path, options.configs_dir);
+    MOSAIC_ASSIGN_OR_RETURN(spec, LoadModelSpec(model_path));
+  }
   if (options.batch_size > 0) spec.batch_size = options.batch_size;
   if (options.micro_batches > 0) spec.micro_batches = options.micro_batches;
   if (spec.batch_size % spec.micro_batches != 0) {
@@ -266,10 +284,15 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   MOSAIC_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
 
   // Tokenizer and data.
-  const std::string tok_path =
+  std::string tok_path =
       options.tokenizer.empty()
           ? JoinPath(JoinPath(options.configs_dir, "tokenizers"), "shapes.model")
           : options.tokenizer;
+  if (options.tokenizer.empty() && !options.init.empty() &&
+      access(JoinPath(options.init, "vocab.json").c_str(), R_OK) == 0 &&
+      access(JoinPath(options.init, "merges.txt").c_str(), R_OK) == 0) {
+    tok_path = options.init;  // the pretrained model's own CLIP BPE
+  }
   MOSAIC_ASSIGN_OR_RETURN(Tokenizer tok_value, Tokenizer::Load(tok_path));
   auto tokenizer = std::make_shared<const Tokenizer>(std::move(tok_value));
   MOSAIC_ASSIGN_OR_RETURN(DataShape shape, ShapeFor(spec, *tokenizer));
@@ -322,6 +345,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   torch::manual_seed(options.seed);
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, device));
+  if (!options.init.empty()) {
+    MOSAIC_RETURN_IF_ERROR(init_is_file ? interop::LoadOpenClipWeights(options.init, *model)
+                                        : interop::LoadHfWeights(options.init, *model));
+    log << "mosaic train: weights from " << options.init << " (tokenizer " << tok_path << ")\n";
+  }
   model->train();
   if (options.inject_nonfinite.step >= 0 && options.inject_nonfinite.target != "loss" &&
       model->IndexOf(options.inject_nonfinite.target) < 0) {
@@ -445,6 +473,8 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
 
   // --plan: the engine's executor runs the step on whole batches (plan_choice.h).
   std::unique_ptr<engine::PlanExecutor> executor;
+  std::optional<OnlinePlanner> online;
+  engine::ExecutorOptions exec_options;
   std::vector<double> step_ms;
   auto planned_step = [&](int64_t step) -> StatusOr<double> {
     std::vector<models::Batch> parts;
@@ -466,11 +496,25 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       po.log = [&](const std::string& line) { progress.Message(line); };
       MOSAIC_ASSIGN_OR_RETURN(PlanChoice choice,
                               ChooseTrainingPlan(spec, model, whole, device, po));
-      engine::ExecutorOptions eo;
-      eo.mode = choice.mode;
-      eo.clip_grad = options.clip_grad;
-      MOSAIC_ASSIGN_OR_RETURN(executor,
-                              engine::PlanExecutor::Create(model, choice.plan, whole, device, eo));
+      exec_options.mode = choice.mode;
+      exec_options.clip_grad = options.clip_grad;
+      if (options.online_replan) {
+        if (!device.is_cuda() || choice.mode != engine::ExecMode::kGraph || !choice.inputs) {
+          progress.Message("mosaic train: --online-replan needs a graph plan on CUDA and a "
+                           "device spec; training without it");
+        } else {
+          OnlineOptions oo;
+          oo.replan_every = options.replan_every;
+          oo.planner.micro_batches = {spec.micro_batches};
+          oo.planner.top_k = 1;
+          MOSAIC_ASSIGN_OR_RETURN(OnlinePlanner op,
+                                  OnlinePlanner::Create(*choice.inputs, choice.plan, oo));
+          online.emplace(std::move(op));
+          exec_options.record_trace = true;
+        }
+      }
+      MOSAIC_ASSIGN_OR_RETURN(
+          executor, engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options));
       result.plan_summary = choice.summary + ", " + engine::ToString(choice.mode);
       result.predicted_step_ms = choice.predicted_step_ms;
       char pred[64] = "";
@@ -488,6 +532,33 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     MOSAIC_RETURN_IF_ERROR(executor->ApplyOptimizer(optimizer.get()));
     if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
     step_ms.push_back(Seconds(t0, Clock::now()) * 1000);
+    if (online) {
+      MOSAIC_ASSIGN_OR_RETURN(std::vector<engine::TaskSpan> spans, executor->LastStepTrace());
+      MeasuredStep m;
+      double end_ms = 0;
+      for (const engine::TaskSpan& sp : spans) {
+        m.tasks.push_back({executor->graph().tasks()[sp.task].id,
+                           TimeUs((sp.end_ms - sp.start_ms) * 1000)});
+        end_ms = std::max(end_ms, sp.end_ms);
+      }
+      m.step = TimeUs(end_ms * 1000);
+      const double before = online->predicted_step_us();
+      MOSAIC_ASSIGN_OR_RETURN(std::optional<Plan> next, online->Observe(m, options.steps - step));
+      if (next) {
+        char line[200];
+        std::snprintf(line, sizeof line,
+                      "mosaic train: step %lld: re-planned on the calibrated model (%.2f -> %.2f ms "
+                      "predicted): %s",
+                      static_cast<long long>(step + 1), before / 1000,
+                      online->predicted_step_us() / 1000, next->name.c_str());
+        progress.Message(line);
+        executor.reset();  // frees its graphs and pools before the next capture
+        MOSAIC_ASSIGN_OR_RETURN(
+            executor, engine::PlanExecutor::Create(model, *next, whole, device, exec_options));
+        result.replans = online->replans();
+        result.predicted_step_ms = online->predicted_step_us() / 1000;
+      }
+    }
     return value;
   };
 

@@ -26,6 +26,11 @@ namespace mosaic::train {
 
 struct TrainOptions {
   std::string model_path;  // a spec file, or a zoo name looked up in configs_dir/models
+  // A Hugging Face folder (config.json + safetensors; src/interop) to fine-tune from: its weights
+  // initialize the model; without model_path its config.json is the model; without tokenizer
+  // its vocab.json + merges.txt (CLIP) are the tokenizer, when it has them. A file instead of a
+  // folder is an OpenCLIP checkpoint in safetensors, for the CLIP spec that model_path names.
+  std::string init;
   std::string configs_dir = "configs";
   std::string device = "cpu";  // cpu | cuda | cuda:N
   int64_t steps = 1500;
@@ -59,6 +64,11 @@ struct TrainOptions {
   std::string plan;
   std::string device_spec = "h100-sxm";  // the planner's device (configs/devices/)
   std::string profile;                   // "", a profile file, or "synthetic"
+  // With a graph plan on CUDA: time every task of every step (CUDA events), fold the times into
+  // the perf model, and every replan_every steps re-plan; switch when the calibrated planner
+  // predicts a gain of over 5% that pays for re-capturing (planner/online.h).
+  bool online_replan = false;
+  int replan_every = 20;
   // Checked after every step; when it turns true (SIGINT/SIGTERM in `mosaic train`) the run
   // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
   const std::atomic<bool>* stop_requested = nullptr;
@@ -93,6 +103,7 @@ struct TrainResult {
   std::string plan_summary;
   double predicted_step_ms = 0;
   double measured_step_ms = 0;
+  int replans = 0;  // online re-plans that switched the plan
 };
 
 // Resolves a zoo name ("clip-tiny") to <configs_dir>/models/<name>.json; paths pass through.

@@ -2,6 +2,8 @@
 // derived quantities; exact round trip.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "core/cost.h"
 #include "core/model_spec.h"
 #include "test_util.h"
@@ -193,6 +195,68 @@ TEST(ModelSpec, DefaultsAreFilledAndSaved) {
   Json saved = ToJson(*spec);
   EXPECT_EQ(saved["modules"][0]["mlp_dim"], 256);
   EXPECT_EQ(saved["modules"][0]["pool"], "cls");
+}
+
+TEST(ModelSpec, PretrainedCheckpointOptionsParseAndRoundTrip) {
+  Json doc = LoadSource("configs/models/clip-tiny.json");
+  doc["modules"][0]["activation"] = "quick_gelu";
+  doc["modules"][0]["patch_bias"] = false;
+  doc["modules"][0]["norm_eps"] = 1e-6;
+  doc["modules"][1]["activation"] = "gelu";
+  doc["modules"][1]["pool"] = "eos";
+  doc["modules"][1]["eos_token_id"] = 511;
+  StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const ModuleSpec& v = spec->modules[0];
+  const ModuleSpec& t = spec->modules[1];
+  EXPECT_EQ(v.activation, Activation::kQuickGelu);
+  EXPECT_FALSE(v.patch_bias);
+  EXPECT_DOUBLE_EQ(v.norm_eps, 1e-6);
+  EXPECT_EQ(t.activation, Activation::kGelu);
+  EXPECT_EQ(t.pool, Pooling::kCls);
+  EXPECT_EQ(t.pool_at, TextPoolAt::kFirstEos);
+  EXPECT_EQ(t.eos_token_id, 511);
+  EXPECT_DOUBLE_EQ(t.norm_eps, 1e-5);
+  Json saved = ToJson(*spec);
+  EXPECT_EQ(saved["modules"][0]["activation"], "quick_gelu");
+  EXPECT_EQ(saved["modules"][0]["patch_bias"], false);
+  EXPECT_EQ(saved["modules"][1]["pool"], "eos");
+  EXPECT_EQ(saved["modules"][1]["eos_token_id"], 511);
+  EXPECT_FALSE(saved["modules"][1].contains("norm_eps"));  // the default is not written
+  StatusOr<ModelSpec> again = ParseModelSpec(saved);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ToJson(*again), saved);
+  // The patch-conv bias is counted only when there is one.
+  EXPECT_DOUBLE_EQ(EstimateModuleCost(*spec, 0, 1).parameters + 64,
+                   EstimateModuleCost(*ParseModelSpec(LoadSource("configs/models/clip-tiny.json")),
+                                      0, 1)
+                       .parameters);
+}
+
+TEST(ModelSpec, PretrainedCheckpointOptionsAreChecked) {
+  auto error = [](const std::function<void(Json&)>& edit) {
+    Json doc = LoadSource("configs/models/clip-tiny.json");
+    edit(doc);
+    StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+    return spec.ok() ? std::string("accepted") : spec.status().message();
+  };
+  EXPECT_NE(error([](Json& d) { d["modules"][1]["pool"] = "eos"; })
+                .find("modules[1].eos_token_id: missing (required)"),
+            std::string::npos);
+  EXPECT_NE(error([](Json& d) { d["modules"][1]["eos_token_id"] = 3; })
+                .find("modules[1].eos_token_id: only with pool \"eos\""),
+            std::string::npos);
+  EXPECT_NE(error([](Json& d) {
+              d["modules"][1]["pool"] = "eos";
+              d["modules"][1]["eos_token_id"] = 512;
+            }).find("modules[1].eos_token_id: 512 is not below vocab_size 512"),
+            std::string::npos);
+  EXPECT_NE(error([](Json& d) { d["modules"][0]["activation"] = "relu"; })
+                .find("modules[0].activation"),
+            std::string::npos);
+  EXPECT_NE(error([](Json& d) { d["modules"][0]["norm_eps"] = 0; })
+                .find("modules[0].norm_eps: must be in (0, 1)"),
+            std::string::npos);
 }
 
 TEST(ModuleCost, MatchesHandCountForOneBlock) {

@@ -21,7 +21,8 @@ double Mean(const std::vector<double>& v, size_t b, size_t e) {
   return std::accumulate(v.begin() + b, v.begin() + e, 0.0) / (e - b);
 }
 
-void TrainsOnCuda(const std::string& model, double lr, const std::string& plan = "") {
+void TrainsOnCuda(const std::string& model, double lr, const std::string& plan = "",
+                  bool online = false) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   TrainOptions o;
   o.model_path = model;
@@ -33,17 +34,23 @@ void TrainsOnCuda(const std::string& model, double lr, const std::string& plan =
   o.log_every = 10;
   o.eval_samples = 64;
   o.plan = plan;
+  o.online_replan = online;
+  o.replan_every = 10;
   auto r = Train(o);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->losses.size(), 50u);
   const double first = Mean(r->losses, 0, 5), last = Mean(r->losses, 45, 50);
   std::cerr << model << (plan.empty() ? "" : " --plan " + plan) << ": loss " << first << " -> "
             << last << ", " << r->samples_per_second << " samples/s (data included)";
-  if (!plan.empty())
+  if (!plan.empty()) {
     std::cerr << ", plan " << r->plan_summary << ", step " << r->measured_step_ms
-              << " ms measured, " << r->predicted_step_ms << " ms predicted";
+              << " ms measured, " << r->predicted_step_ms << " ms predicted, " << r->replans
+              << " re-plan(s)";
+  }
   std::cerr << "\n";
-  if (!plan.empty()) EXPECT_FALSE(r->plan_summary.empty());
+  if (!plan.empty()) {
+    EXPECT_FALSE(r->plan_summary.empty());
+  }
   EXPECT_LT(last, first);
   for (double l : r->losses)
     EXPECT_TRUE(std::isfinite(l));
@@ -61,6 +68,10 @@ TEST(TrainGpu, ClipB16TemporalGraphPlanLossFalls) {
 }
 TEST(TrainGpu, ClipB16AutoPlanLossFalls) {
   TrainsOnCuda("clip-b16", 1e-4, "auto");
+}
+// Online calibration: every step's task times folded into the perf model, re-planning every 10.
+TEST(TrainGpu, ClipB16OnlineReplanLossFalls) {
+  TrainsOnCuda("clip-b16", 1e-4, "temporal-graph", /*online=*/true);
 }
 TEST(TrainGpu, LlavaSmallAutoPlanLossFalls) {
   TrainsOnCuda("llava-small", 1e-4, "auto");

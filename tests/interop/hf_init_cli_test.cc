@@ -1,0 +1,101 @@
+// `mosaic train --init FOLDER` as a user meets it: fine-tuning a Hugging Face CLIP folder (its
+// config.json is the model, its vocab.json + merges.txt the tokenizer), and a spec whose tensors
+// do not fit the folder refused with one line naming the tensor and exit code 2.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/run_command.h"
+#include "core/file_io.h"
+#include "interop/hf_model.h"
+#include "interop/safetensors.h"
+
+namespace mosaic::interop {
+namespace {
+
+std::string Ref(const std::string& name) {
+  return std::string(MOSAIC_INTEROP_REFERENCE_DIR) + "/" + name;
+}
+
+testing::CommandResult Train(const std::string& args) {
+  return testing::RunCommand(std::string(MOSAIC_BIN) + " train --configs " + MOSAIC_SOURCE_DIR +
+                             "/configs " + args);
+}
+
+TEST(TrainInit, FineTunesAnHfClipFolderWithItsTokenizer) {
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string metrics = std::string(tmpl) + "/metrics.json";
+  auto r =
+      Train("--init " + Ref("clip-finetune") +
+            " --steps 3 --batch-size 4 --eval-samples 8 --log-every 1 --metrics-out " + metrics);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("weights from " + Ref("clip-finetune") + " (tokenizer " +
+                       Ref("clip-finetune") + ")"),
+            std::string::npos)
+      << r.out;
+  auto m = LoadJsonFile(metrics);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ((*m)["model"], "hf-clip");
+}
+
+TEST(TrainInit, FineTunedCheckpointExportsToAFolderTransformersLoads) {
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto r = Train("--init " + Ref("clip-finetune") +
+                 " --steps 2 --batch-size 4 --eval-samples 8 --checkpoint-dir " + dir + "/ckpt");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string ckpt = dir + "/ckpt/step-00000002.ckpt";
+  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + Ref("clip-finetune") +
+                               " --checkpoint " + ckpt + " -o " + dir + "/hf");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("step 2"), std::string::npos) << e.out;
+  // Fine-tuning moved the weights: the export is not the folder it started from.
+  auto before = ReadModelWeights(Ref("clip-finetune"));
+  auto after = ReadModelWeights(dir + "/hf");
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(before->size(), after->size());
+  EXPECT_FALSE(
+      torch::equal(before->at("visual_projection.weight"), after->at("visual_projection.weight")));
+  auto py = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                                "/tests/interop/check_export.py " + dir + "/hf");
+  EXPECT_EQ(py.code, 0) << py.out;
+  EXPECT_NE(py.out.find("export ok: CLIPModel"), std::string::npos) << py.out;
+  // The OpenCLIP format of the same checkpoint, and a bad one refused in one line.
+  auto oc = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " +
+                                Ref("clip-finetune") + " --checkpoint " + ckpt +
+                                " --format open_clip -o " + dir + "/oc.safetensors");
+  ASSERT_EQ(oc.code, 0) << oc.out;
+  auto oc_tensors = ReadSafetensors(dir + "/oc.safetensors");
+  ASSERT_TRUE(oc_tensors.ok());
+  EXPECT_TRUE(oc_tensors->count("visual.transformer.resblocks.0.attn.in_proj_weight"));
+  auto bad = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model clip-tiny --configs " +
+                                 MOSAIC_SOURCE_DIR + "/configs --checkpoint " + ckpt + " -o " +
+                                 dir + "/bad");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.out.find("mosaic export: model \"clip-tiny\": module \"vision\": CLIPModel's "
+                         "patch embedding has no bias"),
+            std::string::npos)
+      << bad.out;
+}
+
+TEST(TrainInit, MismatchedSpecNamesTheTensorAndExitsTwo) {
+  auto spec = LoadHfSpec(Ref("clip-finetune"));
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  spec->modules[0].depth = 1;  // the folder has 2 vision layers
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/spec.json";
+  ASSERT_TRUE(WriteJsonFile(path, ToJson(*spec)).ok());
+  auto r = Train("--model " + path + " --init " + Ref("clip-finetune") + " --steps 1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("extra tensor \"vision_model.encoder.layers.1."), std::string::npos)
+      << r.out;
+  auto none = Train("--steps 1");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.out.find("--model or --init is required"), std::string::npos) << none.out;
+}
+
+}  // namespace
+}  // namespace mosaic::interop

@@ -1,0 +1,308 @@
+// Parity with Hugging Face transformers (fp32, CPU): tiny random CLIPModel and LlamaForCausalLM
+// folders made by make_reference.py (the interop_make_reference fixture) are imported into
+// Mosaic, run on the same inputs, and compared with HF's outputs and the gradient of every
+// parameter; exported back, every tensor is bit-identical and transformers loads the folder.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "common/run_command.h"
+#include "core/file_io.h"
+#include "interop/hf_model.h"
+#include "interop/safetensors.h"
+#include "models/losses.h"
+
+namespace mosaic::interop {
+namespace {
+
+constexpr double kTol = 1e-5;  // fp32, the issue's bound
+
+std::string Ref(const std::string& name) {
+  return std::string(MOSAIC_INTEROP_REFERENCE_DIR) + "/" + name;
+}
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/mosaic_interop_XXXXXX";
+  char* dir = ::mkdtemp(tmpl);
+  EXPECT_NE(dir, nullptr);
+  return dir ? dir : "/tmp";
+}
+
+TensorMap Reference(const std::string& model) {
+  auto r = ReadSafetensors(Ref(model) + "/reference.safetensors");
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? *r : TensorMap{};
+}
+
+double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+void ExpectClose(const torch::Tensor& mosaic, const torch::Tensor& hf, const std::string& what,
+                 bool print = true) {
+  ASSERT_EQ(mosaic.sizes(), hf.sizes()) << what;
+  const double diff = MaxAbsDiff(mosaic, hf);
+  EXPECT_LE(diff, kTol) << what;
+  if (print) std::printf("%s: max |diff| %.3g\n", what.c_str(), diff);
+}
+
+// Every HF parameter's gradient against Mosaic's (mapped back to HF names), and none missing.
+void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& ref) {
+  TensorMap grads;
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    grads.emplace(p.key(), p.value().grad());
+  }
+  auto hf = MosaicToHf(model.spec(), grads);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  int compared = 0;
+  double worst = 0;
+  for (const auto& [name, g] : *hf) {
+    auto it = ref.find("grad." + name);
+    ASSERT_NE(it, ref.end()) << "HF has no gradient for " << name;
+    ExpectClose(g, it->second, "grad of " + name, /*print=*/false);
+    worst = std::max(worst, MaxAbsDiff(g, it->second));
+    ++compared;
+  }
+  int in_ref = 0;
+  for (const auto& [name, t] : ref)
+    in_ref += name.rfind("grad.", 0) == 0;
+  EXPECT_EQ(compared, in_ref);
+  EXPECT_GE(compared, 20);  // tied Llama: 2 layers x 9 + embedding + norm
+  std::printf("compared %d gradients, max |diff| %.3g\n", compared, worst);
+}
+
+void CheckClipModel(HfImport* hf, const std::string& name) {
+  TensorMap ref = Reference(name);
+  models::Batch batch;
+  batch.images = ref.at("input.pixel_values");
+  batch.tokens = ref.at("input.input_ids");
+  batch.token_mask = ref.at("input.attention_mask").to(torch::kBool);
+  ASSERT_TRUE(models::CheckBatch(hf->spec, batch).ok());
+  models::ModelOutput out = hf->model->forward(batch);
+  out.loss.backward();
+  const torch::Tensor img = out.outputs.at("vision"), txt = out.outputs.at("text");
+  ExpectClose(img, ref.at("out.image_features"), "image features");
+  ExpectClose(txt, ref.at("out.text_features"), "text features");
+  namespace F = torch::nn::functional;
+  auto unit = F::NormalizeFuncOptions().dim(1);
+  ExpectClose(F::normalize(img, unit), ref.at("out.image_embeds"), "image embeds");
+  ExpectClose(F::normalize(txt, unit), ref.at("out.text_embeds"), "text embeds");
+  auto* loss = hf->model->module(hf->model->IndexOf("loss"))->as<models::ContrastiveLossImpl>();
+  torch::Tensor logits = loss->scale() * F::normalize(img, unit).mm(F::normalize(txt, unit).t());
+  ExpectClose(logits, ref.at("out.logits_per_image"), "logits_per_image");
+  ExpectClose(out.loss, ref.at("out.loss"), "loss");
+  ExpectGradientsMatch(*hf->model, ref);
+}
+
+void CheckClip(const std::string& name) {
+  auto hf = ImportHfModel(Ref(name), torch::kCPU);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  CheckClipModel(&*hf, name);
+}
+
+void CheckLlama(const std::string& name) {
+  auto hf = ImportHfModel(Ref(name), torch::kCPU);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  TensorMap ref = Reference(name);
+  models::Batch batch;
+  batch.tokens = ref.at("input.input_ids");
+  models::ModelOutput out = hf->model->forward(batch);
+  out.loss.backward();
+  ExpectClose(out.outputs.at("llm"), ref.at("out.logits"), "logits");
+  ExpectClose(out.loss, ref.at("out.loss"), "loss");
+  ExpectGradientsMatch(*hf->model, ref);
+}
+
+// HF -> Mosaic -> HF: every tensor bit-identical, same names; transformers loads the export
+// into the same class and computes the same outputs (check_export.py).
+void CheckRoundTrip(const std::string& name, torch::ScalarType dtype = torch::kFloat) {
+  auto hf = ImportHfModel(Ref(name), torch::kCPU);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  const std::string out = TempDir();
+  ASSERT_TRUE(ExportHfModel(*hf->model, out, dtype).ok());
+  auto original = ReadModelWeights(Ref(name));
+  auto exported = ReadModelWeights(out);
+  ASSERT_TRUE(original.ok() && exported.ok());
+  ASSERT_EQ(original->size(), exported->size());
+  for (const auto& [n, t] : *original) {
+    ASSERT_TRUE(exported->count(n)) << n;
+    EXPECT_TRUE(torch::equal(exported->at(n), t.to(dtype))) << n;
+  }
+  if (dtype != torch::kFloat) return;
+  auto r = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                               "/tests/interop/check_export.py " + out + " " + Ref(name));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("export ok"), std::string::npos) << r.out;
+}
+
+TEST(HfParity, ClipQuickGeluArgmaxPoolingMatchesTransformers) {
+  CheckClip("clip-quickgelu");
+}
+TEST(HfParity, ClipGeluEosPoolingShardedMatchesTransformers) {
+  CheckClip("clip-gelu-sharded");
+}
+TEST(HfParity, LlamaGqaMatchesTransformers) {
+  CheckLlama("llama");
+}
+TEST(HfParity, LlamaTiedEmbeddingsMatchesTransformers) {
+  CheckLlama("llama-tied");
+}
+
+TEST(HfRoundTrip, ClipIsBitIdenticalAndLoadsInTransformers) {
+  CheckRoundTrip("clip-quickgelu");
+}
+TEST(HfRoundTrip, ShardedClipIsBitIdenticalAndLoads) {
+  CheckRoundTrip("clip-gelu-sharded");
+}
+TEST(HfRoundTrip, LlamaIsBitIdenticalAndLoadsInTransformers) {
+  CheckRoundTrip("llama");
+}
+TEST(HfRoundTrip, TiedLlamaIsBitIdenticalAndLoads) {
+  CheckRoundTrip("llama-tied");
+}
+TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
+  // bf16 -> fp32 master weights -> bf16 is exact.
+  auto hf = ImportHfModel(Ref("llama"), torch::kCPU);
+  ASSERT_TRUE(hf.ok());
+  const std::string bf16 = TempDir();
+  ASSERT_TRUE(ExportHfModel(*hf->model, bf16, torch::kBFloat16).ok());
+  auto again = ImportHfModel(bf16, torch::kCPU);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  const std::string out = TempDir();
+  ASSERT_TRUE(ExportHfModel(*again->model, out, torch::kBFloat16).ok());
+  auto a = ReadModelWeights(bf16), b = ReadModelWeights(out);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const auto& [n, t] : *a) {
+    EXPECT_EQ(t.scalar_type(), torch::kBFloat16) << n;
+    EXPECT_TRUE(torch::equal(b->at(n), t)) << n;
+  }
+}
+
+// OpenCLIP's state-dict names (written by make_reference.py from OpenCLIP's module layout) load
+// into the same Mosaic model and compute the same, and map back bit-identically.
+TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
+  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  HfImport hf;
+  hf.spec = *spec;
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok());
+  hf.model = *model;
+  const std::string file = Ref("clip-quickgelu") + "/open_clip_model.safetensors";
+  Status s = LoadOpenClipWeights(file, *hf.model);
+  ASSERT_TRUE(s.ok()) << s.message();
+  CheckClipModel(&hf, "clip-quickgelu");
+  auto original = ReadSafetensors(file);
+  auto back = MosaicToOpenClip(*spec, MosaicParameters(*hf.model));
+  ASSERT_TRUE(original.ok() && back.ok());
+  ASSERT_EQ(original->size(), back->size());
+  for (const auto& [n, t] : *original) {
+    ASSERT_TRUE(back->count(n)) << n;
+    EXPECT_TRUE(torch::equal(back->at(n), t)) << n;
+  }
+  // Its names are checked like HF's.
+  TensorMap broken = *original;
+  broken.erase("visual.proj");
+  auto error = OpenClipToMosaic(*spec, broken);
+  ASSERT_FALSE(error.ok());
+  EXPECT_EQ(error.status().message(), "missing tensor \"visual.proj\" (shape [48, 24])");
+}
+
+// --- mapping errors name the tensor ---------------------------------------------------------
+
+class HfMappingErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto config = LoadJsonFile(Ref("clip-quickgelu") + "/config.json");
+    ASSERT_TRUE(config.ok());
+    auto spec = SpecFromHfConfig(*config, "config.json");
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    spec_ = *spec;
+    auto w = ReadModelWeights(Ref("clip-quickgelu"));
+    ASSERT_TRUE(w.ok());
+    weights_ = *w;
+  }
+  std::string Error(const TensorMap& w) {
+    auto r = HfToMosaic(spec_, w);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? "" : r.status().message();
+  }
+  ModelSpec spec_;
+  TensorMap weights_;
+};
+
+TEST_F(HfMappingErrors, CompleteWeightsMap) {
+  auto r = HfToMosaic(spec_, weights_);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+}
+
+TEST_F(HfMappingErrors, MissingTensorIsNamed) {
+  weights_.erase("text_model.encoder.layers.1.self_attn.k_proj.bias");
+  EXPECT_EQ(Error(weights_),
+            "missing tensor \"text_model.encoder.layers.1.self_attn.k_proj.bias\" (shape [32])");
+}
+
+TEST_F(HfMappingErrors, ExtraTensorIsNamed) {
+  weights_["vision_model.encoder.layers.2.mlp.fc1.weight"] = torch::zeros({96, 48});
+  EXPECT_EQ(Error(weights_),
+            "extra tensor \"vision_model.encoder.layers.2.mlp.fc1.weight\" (shape [96, 48]) has "
+            "no place in the CLIPModel the config describes");
+  // Old checkpoints' position_ids buffers are not weights: ignored.
+  weights_.erase("vision_model.encoder.layers.2.mlp.fc1.weight");
+  weights_["text_model.embeddings.position_ids"] = torch::arange(12).unsqueeze(0);
+  EXPECT_TRUE(HfToMosaic(spec_, weights_).ok());
+}
+
+TEST_F(HfMappingErrors, MisShapedTensorIsNamed) {
+  weights_["visual_projection.weight"] = torch::zeros({24, 47});
+  EXPECT_EQ(Error(weights_),
+            "tensor \"visual_projection.weight\" has shape [24, 47], the config implies [24, 48]");
+}
+
+TEST_F(HfMappingErrors, LoadIntoModelNamesTheFolder) {
+  const std::string dir = TempDir();
+  weights_.erase("logit_scale");
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", weights_).ok());
+  auto model = models::BuildMultimodalModel(spec_, torch::kCPU);
+  ASSERT_TRUE(model.ok());
+  Status s = LoadHfWeights(dir, **model);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), dir + ": missing tensor \"logit_scale\" (shape [])");
+}
+
+TEST(HfConfig, UnsupportedConfigsAreClearErrors) {
+  auto error = [](const std::string& text) {
+    auto spec = SpecFromHfConfig(Json::parse(text), "config.json");
+    EXPECT_FALSE(spec.ok());
+    return spec.ok() ? "" : spec.status().message();
+  };
+  EXPECT_EQ(error(R"({"model_type": "bert"})"),
+            "config.json: model_type: \"bert\" is not supported (clip, llama)");
+  EXPECT_EQ(error(R"({"model_type": "clip", "text_config": {}})"),
+            "config.json: vision_config: expected an object");
+  EXPECT_EQ(error(R"({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,
+                      "num_attention_heads": 4, "intermediate_size": 8,
+                      "max_position_embeddings": 8, "vocab_size": 10, "attention_bias": true})"),
+            "config.json: attention_bias: biases are not supported");
+  EXPECT_EQ(error(R"({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,
+                      "num_attention_heads": 4, "intermediate_size": 8,
+                      "max_position_embeddings": 8, "vocab_size": 10,
+                      "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000}})"),
+            "config.json: rope_parameters.rope_type: \"yarn\" scaling is not supported (only "
+            "\"default\")");
+}
+
+TEST(HfExport, MosaicNativeClipSaysWhatDoesNotFit) {
+  auto spec = LoadModelSpec(std::string(MOSAIC_SOURCE_DIR) + "/configs/models/clip-tiny.json");
+  ASSERT_TRUE(spec.ok());
+  auto arch = HfArchitectureOf(*spec);
+  ASSERT_FALSE(arch.ok());
+  EXPECT_EQ(arch.status().message(),
+            "model \"clip-tiny\": module \"vision\": CLIPModel's patch embedding has no bias "
+            "(patch_bias false)");
+}
+
+}  // namespace
+}  // namespace mosaic::interop

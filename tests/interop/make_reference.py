@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Reference models and values for Mosaic's Hugging Face parity tests (tests/interop).
+
+Creates tiny random `transformers` models (nothing is downloaded), saves each as a Hugging Face
+folder (config.json + safetensors) under OUT/<name>/ and writes OUT/<name>/reference.safetensors
+with the inputs, the outputs and the gradient of every parameter (named as in the HF model):
+  input.*    what the C++ test feeds Mosaic
+  out.*      HF's outputs (fp32)
+  grad.<p>   d loss / d p for every HF parameter p
+
+  python3 tests/interop/make_reference.py OUT
+"""
+import json
+import os
+import sys
+
+import torch
+import transformers
+from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_tokenizer_reference  # noqa: E402  (the BPE vocab for the fine-tuning folder)
+
+
+def grads(model):
+    return {"grad." + n: p.grad.detach().clone().contiguous()
+            for n, p in model.named_parameters() if p.grad is not None}
+
+
+def clip_tokens(batch, seq_len, vocab, eos, pad, gen):
+    """Right-padded ids with EOS (the highest id) closing each row, and the attention mask."""
+    ids = torch.full((batch, seq_len), pad, dtype=torch.long)
+    mask = torch.zeros((batch, seq_len), dtype=torch.long)
+    for b in range(batch):
+        n = seq_len - 3 * b  # lengths seq_len, seq_len - 3, ...
+        ids[b, : n - 1] = torch.randint(3, vocab - 1, (n - 1,), generator=gen)
+        ids[b, n - 1] = eos
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def open_clip_state_dict(model):
+    """The model's weights under OpenCLIP's names (open_clip.model.CLIP.state_dict()), written
+    from OpenCLIP's module layout: resblocks with a fused in_proj, c_fc/c_proj MLPs, and the
+    projections applied as x @ proj, so stored transposed."""
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    out = {"logit_scale": sd["logit_scale"]}
+    for hf, oc in (("vision_model", "visual."), ("text_model", "")):
+        n = len([k for k in sd if k.startswith(hf + ".encoder.layers.") and k.endswith("fc1.weight")])
+        for i in range(n):
+            h, o = f"{hf}.encoder.layers.{i}.", f"{oc}transformer.resblocks.{i}."
+            for part in ("weight", "bias"):
+                out[o + "attn.in_proj_" + part] = torch.cat(
+                    [sd[h + f"self_attn.{x}_proj.{part}"] for x in "qkv"])
+                out[o + "attn.out_proj." + part] = sd[h + "self_attn.out_proj." + part]
+                out[o + "ln_1." + part] = sd[h + "layer_norm1." + part]
+                out[o + "ln_2." + part] = sd[h + "layer_norm2." + part]
+                out[o + "mlp.c_fc." + part] = sd[h + "mlp.fc1." + part]
+                out[o + "mlp.c_proj." + part] = sd[h + "mlp.fc2." + part]
+    out["visual.class_embedding"] = sd["vision_model.embeddings.class_embedding"]
+    out["visual.positional_embedding"] = sd["vision_model.embeddings.position_embedding.weight"]
+    out["visual.conv1.weight"] = sd["vision_model.embeddings.patch_embedding.weight"]
+    for part in ("weight", "bias"):
+        out["visual.ln_pre." + part] = sd["vision_model.pre_layrnorm." + part]
+        out["visual.ln_post." + part] = sd["vision_model.post_layernorm." + part]
+        out["ln_final." + part] = sd["text_model.final_layer_norm." + part]
+    out["visual.proj"] = sd["visual_projection.weight"].t()
+    out["text_projection"] = sd["text_projection.weight"].t()
+    out["token_embedding.weight"] = sd["text_model.embeddings.token_embedding.weight"]
+    out["positional_embedding"] = sd["text_model.embeddings.position_embedding.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards, vocab=99):
+    torch.manual_seed(0)
+    seq_len = 12
+    config = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=seq_len, hidden_act=hidden_act,
+                         layer_norm_eps=layer_norm_eps, eos_token_id=eos_token_id,
+                         bos_token_id=0, pad_token_id=1),
+        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=16, patch_size=4,
+                           hidden_act=hidden_act, layer_norm_eps=layer_norm_eps),
+        projection_dim=24)
+    config._attn_implementation = "eager"
+    model = CLIPModel(config).float().train()
+    # Random LayerNorm affine and logit scale, so that a swapped weight/bias cannot pass.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "layer_norm" in n or "layrnorm" in n or "layernorm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.3)
+    folder = os.path.join(out, name)
+    model.save_pretrained(folder, max_shard_size=shards)
+    save_file(open_clip_state_dict(model), os.path.join(folder, "open_clip_model.safetensors"))
+
+    gen = torch.Generator().manual_seed(1)
+    pixels = torch.randn(3, 3, 16, 16, generator=gen)
+    ids, mask = clip_tokens(3, seq_len, vocab, vocab - 1, 1, gen)
+    result = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True)
+    result.loss.backward()
+    # transformers 5: the pooler_output of get_*_features is already projected.
+    image_features = result.vision_model_output.pooler_output
+    text_features = result.text_model_output.pooler_output
+    assert image_features.shape[-1] == config.projection_dim
+    ref = {
+        "input.pixel_values": pixels, "input.input_ids": ids, "input.attention_mask": mask,
+        "out.image_features": image_features, "out.text_features": text_features,
+        "out.image_embeds": result.image_embeds, "out.text_embeds": result.text_embeds,
+        "out.logits_per_image": result.logits_per_image,
+        "out.loss": result.loss.reshape(()),
+    }
+    ref.update(grads(model))
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+
+
+def make_llama(out, name, tie, kv_heads):
+    torch.manual_seed(0)
+    vocab = 101
+    config = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48,
+                         num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=kv_heads, max_position_embeddings=16,
+                         rms_norm_eps=1e-5, rope_theta=1000.0, tie_word_embeddings=tie)
+    config._attn_implementation = "eager"
+    model = LlamaForCausalLM(config).float().train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    folder = os.path.join(out, name)
+    model.save_pretrained(folder)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (2, 10), generator=gen)
+    result = model(input_ids=ids, labels=ids)
+    result.loss.backward()
+    ref = {"input.input_ids": ids, "out.logits": result.logits,
+           "out.loss": result.loss.reshape(())}
+    ref.update(grads(model))
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    # OpenAI CLIP: quick_gelu, pooled at the highest id (eos_token_id 2 is HF's legacy marker).
+    make_clip(out, "clip-quickgelu", "quick_gelu", 2, 1e-5, shards="5GB")
+    # A later HF CLIP: exact GELU, pooled at the first eos_token_id, other eps, saved in shards.
+    make_clip(out, "clip-gelu-sharded", "gelu", 98, 1e-6, shards="40KB")
+    # For `mosaic train --init`: a CLIP whose folder holds its own BPE tokenizer files.
+    vocab, merges = make_tokenizer_reference.build_vocab_and_merges()
+    make_clip(out, "clip-finetune", "quick_gelu", vocab["<|endoftext|>"], 1e-5, shards="5GB",
+              vocab=len(vocab))
+    make_tokenizer_reference.write_tokenizer_files(os.path.join(out, "clip-finetune"), vocab,
+                                                   merges)
+    make_llama(out, "llama", tie=False, kv_heads=2)
+    make_llama(out, "llama-tied", tie=True, kv_heads=4)
+    with open(os.path.join(out, "versions.json"), "w") as f:
+        json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
+
+
+if __name__ == "__main__":
+    main()
