@@ -21,6 +21,10 @@
 #include "core/status.h"
 #include "train/example_source.h"
 
+namespace mosaic::dist {
+class Context;
+}
+
 namespace mosaic::train {
 
 struct TrainOptions {
@@ -53,6 +57,13 @@ struct TrainOptions {
   // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
   const std::atomic<bool>* stop_requested = nullptr;
   std::ostream* log = nullptr;  // progress and messages; nullptr: std::cerr
+  // Data-parallel training (docs/distributed.md): this process's membership in a run started by
+  // torchrun; nullptr: one process. Every rank reads its slice of each global batch (batch_size
+  // stays the global batch), gradients are averaged over ranks, contrastive losses gather every
+  // rank's features; rank 0 alone logs, writes checkpoints and evaluates.
+  dist::Context* dist = nullptr;
+  int64_t grad_bucket_bytes = 25LL << 20;  // gradients per all-reduce
+  int64_t check_replicas_every = 100;      // steps between parameter checks; 0: start and end only
 };
 
 struct TrainResult {

@@ -1,0 +1,172 @@
+// `mosaic train` as 2 processes with Gloo on loopback (what torchrun starts): the same
+// parameters as one process on the same global batch, and a killed rank makes the other fail
+// with a clear error within a bounded time instead of hanging.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common/run_command.h"
+#include "core/file_io.h"
+#include "rank_processes.h"
+#include "ranks.h"
+#include "train/posix_files.h"
+
+namespace mosaic::dist {
+namespace {
+
+using namespace testing;  // NOLINT: the dist test helpers
+
+const std::string kConfigs = std::string(MOSAIC_SOURCE_DIR) + "/configs";
+const std::string kClipTiny = kConfigs + "/models/clip-tiny.json";
+
+class Dir {
+ public:
+  explicit Dir(const std::string& tag)
+      : path_("/tmp/mosaic_dist_" + tag + "_" + std::to_string(::getpid())) {
+    train::RemoveTree(path_);
+    (void)train::MakeDirectories(path_);
+  }
+  ~Dir() { train::RemoveTree(path_); }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string TrainArgs(const std::string& extra) {
+  // One torch thread per process: the 2 ranks share the test machine's cores.
+  return "train --model clip-tiny --configs " + kConfigs +
+         " --threads 1 --seed 3 --eval-samples 16 --log-every 1 " + extra;
+}
+
+TEST(DistTrain, TwoRanksEndWithTheParametersOfOneProcess) {
+  ::unsetenv("WORLD_SIZE");
+  Dir dir("equal");
+  // Global batch 8 in 2 micro-batches of 4: each rank reads 2 + 2 examples per step.
+  const std::string common = "--batch-size 8 --micro-batches 2 --steps 6 --check-replicas-every 2 ";
+  auto one = mosaic::testing::RunCommand(std::string(MOSAIC_BIN) + " " +
+                                         TrainArgs(common + "--checkpoint-dir " + dir / "one" +
+                                                   " --metrics-out " + dir / "one.json"));
+  ASSERT_EQ(one.code, 0) << one.out;
+
+  const int port = FreePort();
+  const std::string args =
+      TrainArgs(common + "--checkpoint-dir " + dir / "two" + " --metrics-out " + dir / "two.json");
+  pid_t p0 = StartRank(0, 2, port, args, dir / "rank0.log");
+  pid_t p1 = StartRank(1, 2, port, args, dir / "rank1.log");
+  const int code0 = WaitForExit(p0, 300), code1 = WaitForExit(p1, 300);
+  const std::string log0 = ReadText(dir / "rank0.log"), log1 = ReadText(dir / "rank1.log");
+  ASSERT_EQ(code0, 0) << log0;
+  ASSERT_EQ(code1, 0) << log1;
+  EXPECT_NE(log0.find("data parallel over 2 ranks (gloo)"), std::string::npos) << log0;
+  EXPECT_NE(log0.find("image->text retrieval top-1"), std::string::npos) << log0;  // rank 0 evaluates
+  EXPECT_EQ(log1.find("step 6/6"), std::string::npos) << log1;  // rank 0 alone logs
+
+  // Losses per step: the same global loss (float32 rounding of another summation order).
+  auto m1 = LoadJsonFile(dir / "one.json"), m2 = LoadJsonFile(dir / "two.json");
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  ASSERT_EQ((*m1)["losses"].size(), 6u);
+  ASSERT_EQ((*m2)["losses"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    const double a = (*m1)["losses"][i], b = (*m2)["losses"][i];
+    EXPECT_NEAR(b, a, 1e-5 * std::abs(a)) << "step " << i + 1;
+  }
+
+  // Parameters at the end.
+  auto c1 = ReadCheckpoint(kClipTiny, dir / "one" + "/" + train::CheckpointFileName(6));
+  auto c2 = ReadCheckpoint(kClipTiny, dir / "two" + "/" + train::CheckpointFileName(6));
+  ASSERT_TRUE(c1.ok()) << c1.status();
+  ASSERT_TRUE(c2.ok()) << c2.status();
+  EXPECT_EQ(c1->state.step, c2->state.step);
+  EXPECT_TRUE(c1->state.data == c2->state.data);  // the same examples were read
+  ASSERT_EQ(c1->params.size(), c2->params.size());
+  double worst_abs = 0, worst_scaled = 0;
+  std::string worst_name;
+  for (const auto& [name, p1] : c1->params) {
+    const torch::Tensor& p2 = c2->params.at(name);
+    const double diff = (p2 - p1).abs().max().item<double>();
+    // Note [equivalence tolerance]: relative to the parameter's scale (its max magnitude).
+    const double scaled = diff / std::max(1e-3, p1.abs().max().item<double>());
+    worst_abs = std::max(worst_abs, diff);
+    if (scaled > worst_scaled) {
+      worst_scaled = scaled;
+      worst_name = name;
+    }
+  }
+  std::printf("2 ranks vs 1 process after 6 steps: max |diff| %.3g, max |diff|/scale %.3g (%s)\n",
+              worst_abs, worst_scaled, worst_name.c_str());
+  // Note [equivalence tolerance]: the 2-rank gradient is the same sum in another order
+  // (per-rank partial sums, then the all-reduce), so it differs from the one-process gradient
+  // by float32 rounding (~1e-7 relative). AdamW divides by sqrt(v) + 1e-8, which can amplify a
+  // rounding difference in a near-zero gradient element to ~1e-5 of lr; after 6 steps at
+  // lr 1e-3 that stays below 1e-5 of a parameter's scale. A real error (a missing average, a
+  // local-only contrastive loss, overlapping data) moves parameters by ~lr = 1e-3 per step.
+  EXPECT_LT(worst_scaled, 1e-5) << worst_name;
+}
+
+// Note [bounded waits]: one rank is SIGKILLed mid-run; the other must exit non-zero within
+// 60 s with an error naming itself and the failed collective.
+class DistKilledRank : public ::testing::TestWithParam<int> {};
+
+TEST_P(DistKilledRank, TheOtherRankFailsWithAClearErrorInBoundedTime) {
+  ::unsetenv("WORLD_SIZE");
+  const int killed = GetParam(), survivor = 1 - killed;
+  Dir dir("killed" + std::to_string(killed));
+  const int port = FreePort();
+  const std::string args = TrainArgs("--batch-size 8 --steps 100000 --dist-timeout 30 "
+                                     "--checkpoint-every 1 --keep-checkpoints 1000 "
+                                     "--checkpoint-dir " + dir / "ckpt");
+  pid_t pid[2];
+  pid[0] = StartRank(0, 2, port, args, dir / "rank0.log");
+  pid[1] = StartRank(1, 2, port, args, dir / "rank1.log");
+  // Wait until training runs (rank 0 has written 2 checkpoints), at most 5 minutes.
+  bool running = false;
+  for (int i = 0; i < 3000 && !running; ++i) {
+    running = train::ListCheckpoints(dir / "ckpt").size() >= 2;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(running) << ReadText(dir / "rank0.log") << ReadText(dir / "rank1.log");
+  ASSERT_EQ(::kill(pid[killed], SIGKILL), 0);
+  EXPECT_EQ(WaitForExit(pid[killed], 60), kSignalled);
+
+  const int code = WaitForExit(pid[survivor], 60);
+  const std::string log = ReadText(dir / ("rank" + std::to_string(survivor) + ".log"));
+  EXPECT_NE(code, kTimedOut) << "rank " << survivor << " still ran 60 s after its peer died\n"
+                             << log;
+  EXPECT_EQ(code, 1) << log;
+  const std::string who = "mosaic train: rank " + std::to_string(survivor) + " of 2: ";
+  EXPECT_NE(log.find(who), std::string::npos) << log;
+  EXPECT_NE(log.find("failed"), std::string::npos) << log;
+  std::printf("rank %d after rank %d was killed: %s\n", survivor, killed,
+              log.substr(log.find(who) == std::string::npos ? 0 : log.find(who)).c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(WhichRank, DistKilledRank, ::testing::Values(0, 1),
+                         [](const auto& info) { return "kill_rank" + std::to_string(info.param); });
+
+// Bad launches: a global micro-batch that does not split over the ranks is refused on every
+// rank with exit code 2; so are ranks started with different flags.
+TEST(DistTrain, BadLaunchesAreRefusedOnEveryRank) {
+  ::unsetenv("WORLD_SIZE");
+  Dir dir("bad");
+  struct Case {
+    std::string args0, args1, expect;
+  };
+  for (const Case& c : {Case{"--batch-size 7 --steps 2", "--batch-size 7 --steps 2",
+                             "does not split evenly over 2 ranks"},
+                        Case{"--batch-size 8 --steps 2", "--batch-size 8 --steps 3",
+                             "give every rank the same flags"}}) {
+    const int port = FreePort();
+    pid_t p0 = StartRank(0, 2, port, TrainArgs(c.args0), dir / "rank0.log");
+    pid_t p1 = StartRank(1, 2, port, TrainArgs(c.args1), dir / "rank1.log");
+    const int code0 = WaitForExit(p0, 120), code1 = WaitForExit(p1, 120);
+    for (const auto& [code, log] : {std::make_pair(code0, ReadText(dir / "rank0.log")),
+                                    std::make_pair(code1, ReadText(dir / "rank1.log"))}) {
+      EXPECT_EQ(code, 2) << c.args1 << "\n" << log;
+      EXPECT_NE(log.find(c.expect), std::string::npos) << log;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mosaic::dist
