@@ -62,8 +62,8 @@ GradientSync::GradientSync(Context& ctx, std::vector<torch::Tensor> params, int6
   work_.resize(buckets_.size());
 #ifdef MOSAIC_DIST_HAVE_NCCL
   if (ctx_.device().is_cuda()) {
-    cuda_.reset(new CudaState{c10::cuda::getStreamFromPool(/*isHighPriority=*/true,
-                                                            ctx_.device().index())});
+    cuda_.reset(new CudaState{
+        c10::cuda::getStreamFromPool(/*isHighPriority=*/true, ctx_.device().index())});
   }
 #endif
   for (int i = 0; i < n; ++i)
@@ -134,8 +134,8 @@ void GradientSync::Launch(int bucket) {
     }
     work_[bucket] = std::move(*work);
   } catch (const std::exception& e) {
-    error_ = ctx_.Failure("launching the all-reduce of gradient bucket " + std::to_string(bucket),
-                          e);
+    error_ =
+        ctx_.Failure("launching the all-reduce of gradient bucket " + std::to_string(bucket), e);
   }
 }
 
@@ -217,8 +217,8 @@ Status CheckReplicasInSync(Context& ctx,
         m.precision(17);
         m << "parameters differ across ranks after step " << step << ": '"
           << named_params[static_cast<size_t>(i)].first << "' on rank " << r << " (sum " << mine[0]
-          << ", sum of squares " << mine[1] << ") vs rank 0 (sum " << ref[0]
-          << ", sum of squares " << ref[1] << "); the ranks no longer train one model";
+          << ", sum of squares " << mine[1] << ") vs rank 0 (sum " << ref[0] << ", sum of squares "
+          << ref[1] << "); the ranks no longer train one model";
         return Internal(m.str());
       }
     }
@@ -233,8 +233,7 @@ Status CheckSameSettings(Context& ctx, const std::string& description) {
     h *= 1099511628211ull;
   }
   torch::Tensor mine = torch::tensor({static_cast<int64_t>(h)}, torch::kInt64).to(ctx.device());
-  MOSAIC_ASSIGN_OR_RETURN(torch::Tensor all,
-                          ctx.AllGather(mine, "all-gather of the run settings"));
+  MOSAIC_ASSIGN_OR_RETURN(torch::Tensor all, ctx.AllGather(mine, "all-gather of the run settings"));
   all = all.cpu();
   for (int r = 1; r < ctx.world_size(); ++r) {
     if (all[r].item<int64_t>() != all[0].item<int64_t>()) {

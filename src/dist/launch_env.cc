@@ -29,8 +29,9 @@ StatusOr<LaunchEnv> ParseLaunchEnv(const EnvLookup& lookup) {
   if (!env.distributed()) return env;
   for (const char* name : {"RANK", "MASTER_ADDR", "MASTER_PORT"}) {
     if (!lookup(name)) {
-      return InvalidArgument(std::string("environment variable ") + name + " is not set but WORLD_SIZE=" +
-                             *world + " (start the ranks with torchrun --no-python mosaic train ...)");
+      return InvalidArgument(std::string("environment variable ") + name +
+                             " is not set but WORLD_SIZE=" + *world +
+                             " (start the ranks with torchrun --no-python mosaic train ...)");
     }
   }
   MOSAIC_ASSIGN_OR_RETURN(env.rank, ParseInt("RANK", *lookup("RANK"), 0, env.world_size - 1));
@@ -41,7 +42,8 @@ StatusOr<LaunchEnv> ParseLaunchEnv(const EnvLookup& lookup) {
   }
   env.master_addr = *lookup("MASTER_ADDR");
   if (env.master_addr.empty()) return InvalidArgument("environment variable MASTER_ADDR is empty");
-  MOSAIC_ASSIGN_OR_RETURN(env.master_port, ParseInt("MASTER_PORT", *lookup("MASTER_PORT"), 1, 65535));
+  MOSAIC_ASSIGN_OR_RETURN(env.master_port,
+                          ParseInt("MASTER_PORT", *lookup("MASTER_PORT"), 1, 65535));
   return env;
 }
 

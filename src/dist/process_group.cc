@@ -1,6 +1,6 @@
 // c10d process groups behind Status (see process_group.h).
-#include "dist/connect.h"
 #include "dist/process_group.h"
+#include "dist/connect.h"
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -83,8 +83,8 @@ StatusOr<std::unique_ptr<Context>> Context::Connect(const LaunchEnv& env, torch:
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
   auto impl = std::make_unique<Impl>();
   const std::string where = "rank " + std::to_string(env.rank) + " of " +
-                            std::to_string(env.world_size) + ": rendezvous at " +
-                            env.master_addr + ":" + std::to_string(env.master_port);
+                            std::to_string(env.world_size) + ": rendezvous at " + env.master_addr +
+                            ":" + std::to_string(env.master_port);
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
@@ -119,7 +119,8 @@ StatusOr<std::unique_ptr<Context>> Context::Connect(const LaunchEnv& env, torch:
       impl->backend =
           c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, env.rank, env.world_size, o);
 #else
-      return Unavailable(where + ": this build has no NCCL (nccl.h was not found at configure time)");
+      return Unavailable(where +
+                         ": this build has no NCCL (nccl.h was not found at configure time)");
 #endif
     }
   } catch (const std::exception& e) {

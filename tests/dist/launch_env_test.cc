@@ -16,9 +16,11 @@ StatusOr<LaunchEnv> Parse(const std::map<std::string, std::string>& vars) {
   });
 }
 
-const std::map<std::string, std::string> kTwoRanks = {
-    {"WORLD_SIZE", "2"}, {"RANK", "1"}, {"LOCAL_RANK", "1"},
-    {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29511"}};
+const std::map<std::string, std::string> kTwoRanks = {{"WORLD_SIZE", "2"},
+                                                      {"RANK", "1"},
+                                                      {"LOCAL_RANK", "1"},
+                                                      {"MASTER_ADDR", "127.0.0.1"},
+                                                      {"MASTER_PORT", "29511"}};
 
 TEST(LaunchEnv, NoWorldSizeIsOneProcess) {
   auto env = Parse({});
@@ -53,9 +55,9 @@ TEST(LaunchEnv, BadValuesNameTheVariable) {
   struct Case {
     std::string var, value;
   };
-  for (const Case& c : {Case{"WORLD_SIZE", "two"}, Case{"WORLD_SIZE", "0"}, Case{"RANK", "2"},
-                        Case{"RANK", "-1"}, Case{"MASTER_PORT", "70000"},
-                        Case{"MASTER_PORT", "12x"}, Case{"LOCAL_RANK", "5"}}) {
+  for (const Case& c :
+       {Case{"WORLD_SIZE", "two"}, Case{"WORLD_SIZE", "0"}, Case{"RANK", "2"}, Case{"RANK", "-1"},
+        Case{"MASTER_PORT", "70000"}, Case{"MASTER_PORT", "12x"}, Case{"LOCAL_RANK", "5"}}) {
     auto vars = kTwoRanks;
     vars[c.var] = c.value;
     auto env = Parse(vars);

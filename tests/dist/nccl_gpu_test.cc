@@ -41,7 +41,8 @@ TEST(DistNccl, TwoGpusMatchOneGpu) {
   if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
   SkipWithoutTwoGpus();
   const std::string dir = TempPath("equal");
-  const std::string common = "--batch-size 16 --micro-batches 2 --steps 6 --check-replicas-every 1 ";
+  const std::string common =
+      "--batch-size 16 --micro-batches 2 --steps 6 --check-replicas-every 1 ";
   auto one = mosaic::testing::RunCommand(std::string(MOSAIC_BIN) + " " +
                                          TrainArgs(common + "--checkpoint-dir " + dir + "/one"));
   ASSERT_EQ(one.code, 0) << one.out;
@@ -53,8 +54,8 @@ TEST(DistNccl, TwoGpusMatchOneGpu) {
   ASSERT_EQ(code0, 0) << ReadText(dir + "/rank0.log");
   ASSERT_EQ(code1, 0) << ReadText(dir + "/rank1.log");
   EXPECT_NE(ReadText(dir + "/rank0.log").find("(nccl)"), std::string::npos);
-  auto c1 = ReadCheckpoint(kClipTiny, dir + "/one/" + train::CheckpointFileName(6));
-  auto c2 = ReadCheckpoint(kClipTiny, dir + "/two/" + train::CheckpointFileName(6));
+  auto c1 = ReadCheckpoint(kClipTiny, dir + "/one/" + train::CheckpointFileName(6), 3);
+  auto c2 = ReadCheckpoint(kClipTiny, dir + "/two/" + train::CheckpointFileName(6), 3);
   ASSERT_TRUE(c1.ok() && c2.ok());
   double worst = 0;
   for (const auto& [name, p] : c1->params) {
@@ -73,9 +74,11 @@ TEST(DistNccl, KilledRankFailsTheOtherInBoundedTime) {
   SkipWithoutTwoGpus();
   const std::string dir = TempPath("killed");
   const int port = FreePort();
-  const std::string args = TrainArgs("--batch-size 16 --steps 100000 --dist-timeout 30 "
-                                     "--checkpoint-every 1 --keep-checkpoints 1000 "
-                                     "--checkpoint-dir " + dir + "/ckpt");
+  const std::string args = TrainArgs(
+      "--batch-size 16 --steps 100000 --dist-timeout 30 "
+      "--checkpoint-every 1 --keep-checkpoints 1000 "
+      "--checkpoint-dir " +
+      dir + "/ckpt");
   pid_t p0 = StartRank(0, 2, port, args, dir + "/rank0.log");
   pid_t p1 = StartRank(1, 2, port, args, dir + "/rank1.log");
   bool running = false;

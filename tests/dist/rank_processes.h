@@ -39,8 +39,8 @@ inline pid_t StartRank(int rank, int world, int port, const std::string& args,
     ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
     ::setenv("MASTER_ADDR", "127.0.0.1", 1);
     ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-    const std::string cmd = "exec " + std::string(MOSAIC_BIN) + " " + args + " >" + log_path +
-                            " 2>&1";
+    const std::string cmd =
+        "exec " + std::string(MOSAIC_BIN) + " " + args + " >" + log_path + " 2>&1";
     ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -71,21 +71,31 @@ inline std::string ReadText(const std::string& path) {
 
 struct CheckpointContents {
   std::map<std::string, torch::Tensor> params;
+  std::map<std::string, torch::Tensor> exp_avg;  // AdamW's first moment: linear in the gradients
   train::TrainState state;
 };
 
-// Loads `path` into a fresh model of `model_path` (with an AdamW to receive the moments).
+// Loads `path` (a run with `seed`) into a fresh model of `model_path` (with an AdamW to
+// receive the moments).
 inline StatusOr<CheckpointContents> ReadCheckpoint(const std::string& model_path,
-                                                   const std::string& path) {
+                                                   const std::string& path, uint64_t seed) {
   MOSAIC_ASSIGN_OR_RETURN(ModelSpec spec, LoadModelSpec(model_path));
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, torch::kCPU));
   MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::AdamW> opt,
                           train::MakeAdamW(model->named_parameters(), {}));
   CheckpointContents c;
+  c.state.model_name = spec.name;
+  c.state.seed = seed;  // LoadCheckpoint refuses a checkpoint of another seed
   MOSAIC_RETURN_IF_ERROR(train::LoadCheckpoint(path, *model, *opt, &c.state));
-  for (const auto& item : model->named_parameters())
+  for (const auto& item : model->named_parameters()) {
     c.params[item.key()] = item.value().detach().clone();
+    auto it = opt->state().find(item.value().unsafeGetTensorImpl());
+    if (it != opt->state().end()) {
+      c.exp_avg[item.key()] =
+          static_cast<torch::optim::AdamWParamState&>(*it->second).exp_avg().clone();
+    }
+  }
   return c;
 }
 

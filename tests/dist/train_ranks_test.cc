@@ -44,9 +44,9 @@ TEST(DistTrain, TwoRanksEndWithTheParametersOfOneProcess) {
   Dir dir("equal");
   // Global batch 8 in 2 micro-batches of 4: each rank reads 2 + 2 examples per step.
   const std::string common = "--batch-size 8 --micro-batches 2 --steps 6 --check-replicas-every 2 ";
-  auto one = mosaic::testing::RunCommand(std::string(MOSAIC_BIN) + " " +
-                                         TrainArgs(common + "--checkpoint-dir " + dir / "one" +
-                                                   " --metrics-out " + dir / "one.json"));
+  auto one = mosaic::testing::RunCommand(
+      std::string(MOSAIC_BIN) + " " +
+      TrainArgs(common + "--checkpoint-dir " + dir / "one" + " --metrics-out " + dir / "one.json"));
   ASSERT_EQ(one.code, 0) << one.out;
 
   const int port = FreePort();
@@ -59,7 +59,8 @@ TEST(DistTrain, TwoRanksEndWithTheParametersOfOneProcess) {
   ASSERT_EQ(code0, 0) << log0;
   ASSERT_EQ(code1, 0) << log1;
   EXPECT_NE(log0.find("data parallel over 2 ranks (gloo)"), std::string::npos) << log0;
-  EXPECT_NE(log0.find("image->text retrieval top-1"), std::string::npos) << log0;  // rank 0 evaluates
+  EXPECT_NE(log0.find("image->text retrieval top-1"), std::string::npos)
+      << log0;                                                  // rank 0 evaluates
   EXPECT_EQ(log1.find("step 6/6"), std::string::npos) << log1;  // rank 0 alone logs
 
   // Losses per step: the same global loss (float32 rounding of another summation order).
@@ -73,35 +74,51 @@ TEST(DistTrain, TwoRanksEndWithTheParametersOfOneProcess) {
   }
 
   // Parameters at the end.
-  auto c1 = ReadCheckpoint(kClipTiny, dir / "one" + "/" + train::CheckpointFileName(6));
-  auto c2 = ReadCheckpoint(kClipTiny, dir / "two" + "/" + train::CheckpointFileName(6));
+  auto c1 = ReadCheckpoint(kClipTiny, dir / "one" + "/" + train::CheckpointFileName(6), 3);
+  auto c2 = ReadCheckpoint(kClipTiny, dir / "two" + "/" + train::CheckpointFileName(6), 3);
   ASSERT_TRUE(c1.ok()) << c1.status();
   ASSERT_TRUE(c2.ok()) << c2.status();
   EXPECT_EQ(c1->state.step, c2->state.step);
   EXPECT_TRUE(c1->state.data == c2->state.data);  // the same examples were read
   ASSERT_EQ(c1->params.size(), c2->params.size());
-  double worst_abs = 0, worst_scaled = 0;
-  std::string worst_name;
+  ASSERT_EQ(c1->exp_avg.size(), c1->params.size());
+  // Note [equivalence tolerance]: the 2-rank gradient is the same sum in another order (per-rank
+  // partial sums over 2 rows, then the all-reduce), so it equals the one-process gradient up to
+  // float32 rounding, and so does AdamW's first moment, which is linear in the gradients: its
+  // largest difference stays within 1e-4 of the tensor's scale (measured: see the printout).
+  // AdamW's update g / (sqrt(v) + 1e-8) amplifies that rounding in the few elements whose
+  // gradient is near zero: measured, 34 of 255,809 parameters differ by more than 1e-6 after
+  // one step and none by 1e-5, against updates of up to lr = 1e-3 per step. So: parameters
+  // within 5e-5 (5% of one step) everywhere and within 1e-6 in all but 0.1% of the elements.
+  // A real error (no averaging, a local-only contrastive loss, overlapping or missing data)
+  // changes every gradient by O(1) relative and moves most parameters by ~lr per step.
+  double worst_abs = 0, worst_moment = 0;
+  int64_t elements = 0, off = 0;
+  std::string worst_name, worst_moment_name;
   for (const auto& [name, p1] : c1->params) {
-    const torch::Tensor& p2 = c2->params.at(name);
-    const double diff = (p2 - p1).abs().max().item<double>();
-    // Note [equivalence tolerance]: relative to the parameter's scale (its max magnitude).
-    const double scaled = diff / std::max(1e-3, p1.abs().max().item<double>());
-    worst_abs = std::max(worst_abs, diff);
-    if (scaled > worst_scaled) {
-      worst_scaled = scaled;
+    const torch::Tensor diff = (c2->params.at(name) - p1).abs();
+    elements += diff.numel();
+    off += (diff > 1e-6).sum().item<int64_t>();
+    if (diff.max().item<double>() > worst_abs) {
+      worst_abs = diff.max().item<double>();
       worst_name = name;
     }
+    const torch::Tensor& m1 = c1->exp_avg.at(name);
+    const double m_scale = std::max(1e-12, m1.abs().max().item<double>());
+    const double m_rel = (c2->exp_avg.at(name) - m1).abs().max().item<double>() / m_scale;
+    if (m_rel > worst_moment) {
+      worst_moment = m_rel;
+      worst_moment_name = name;
+    }
   }
-  std::printf("2 ranks vs 1 process after 6 steps: max |diff| %.3g, max |diff|/scale %.3g (%s)\n",
-              worst_abs, worst_scaled, worst_name.c_str());
-  // Note [equivalence tolerance]: the 2-rank gradient is the same sum in another order
-  // (per-rank partial sums, then the all-reduce), so it differs from the one-process gradient
-  // by float32 rounding (~1e-7 relative). AdamW divides by sqrt(v) + 1e-8, which can amplify a
-  // rounding difference in a near-zero gradient element to ~1e-5 of lr; after 6 steps at
-  // lr 1e-3 that stays below 1e-5 of a parameter's scale. A real error (a missing average, a
-  // local-only contrastive loss, overlapping data) moves parameters by ~lr = 1e-3 per step.
-  EXPECT_LT(worst_scaled, 1e-5) << worst_name;
+  std::printf(
+      "2 ranks vs 1 process after 6 steps: parameters max |diff| %.3g (%s), %lld of %lld "
+      "elements off by > 1e-6; AdamW first moment max |diff|/scale %.3g (%s)\n",
+      worst_abs, worst_name.c_str(), static_cast<long long>(off),
+      static_cast<long long>(elements), worst_moment, worst_moment_name.c_str());
+  EXPECT_LT(worst_abs, 5e-5) << worst_name;
+  EXPECT_LT(static_cast<double>(off), 1e-3 * static_cast<double>(elements));
+  EXPECT_LT(worst_moment, 1e-4) << worst_moment_name;
 }
 
 // Note [bounded waits]: one rank is SIGKILLed mid-run; the other must exit non-zero within
@@ -113,9 +130,11 @@ TEST_P(DistKilledRank, TheOtherRankFailsWithAClearErrorInBoundedTime) {
   const int killed = GetParam(), survivor = 1 - killed;
   Dir dir("killed" + std::to_string(killed));
   const int port = FreePort();
-  const std::string args = TrainArgs("--batch-size 8 --steps 100000 --dist-timeout 30 "
-                                     "--checkpoint-every 1 --keep-checkpoints 1000 "
-                                     "--checkpoint-dir " + dir / "ckpt");
+  const std::string args = TrainArgs(
+      "--batch-size 8 --steps 100000 --dist-timeout 30 "
+      "--checkpoint-every 1 --keep-checkpoints 1000 "
+      "--checkpoint-dir " +
+      dir / "ckpt");
   pid_t pid[2];
   pid[0] = StartRank(0, 2, port, args, dir / "rank0.log");
   pid[1] = StartRank(1, 2, port, args, dir / "rank1.log");
