@@ -163,6 +163,29 @@ TEST_P(DistKilledRank, TheOtherRankFailsWithAClearErrorInBoundedTime) {
 INSTANTIATE_TEST_SUITE_P(WhichRank, DistKilledRank, ::testing::Values(0, 1),
                          [](const auto& info) { return "kill_rank" + std::to_string(info.param); });
 
+TEST(DistTrain, HelpNamesTheDistributedFlags) {
+  auto r = mosaic::testing::RunCommand(std::string(MOSAIC_BIN) + " train --help");
+  EXPECT_EQ(r.code, 0);
+  for (const char* word : {"--dist-timeout", "MOSAIC_DIST_TIMEOUT", "--grad-bucket-mb",
+                           "--check-replicas-every", "torchrun"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word;
+  }
+}
+
+// A malformed torchrun environment: one line naming the variable, exit code 2.
+TEST(DistTrain, BadEnvironmentIsOneLineAndExitTwo) {
+  for (const std::string& env :
+       {std::string("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500"),
+        std::string("WORLD_SIZE=2 RANK=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500"),
+        std::string("WORLD_SIZE=x")}) {
+    auto r = mosaic::testing::RunCommand("env -u RANK " + env + " " + MOSAIC_BIN + " " +
+                                         TrainArgs("--steps 1"));
+    EXPECT_EQ(r.code, 2) << env << "\n" << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    EXPECT_EQ(r.out.rfind("mosaic train: environment variable ", 0), 0u) << r.out;
+  }
+}
+
 // Bad launches: a global micro-batch that does not split over the ranks is refused on every
 // rank with exit code 2; so are ranks started with different flags.
 TEST(DistTrain, BadLaunchesAreRefusedOnEveryRank) {
