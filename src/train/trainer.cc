@@ -264,11 +264,10 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
                            std::to_string(spec.micro_batches));
   }
   if (spec.micro_batch_size() % world != 0) {
-    return InvalidArgument("the global micro-batch of " + std::to_string(spec.micro_batch_size()) +
-                           " (batch " + std::to_string(spec.batch_size) + " / " +
-                           std::to_string(spec.micro_batches) +
-                           " micro-batches) does not split evenly over " + std::to_string(world) +
-                           " ranks");
+    return InvalidArgument(
+        "the global micro-batch of " + std::to_string(spec.micro_batch_size()) + " (batch " +
+        std::to_string(spec.batch_size) + " / " + std::to_string(spec.micro_batches) +
+        " micro-batches) does not split evenly over " + std::to_string(world) + " ranks");
   }
   if (options.grad_bucket_bytes <= 0) return InvalidArgument("--grad-bucket-mb must be positive");
   if (options.check_replicas_every < 0) {
@@ -347,11 +346,12 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     // Note [global contrastive loss] in dist/all_gather.h.
     for (int i = 0; i < model->num_modules(); ++i) {
       if (auto loss = std::dynamic_pointer_cast<models::ContrastiveLossImpl>(model->module(i))) {
-        loss->set_gather([dist](const torch::Tensor& x) { return dist::AllGatherWithGrad(*dist, x); });
+        loss->set_gather(
+            [dist](const torch::Tensor& x) { return dist::AllGatherWithGrad(*dist, x); });
       }
     }
-    grad_sync = std::make_unique<dist::GradientSync>(*dist, model->parameters(),
-                                                     options.grad_bucket_bytes);
+    grad_sync =
+        std::make_unique<dist::GradientSync>(*dist, model->parameters(), options.grad_bucket_bytes);
   }
   const bool small = model->ParameterCount() < kSmallModelParameters;
   const double peak_lr = options.lr > 0 ? options.lr : small ? 1e-3 : 1e-4;
@@ -409,8 +409,8 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
 
   if (dist != nullptr) {
     // Same seed (or the same checkpoint) on every rank: the replicas start identical.
-    MOSAIC_RETURN_IF_ERROR(dist::CheckReplicasInSync(*dist, model->named_parameters().pairs(),
-                                                     state.step));
+    MOSAIC_RETURN_IF_ERROR(
+        dist::CheckReplicasInSync(*dist, model->named_parameters().pairs(), state.step));
   }
 
   TrainResult result;
@@ -537,9 +537,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       window_samples = window_tokens = window_steps = 0;
       window_loss = 0;
     }
-    const bool stop = dist != nullptr ? any_rank_stopping
-                                      : options.stop_requested != nullptr &&
-                                            options.stop_requested->load();
+    const bool stop = dist != nullptr
+                          ? any_rank_stopping
+                          : options.stop_requested != nullptr && options.stop_requested->load();
     if (!options.checkpoint_dir.empty() &&
         ((options.checkpoint_every > 0 && done % options.checkpoint_every == 0) ||
          done == options.steps || stop)) {

@@ -114,8 +114,8 @@ TEST(DistTrain, TwoRanksEndWithTheParametersOfOneProcess) {
   std::printf(
       "2 ranks vs 1 process after 6 steps: parameters max |diff| %.3g (%s), %lld of %lld "
       "elements off by > 1e-6; AdamW first moment max |diff|/scale %.3g (%s)\n",
-      worst_abs, worst_name.c_str(), static_cast<long long>(off),
-      static_cast<long long>(elements), worst_moment, worst_moment_name.c_str());
+      worst_abs, worst_name.c_str(), static_cast<long long>(off), static_cast<long long>(elements),
+      worst_moment, worst_moment_name.c_str());
   EXPECT_LT(worst_abs, 5e-5) << worst_name;
   EXPECT_LT(static_cast<double>(off), 1e-3 * static_cast<double>(elements));
   EXPECT_LT(worst_moment, 1e-4) << worst_moment_name;
