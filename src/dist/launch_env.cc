@@ -44,6 +44,11 @@ StatusOr<LaunchEnv> ParseLaunchEnv(const EnvLookup& lookup) {
   if (env.master_addr.empty()) return InvalidArgument("environment variable MASTER_ADDR is empty");
   MOSAIC_ASSIGN_OR_RETURN(env.master_port,
                           ParseInt("MASTER_PORT", *lookup("MASTER_PORT"), 1, 65535));
+  env.agent_store = lookup("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+  if (auto restarts = lookup("TORCHELASTIC_RESTART_COUNT")) {
+    MOSAIC_ASSIGN_OR_RETURN(env.restart_count,
+                            ParseInt("TORCHELASTIC_RESTART_COUNT", *restarts, 0, 1 << 30));
+  }
   return env;
 }
 

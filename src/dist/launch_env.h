@@ -20,6 +20,11 @@ struct LaunchEnv {
   int local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
+  // torchrun's agent already hosts the TCPStore at MASTER_ADDR:MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client, under the prefix
+  // /worker/attempt_<TORCHELASTIC_RESTART_COUNT> as PyTorch's own workers do.
+  bool agent_store = false;
+  int restart_count = 0;
   bool distributed() const { return world_size > 1; }
 };
 

@@ -3,6 +3,7 @@
 #include "dist/connect.h"
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
@@ -88,11 +89,15 @@ StatusOr<std::unique_ptr<Context>> Context::Connect(const LaunchEnv& env, torch:
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
-    so.isServer = env.rank == 0;
+    so.isServer = env.rank == 0 && !env.agent_store;
     so.numWorkers = env.world_size;
     so.waitWorkers = true;
     so.timeout = timeout;
     impl->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    if (env.agent_store) {
+      impl->store = c10::make_intrusive<c10d::PrefixStore>(
+          "/worker/attempt_" + std::to_string(env.restart_count), impl->store);
+    }
   } catch (const std::exception& e) {
     return Unavailable(where + " failed: " + FirstLine(e));
   }

@@ -43,6 +43,17 @@ TEST(LaunchEnv, TorchrunVariables) {
   EXPECT_EQ(env->master_port, 29511);
 }
 
+TEST(LaunchEnv, TorchrunAgentStore) {
+  EXPECT_FALSE(Parse(kTwoRanks)->agent_store);
+  auto vars = kTwoRanks;
+  vars["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  vars["TORCHELASTIC_RESTART_COUNT"] = "3";
+  auto env = Parse(vars);
+  ASSERT_TRUE(env.ok()) << env.status();
+  EXPECT_TRUE(env->agent_store);
+  EXPECT_EQ(env->restart_count, 3);
+}
+
 TEST(LaunchEnv, LocalRankDefaultsToRank) {
   auto vars = kTwoRanks;
   vars.erase("LOCAL_RANK");
