@@ -20,7 +20,7 @@ using namespace testing;  // NOLINT: the dist test helpers
 const std::string kConfigs = std::string(MOSAIC_SOURCE_DIR) + "/configs";
 const std::string kClipTiny = kConfigs + "/models/clip-tiny.json";
 
-void SkipWithoutTwoGpus() {
+void SetUpNcclEnvironment() {
   ::setenv("NCCL_NVLS_ENABLE", "0", 1);
   ::unsetenv("WORLD_SIZE");
 }
@@ -39,7 +39,7 @@ std::string TempPath(const std::string& tag) {
 
 TEST(DistNccl, TwoGpusMatchOneGpu) {
   if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
-  SkipWithoutTwoGpus();
+  SetUpNcclEnvironment();
   const std::string dir = TempPath("equal");
   const std::string common =
       "--batch-size 16 --micro-batches 2 --steps 6 --check-replicas-every 1 ";
@@ -71,7 +71,7 @@ TEST(DistNccl, TwoGpusMatchOneGpu) {
 
 TEST(DistNccl, KilledRankFailsTheOtherInBoundedTime) {
   if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
-  SkipWithoutTwoGpus();
+  SetUpNcclEnvironment();
   const std::string dir = TempPath("killed");
   const int port = FreePort();
   const std::string args = TrainArgs(
