@@ -76,6 +76,8 @@ add_subdirectory(${R}/src/models models)
 add_subdirectory(${R}/src/engine engine)
 add_subdirectory(${R}/src/train train)
 add_subdirectory(${R}/src/cli cli)
+add_subdirectory(${R}/tests/models tests_models)
+add_subdirectory(${R}/tests/engine tests_engine)
 add_subdirectory(${R}/tests/train tests_train)
 CMAKE
 echo "bundled $(ls "$D/lib" | wc -l) libraries ($(du -sh "$D" | cut -f1)) in $D" >&2

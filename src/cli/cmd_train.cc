@@ -78,6 +78,11 @@ Json MetricsJson(const train::TrainResult& r, const train::TrainOptions& o) {
     doc["retrieval_chance"] = r.retrieval_chance;
   }
   doc["checkpoints"] = r.checkpoints_written;
+  if (!r.plan_summary.empty()) {
+    doc["plan"] = r.plan_summary;
+    doc["predicted_step_ms"] = r.predicted_step_ms;
+    doc["measured_step_ms"] = r.measured_step_ms;
+  }
   return doc;
 }
 
@@ -248,6 +253,18 @@ void AddTrainCommand(CLI::App& app) {
       ->envname("MOSAIC_CHECK_REPLICAS_EVERY")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  sub->add_option("--plan", o.plan,
+                  "Run steps through the engine: temporal-eager, temporal-graph, shared-streams, "
+                  "auto (time the planner's candidates on this GPU, keep the fastest) or a plan "
+                  "file (default: plain autograd, micro-batch by micro-batch)")
+      ->envname("MOSAIC_PLAN");
+  sub->add_option("--device-spec", o.device_spec,
+                  "Device spec the planner plans for (configs/devices/<name>.json)")
+      ->capture_default_str();
+  sub->add_option("--profile", o.profile,
+                  "Profile for --plan auto (default: configs/profiles/<model>-<device-spec>.json "
+                  "when it exists, else the synthetic law)")
+      ->envname("MOSAIC_PROFILE");
   sub->add_option("--metrics-out", f->metrics_out,
                   "Also write losses, throughput and retrieval as JSON to this file");
   SetCommand(sub, [f] { return Run(*f); });

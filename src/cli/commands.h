@@ -44,6 +44,7 @@ void AddTrainCommand(CLI::App& app);
 #endif
 #ifdef MOSAIC_HAVE_ENGINE
 void AddProfileCommand(CLI::App& app);
+void AddBenchCommand(CLI::App& app);
 #endif
 
 }  // namespace mosaic::cli

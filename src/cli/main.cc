@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
 #endif
 #ifdef MOSAIC_HAVE_ENGINE
   AddProfileCommand(app);
+  AddBenchCommand(app);
 #endif
   try {
     app.parse(argc, argv);

@@ -10,39 +10,18 @@
 #include "cli/planning_inputs.h"
 #include "core/file_io.h"
 #include "core/plan.h"
-#include "perfmodel/perf_model.h"
-#include "sim/simulator.h"
 #include "sim/timeline.h"
 
 namespace mosaic::cli {
 
-struct PlanSimulation {
-  PlanningInputs inputs;
-  Plan plan;
-  TaskGraph graph;
-  SimProgram program;
-  SimResult result;
-};
-
 // Model and device default to the plan's own names, looked up under flags.configs.
 inline StatusOr<PlanSimulation> SimulatePlanFile(const std::string& path, PlanningFlags flags) {
-  PlanSimulation s;
-  MOSAIC_ASSIGN_OR_RETURN(s.plan, LoadPlan(path));
-  if (flags.model.empty()) flags.model = s.plan.model;
-  if (flags.device.empty()) flags.device = s.plan.device;
-  MOSAIC_ASSIGN_OR_RETURN(s.inputs, LoadPlanningInputs(flags));
-  MOSAIC_RETURN_IF_ERROR(ValidatePlan(s.plan, s.inputs.model, s.inputs.device).WithPrefix(path));
-  MOSAIC_ASSIGN_OR_RETURN(s.graph, BuildTaskGraph(s.inputs.model, s.plan));
-  MOSAIC_ASSIGN_OR_RETURN(s.program, CompilePlan(s.plan, s.graph, s.inputs.device));
-  PerfModelOptions options;
-  options.world_size = flags.world_size;
-  MOSAIC_ASSIGN_OR_RETURN(
-      PerfModel pm, PerfModel::Build(s.inputs.model, s.inputs.device, s.inputs.profile,
-                                     s.inputs.model.batch_size / s.plan.micro_batches, options,
-                                     s.inputs.calibration ? &*s.inputs.calibration : nullptr));
-  Simulator sim(s.graph, pm);
-  MOSAIC_ASSIGN_OR_RETURN(s.result, sim.Run(s.program));
-  return s;
+  MOSAIC_ASSIGN_OR_RETURN(Plan plan, LoadPlan(path));
+  if (flags.model.empty()) flags.model = plan.model;
+  if (flags.device.empty()) flags.device = plan.device;
+  MOSAIC_ASSIGN_OR_RETURN(PlanningInputs inputs, LoadPlanningInputs(flags));
+  MOSAIC_RETURN_IF_ERROR(ValidatePlan(plan, inputs.model, inputs.device).WithPrefix(path));
+  return SimulatePlan(plan, inputs, flags.world_size);
 }
 
 inline Json SimulationToJson(const PlanSimulation& s) {

@@ -4,6 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <string>
@@ -89,6 +90,8 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
   s.capture_stream = std::move(capture_stream);
   const c10::cuda::CUDAStream cs =
       c10::cuda::getStreamFromExternal(s.capture_stream.get(), device_.index());
+  at::cuda::MempoolId_t pool{0, 0};
+  bool capture_open = false;  // between a capture_begin and its capture_end
   try {
     c10::cuda::CUDAStreamGuard guard(cs);
     torch::AutoGradMode grad_mode(true);
@@ -119,16 +122,18 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
     }
     cs.synchronize();
 
-    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+    pool = at::cuda::graph_pool_handle();
     s.fwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
     s.bwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
     {
       models::AutocastGuard autocast(device_, precision_);
       const bool cache = at::autocast::is_autocast_cache_enabled();
       at::autocast::set_autocast_cache_enabled(false);  // cached casts would outlive the graph
+      capture_open = true;
       s.fwd_graph->capture_begin(pool);
       s.output = model_->ForwardModule(index_, s.inputs);
       s.fwd_graph->capture_end();
+      capture_open = false;
       at::autocast::set_autocast_cache_enabled(cache);
     }
     s.grad_output = torch::zeros_like(s.output);
@@ -137,6 +142,7 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
     for (int k = 1; k < grad_parts_; ++k)
       s.grad_parts[k] = torch::zeros_like(s.output);
 
+    capture_open = true;
     s.bwd_graph->capture_begin(pool);
     std::vector<torch::Tensor> grads =
         torch::autograd::grad({s.output}, wrt, {s.grad_output}, false, false, true);
@@ -153,6 +159,7 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
         ++j;
       }
     s.bwd_graph->capture_end();
+    capture_open = false;
   } catch (const c10::Error& e) {
     // Leave no capture open (the stream would refuse all later work, and destroying a graph
     // mid-capture aborts): end it, drop the partial graph, then the half-made slot.
@@ -164,6 +171,17 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
       if (partial) cudaGraphDestroy(partial);
     }
     cudaGetLastError();
+    // The allocator still routes this stream's allocations into the graph's pool and counts the
+    // open capture as a user of it (capture_end would have undone both): undo them, or the pool's
+    // memory stays reserved for good and every later capture runs short (measured: a failed
+    // omni-small candidate left 20 GiB behind and the next four plans ran out of memory).
+    if (capture_open) {
+      c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool);
+      c10::cuda::CUDACachingAllocator::releasePool(device_.index(), pool);
+    }
+    s.fwd_graph.reset();
+    s.bwd_graph.reset();
+    c10::cuda::CUDACachingAllocator::emptyCache();
     s.output = s.grad_output = torch::Tensor();
     s.grad_parts.clear();
     s.grad_inputs.clear();

@@ -91,7 +91,11 @@ StatusOr<std::unique_ptr<PlanExecutor>> PlanExecutor::Create(models::MultimodalM
   std::unique_ptr<PlanExecutor> e(new PlanExecutor());
   e->model_ = model;
   e->plan_ = plan;
-  e->device_ = device;
+  // "cuda" without an index means the current device; streams and guards need the index.
+  e->device_ = device.is_cuda() && !device.has_index()
+                   ? torch::Device(torch::kCUDA, c10::cuda::current_device())
+                   : device;
+  device = e->device_;
   e->options_ = options;
   e->mode_ = device.is_cuda() ? options.mode : ExecMode::kEager;
   MOSAIC_ASSIGN_OR_RETURN(e->graph_, BuildTaskGraph(model->spec(), plan));
@@ -214,9 +218,15 @@ Status PlanExecutor::Build(const models::Batch& example) {
 
   if (device_.is_cuda()) {
     task_done_.clear();
+    task_start_.clear();
+    const bool timing = options_.record_trace;
     for (size_t t = 0; t < graph_.size(); ++t) {
-      MOSAIC_ASSIGN_OR_RETURN(CudaEvent ev, CudaEvent::Create());
+      MOSAIC_ASSIGN_OR_RETURN(CudaEvent ev, CudaEvent::Create(timing));
       task_done_.push_back(std::move(ev));
+      if (timing) {
+        MOSAIC_ASSIGN_OR_RETURN(CudaEvent start, CudaEvent::Create(true));
+        task_start_.push_back(std::move(start));
+      }
     }
     phase_done_.clear();
     phase_done_.resize(plan_.phases.size());
@@ -225,7 +235,7 @@ Status PlanExecutor::Build(const models::Batch& example) {
         MOSAIC_ASSIGN_OR_RETURN(CudaEvent ev, CudaEvent::Create());
         phase_done_[ph].push_back(std::move(ev));
       }
-    MOSAIC_ASSIGN_OR_RETURN(step_start_, CudaEvent::Create());
+    MOSAIC_ASSIGN_OR_RETURN(step_start_, CudaEvent::Create(timing));
   }
   if (misplaced_backwards_ > 0) {
     WarnOnce(std::to_string(misplaced_backwards_) +
@@ -350,6 +360,8 @@ StatusOr<torch::Tensor> PlanExecutor::ForwardBackward(const models::Batch& batch
                   cudaStreamWaitEvent(stream.stream(), task_done_[from].get(), 0));
           }
           c10::cuda::CUDAStreamGuard guard(stream);
+          if (!task_start_.empty())
+            MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(task_start_[t].get(), stream.stream()));
           MOSAIC_RETURN_IF_ERROR(RunTask(t, micro, batch));
           MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(task_done_[t].get(), stream.stream()));
         } else {
@@ -374,6 +386,21 @@ StatusOr<torch::Tensor> PlanExecutor::ForwardBackward(const models::Batch& batch
   } catch (const c10::Error& e) {
     return Internal(std::string("step: ") + e.what_without_backtrace());
   }
+}
+
+StatusOr<std::vector<TaskSpan>> PlanExecutor::LastStepTrace() const {
+  if (task_start_.empty())
+    return FailedPrecondition("no trace: the executor records one only on CUDA with record_trace");
+  std::vector<TaskSpan> spans;
+  for (int t : executed_) {
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(task_done_[t].get()));
+    float start = 0, end = 0;
+    MOSAIC_CUDA_RETURN_IF_ERROR(
+        cudaEventElapsedTime(&start, step_start_.get(), task_start_[t].get()));
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&end, step_start_.get(), task_done_[t].get()));
+    spans.push_back({t, start, end});
+  }
+  return spans;
 }
 
 Status PlanExecutor::ClipGradients() {

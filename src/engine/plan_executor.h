@@ -40,6 +40,15 @@ struct ExecutorOptions {
   ExecMode mode = ExecMode::kGraph;  // the CPU always runs eagerly
   double clip_grad = 1.0;            // max global gradient norm; <= 0: no clipping
   bool use_green_contexts = true;    // false: dedicated partitions become plain streams
+  // Record timing events around every task (a measured Gantt: LastStepTrace). Costs two event
+  // records per task; off for timed runs.
+  bool record_trace = false;
+};
+
+// One task of the last step as the GPU ran it: ms from the step's start.
+struct TaskSpan {
+  int task = 0;
+  double start_ms = 0, end_ms = 0;
 };
 
 // Note [issue order]: the order in which the host issues a phase's tasks: round-robin over the
@@ -82,6 +91,9 @@ class PlanExecutor {
   // Graph-mode slots whose backward is planned in another place (green context or whole GPU)
   // than its forward: their backward graph runs where the forward was captured (graphed_module.h).
   int misplaced_backwards() const { return misplaced_backwards_; }
+  // With options.record_trace on CUDA: every task's start and end in the last step, measured with
+  // CUDA events (waits for the step to finish). Graph mode; eager tasks are timed the same way.
+  StatusOr<std::vector<TaskSpan>> LastStepTrace() const;
 
  private:
   PlanExecutor() = default;
@@ -101,6 +113,7 @@ class PlanExecutor {
   std::vector<std::pair<int, int>> place_;               // task -> (phase, partition)
   std::vector<std::vector<int>> order_;                  // phase -> issue order
   std::vector<CudaEvent> task_done_;                     // by task
+  std::vector<CudaEvent> task_start_;                    // by task, record_trace only
   std::vector<std::vector<CudaEvent>> phase_done_;       // [phase][partition]
   CudaEvent step_start_;
   std::vector<torch::Tensor> loss_values_;  // by task (loss forwards only)

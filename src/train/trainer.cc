@@ -3,8 +3,10 @@
 
 #include <ATen/DeviceAccelerator.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -13,11 +15,13 @@
 #include "dist/all_gather.h"
 #include "dist/data_parallel.h"
 #include "dist/process_group.h"
+#include "engine/plan_executor.h"
 #include "models/losses.h"
 #include "models/multimodal_model.h"
 #include "train/checkpoint.h"
 #include "train/data_loader.h"
 #include "train/optimizer.h"
+#include "train/plan_choice.h"
 #include "train/posix_files.h"
 #include "train/progress.h"
 #include "train/tokenizer.h"
@@ -39,7 +43,8 @@ StatusOr<torch::Device> ParseDevice(const std::string& s) {
     }
     try {
       torch::Device d(s);
-      if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count())) {
+      if (!d.has_index()) return torch::Device(torch::kCUDA, 0);  // streams need the index
+      if (d.index() >= static_cast<int>(torch::cuda::device_count())) {
         return InvalidArgument("--device " + s + ": only " +
                                std::to_string(torch::cuda::device_count()) + " CUDA devices");
       }
@@ -106,6 +111,23 @@ models::Batch ToModelBatch(const Batch& b, torch::Device device) {
   m.token_mask = torch::arange(b.tokens.size(1)).unsqueeze(0) < b.lengths.unsqueeze(1);
   m.audio = b.audio;
   return device.is_cpu() ? m : m.To(device);
+}
+
+// The micro-batches of one step as one batch (the executor splits it again).
+models::Batch CatBatches(const std::vector<models::Batch>& parts) {
+  if (parts.size() == 1) return parts[0];
+  auto cat = [&](auto field) {
+    std::vector<torch::Tensor> ts;
+    for (const models::Batch& b : parts)
+      if ((b.*field).defined()) ts.push_back(b.*field);
+    return ts.empty() ? torch::Tensor() : torch::cat(ts, 0);
+  };
+  models::Batch whole;
+  whole.images = cat(&models::Batch::images);
+  whole.tokens = cat(&models::Batch::tokens);
+  whole.token_mask = cat(&models::Batch::token_mask);
+  whole.audio = cat(&models::Batch::audio);
+  return whole;
 }
 
 int64_t DeviceMemoryBytes(torch::Device device) {
@@ -269,6 +291,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
         std::to_string(spec.batch_size) + " / " + std::to_string(spec.micro_batches) +
         " micro-batches) does not split evenly over " + std::to_string(world) + " ranks");
   }
+  if (dist != nullptr && !options.plan.empty()) {
+    return InvalidArgument("--plan " + options.plan +
+                           ": the engine's plans do not run data parallel yet; drop --plan "
+                           "under torchrun (docs/distributed.md)");
+  }
   if (options.grad_bucket_bytes <= 0) return InvalidArgument("--grad-bucket-mb must be positive");
   if (options.check_replicas_every < 0) {
     return InvalidArgument("--check-replicas-every must be >= 0");
@@ -370,6 +397,10 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       options.warmup_steps >= 0 ? options.warmup_steps : std::max<int64_t>(1, options.steps / 20);
   WarmupCosine lr_at(sched);
   LossScaler scaler(spec.precision == Precision::kFp16 && device.is_cuda(), device);
+  const bool planned = !options.plan.empty();
+  if (planned && scaler.enabled())
+    return InvalidArgument("--plan runs bf16 or fp32 models; " + spec.name +
+                           " is fp16 (needs loss scaling): drop --plan");
 
   // Resume.
   TrainState state;
@@ -452,12 +483,63 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   int64_t window_steps = 0;
   bool any_rank_stopping = false;  // data parallel: a stop request seen by any rank
 
+  // --plan: the engine's executor runs the step on whole batches (plan_choice.h).
+  std::unique_ptr<engine::PlanExecutor> executor;
+  std::vector<double> step_ms;
+  auto planned_step = [&](int64_t step) -> StatusOr<double> {
+    std::vector<models::Batch> parts;
+    for (int mb = 0; mb < spec.micro_batches; ++mb) {
+      MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
+      position = batch.next;
+      result.skipped_examples += batch.skipped;
+      window_samples += batch.size();
+      window_tokens += batch.lengths.sum().item<int64_t>();
+      parts.push_back(ToModelBatch(batch, device));
+    }
+    const models::Batch whole = CatBatches(parts);
+    if (!executor) {
+      PlanChoiceOptions po;
+      po.plan = options.plan;
+      po.device_spec = options.device_spec;
+      po.profile = options.profile;
+      po.configs_dir = options.configs_dir;
+      po.log = [&](const std::string& line) { progress.Message(line); };
+      MOSAIC_ASSIGN_OR_RETURN(PlanChoice choice,
+                              ChooseTrainingPlan(spec, model, whole, device, po));
+      engine::ExecutorOptions eo;
+      eo.mode = choice.mode;
+      eo.clip_grad = options.clip_grad;
+      MOSAIC_ASSIGN_OR_RETURN(executor,
+                              engine::PlanExecutor::Create(model, choice.plan, whole, device, eo));
+      result.plan_summary = choice.summary + ", " + engine::ToString(choice.mode);
+      result.predicted_step_ms = choice.predicted_step_ms;
+      char pred[64] = "";
+      if (choice.predicted_step_ms > 0)
+        std::snprintf(pred, sizeof pred, ", predicted step %.2f ms", choice.predicted_step_ms);
+      progress.Message("mosaic train: plan " + result.plan_summary + pred);
+    }
+    const auto t0 = Clock::now();
+    MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, executor->ForwardBackward(whole));
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      return FailedPrecondition("loss is " + std::to_string(value) + " at step " +
+                                std::to_string(step) + "; lower --lr or check the data");
+    }
+    MOSAIC_RETURN_IF_ERROR(executor->ApplyOptimizer(optimizer.get()));
+    if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+    step_ms.push_back(Seconds(t0, Clock::now()) * 1000);
+    return value;
+  };
+
   for (int64_t step = state.step; step < options.steps; ++step) {
     const double lr = lr_at(step);
     SetLearningRate(*optimizer, lr);
-    optimizer->zero_grad();
     double step_loss = 0;
     int64_t step_samples = 0, step_tokens = 0;
+    if (planned) {
+      MOSAIC_ASSIGN_OR_RETURN(step_loss, planned_step(step));
+    } else {
+    optimizer->zero_grad();
     for (int mb = 0; mb < spec.micro_batches; ++mb) {
       MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
       position = batch.next;
@@ -510,6 +592,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
                        ": gradients overflowed in fp16; step skipped, loss scale halved");
     }
     scaler.Update();
+    }
     result.losses.push_back(step_loss);
     window_loss += step_loss;
     ++window_steps;
@@ -562,6 +645,21 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     }
   }
   progress.Finish();
+  if (!step_ms.empty()) {
+    // The first step captured the graphs (and, with auto, timed the candidates).
+    std::vector<double> timed(step_ms.begin() + (step_ms.size() > 1 ? 1 : 0), step_ms.end());
+    std::sort(timed.begin(), timed.end());
+    result.measured_step_ms = timed[timed.size() / 2];
+    char line[160];
+    std::snprintf(line, sizeof line, "mosaic train: step time median %.2f ms measured", result.measured_step_ms);
+    log << line;
+    if (result.predicted_step_ms > 0) {
+      std::snprintf(line, sizeof line, ", %.2f ms predicted (%+.1f%%)", result.predicted_step_ms,
+                    100 * (result.predicted_step_ms / result.measured_step_ms - 1));
+      log << line;
+    }
+    log << "\n";
+  }
   if (!result.interrupted) result.last_step = std::max(options.steps, state.step);
   result.wall_seconds = Seconds(t_start, Clock::now());
   total_samples += window_samples;

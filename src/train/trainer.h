@@ -53,6 +53,14 @@ struct TrainOptions {
   int threads = 0;            // torch intra-op threads on the CPU; 0: auto (same Note)
   bool progress_bar = false;  // redraw one line (a terminal) instead of plain lines
   bool print_model_table = true;
+  // How a step runs (train/plan_choice.h). Empty: the model's forward and autograd, micro-batch
+  // by micro-batch (contrastive losses per micro-batch). Otherwise the engine's executor on
+  // whole batches (a contrastive loss sees the whole batch): "temporal-eager", "temporal-graph",
+  // "shared-streams", "auto" (time the planner's candidates on this GPU, keep the fastest), or a
+  // plan file. bf16/fp32 models only (no fp16 loss scaling in the executor).
+  std::string plan;
+  std::string device_spec = "h100-sxm";  // the planner's device (configs/devices/)
+  std::string profile;                   // "", a profile file, or "synthetic"
   // Checked after every step; when it turns true (SIGINT/SIGTERM in `mosaic train`) the run
   // writes a checkpoint (with checkpoint_dir) and returns early with `interrupted` set.
   const std::atomic<bool>* stop_requested = nullptr;
@@ -84,6 +92,11 @@ struct TrainResult {
   double eval_loss = 0;
   std::vector<std::string> checkpoints_written;
   bool interrupted = false;  // stopped early by stop_requested
+  // With TrainOptions::plan: the plan run, the perf model's step time for it (0: none) and the
+  // median measured step (host clock around each step, data wait included).
+  std::string plan_summary;
+  double predicted_step_ms = 0;
+  double measured_step_ms = 0;
 };
 
 // Resolves a zoo name ("clip-tiny") to <configs_dir>/models/<name>.json; paths pass through.

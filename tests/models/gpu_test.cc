@@ -153,7 +153,7 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
               ["audio_proj", "llm"], ["llm", "loss"]]})";
   for (ModelSpec spec : {LoadZoo("clip-tiny"), *ParseModelSpec(Json::parse(omni))}) {
     spec.precision = Precision::kBf16;
-    torch::Device cuda(torch::kCUDA);
+    torch::Device cuda(torch::kCUDA, 0);
     torch::manual_seed(44);
     MultimodalModel model(spec);
     model->to(cuda);
@@ -161,6 +161,10 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
     batch.token_mask.select(1, 15).fill_(false);  // some padding
     ModuleOutputs eager;
     {
+      // No autograd graph here: it would keep the parameters' AccumulateGrad nodes bound to the
+      // default stream, and the captured backward below would then have to wait on that
+      // (legacy) stream, which a capture forbids.
+      torch::NoGradGuard no_grad;
       AutocastGuard autocast(cuda, spec.precision);
       eager = model(batch).outputs;
     }

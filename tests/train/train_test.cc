@@ -251,5 +251,37 @@ TEST(Train, MicroBatchesAccumulate) {
     EXPECT_TRUE(std::isfinite(l));
 }
 
+// --plan runs the step through the engine's executor (task by task on the CPU): with one
+// micro-batch it is the same math as the plain loop, so the losses agree to float rounding
+// (the executor sums gradients module by module, autograd in one graph).
+TEST(Train, PlannedStepsMatchThePlainLoop) {
+  std::ostringstream log;
+  TrainOptions plain = ClipTiny(12, &log);
+  plain.batch_size = 8;
+  plain.eval_samples = 8;
+  auto a = Train(plain);
+  ASSERT_TRUE(a.ok()) << a.status();
+  for (const std::string plan : {"temporal-eager", "temporal-graph", "shared-streams", "auto"}) {
+    TrainOptions o = plain;
+    o.plan = plan;
+    auto b = Train(o);
+    ASSERT_TRUE(b.ok()) << plan << ": " << b.status() << "\n" << log.str();
+    ASSERT_EQ(b->losses.size(), a->losses.size());
+    for (size_t k = 0; k < a->losses.size(); ++k)
+      EXPECT_NEAR(b->losses[k], a->losses[k], 1e-4 * std::abs(a->losses[k]))
+          << plan << " step " << k;
+    EXPECT_FALSE(b->plan_summary.empty());
+  }
+}
+
+TEST(Train, BadPlanIsAClearError) {
+  std::ostringstream log;
+  TrainOptions o = ClipTiny(2, &log);
+  o.plan = "fastest-please";
+  auto r = Train(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("fastest-please"), std::string::npos) << r.status();
+}
+
 }  // namespace
 }  // namespace mosaic::train

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One GPU-machine session (the device has torch, nvcc, cmake and ninja but no -dev packages:
+# carry .deps, see scripts/bundle_train_deps.sh): builds every layer with train and the torch
+# tests in build-gpu (kept between calls while the machine stays warm), then runs the steps
+# named in $STEPS_TO_RUN, writing logs and results under $OUT:
+#   tests     ctest -L gpu (models, engine, train)           -> $OUT/ctest-gpu.log
+#   profile   mosaic profile for the zoo models without a committed profile -> out/profiles/
+#             (and $OUT/profiles.tar)
+#   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
+#
+#   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT" out/profiles
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+mkdir -p /tmp/tl
+for f in .deps/train/lib/*.so.*; do
+  b=$(basename "$f")
+  ldconfig -p | grep -q "^[[:space:]]*$b " || ln -sf "$PWD/$f" "/tmp/tl/$b"
+done
+export LD_LIBRARY_PATH=/tmp/tl:${LD_LIBRARY_PATH:-}
+TP=$(python3 -c 'import torch,sys; sys.stdout.write(torch.utils.cmake_prefix_path)')
+t0=$(date +%s)
+if [[ ! -f build-gpu/build.ninja ]]; then
+  cmake -S .deps/train/gpu -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DMOSAIC_TORCH_PREFIX="$TP" -DCMAKE_PREFIX_PATH="$TP" \
+    >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+fi
+if ! ninja -C build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -40
+  echo "[gpu] build failed" >&2
+  exit 1
+fi
+echo "[gpu] built in $(($(date +%s) - t0)) s" >&2
+BIN=build-gpu/cli/mosaic
+for step in ${STEPS_TO_RUN:-tests}; do
+  case $step in
+    tests)
+      (cd build-gpu && ctest -L gpu --output-on-failure -j1 --timeout 400 ${CTEST_ARGS:-}) \
+        >"$OUT/ctest-gpu.log" 2>&1
+      grep -E "tests passed|Failed|\*\*\*|Passed|loss|plan" "$OUT/ctest-gpu.log" | tail -40 ;;
+    profile)
+      for m in ${PROFILE_MODELS:-clip-b16-bs128 imagebind-like omni-small}; do
+        [[ -f configs/profiles/$m-h100-sxm.json ]] && continue
+        "$BIN" profile -m "$m" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps 5 \
+          -o "out/profiles/$m-h100-sxm.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
+      done
+      tar -cf "$OUT/profiles.tar" -C out profiles ;;
+    suite)
+      OUT=$OUT MOSAIC_BIN=$BIN PROFILES=out/profiles bench/run_suite.sh ${SUITE_MODELS:-} ;;
+  esac
+  echo "[gpu] $step done at $(($(date +%s) - t0)) s" >&2
+done

@@ -1,0 +1,376 @@
+// `mosaic bench`: the measured step time of one model on this GPU, in one run, under every way of
+// running it (docs/benchmarks.md):
+//   eager-temporal        one module after another, autograd, no graphs (PyTorch as users run it)
+//   graph-temporal        one module after another as CUDA graphs (the strongest sequential one)
+//   graph-shared-streams  the same graphs, one plain stream per module, all at once
+//   mosaic                the planner's short list plus the two graph baselines, each tried for
+//                         --trial-steps, the fastest timed again in full (the planner falls back)
+//   even-split            ablation: every module on an equal dedicated share of the SMs
+//   no-contention         ablation: the planner's best plan when it ignores contention
+// Each: warmup, --steps timed steps (forward + backward + clip + fused AdamW, CUDA events), every
+// repetition, median and p10/p90, samples/s, MFU against the measured bf16 matmul peak, the
+// allocator's peak memory, and (graph modes) the perf model's predicted step and per-task times
+// against the measured ones. The mosaic mode's median step is also written as a measured trace
+// (`mosaic show` draws it).
+//
+//   mosaic bench --model clip-b16 -o bench/results/clip-b16.json --trace-out clip-b16.trace.json
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/plan_simulation.h"
+#include "core/cost.h"
+#include "core/file_io.h"
+#include "engine/profiler.h"
+#include "engine/standard_plans.h"
+#include "engine/step_timing.h"
+#include "planner/planner.h"
+
+namespace mosaic::cli {
+namespace {
+
+struct BenchFlags {
+  PlanningFlags in;
+  std::string out;
+  std::string trace_out;
+  int steps = 20;
+  int warmup = 5;
+  int trial_steps = 5;
+  int candidates = 3;
+  bool ablations = true;
+  bool eager = true;
+  std::string commit;
+};
+
+struct ModeRun {
+  std::string name;
+  engine::ExecMode exec = engine::ExecMode::kGraph;
+  Plan plan;
+  std::string note;
+};
+
+std::string Today() {
+  const std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+  return buf;
+}
+
+// One partition per non-loss module, the SMs split evenly in units of the granularity; losses
+// join their first producer's group (PartitionedPlan).
+StatusOr<Plan> EvenSplitPlan(const ModelSpec& spec, const DeviceSpec& dev) {
+  std::vector<engine::ModuleGroup> groups;
+  for (const ModuleSpec& m : spec.modules)
+    if (!m.is_loss()) groups.push_back({{m.name}, 0});
+  const int n = static_cast<int>(groups.size());
+  const int unit = dev.sm_granularity.value();
+  const int units = dev.sm_groups;
+  if (n < 2 || units < n) return FailedPrecondition("even split needs 2..sm_groups modules");
+  int left = units;
+  for (int k = 0; k < n; ++k) {
+    const int take = left / (n - k);
+    groups[k].sms = take * unit;
+    left -= take;
+  }
+  groups.back().sms += dev.remainder().value();  // the remainder joins the last
+  MOSAIC_ASSIGN_OR_RETURN(Plan p, engine::PartitionedPlan(spec, spec.micro_batches, groups,
+                                                          /*backward_shared=*/false, dev.name));
+  p.name = "even-split";
+  return p;
+}
+
+Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, double peak_tflops) {
+  Json m;
+  m["median_ms"] = t.median_ms;
+  m["p10_ms"] = t.p10_ms;
+  m["p90_ms"] = t.p90_ms;
+  m["step_ms"] = t.step_ms;
+  m["forward_backward_median_ms"] = t.fwd_bwd_median_ms;
+  m["forward_backward_ms"] = t.fwd_bwd_ms;
+  m["samples_per_s"] = t.median_ms > 0 ? batch / (t.median_ms / 1000) : 0;
+  m["mfu"] = t.median_ms > 0 && peak_tflops > 0
+                 ? flops_per_step / (t.median_ms / 1000) / (peak_tflops * 1e12)
+                 : 0;
+  m["peak_allocated_bytes"] = t.peak_allocated_bytes;
+  m["peak_reserved_bytes"] = t.peak_reserved_bytes;
+  m["misplaced_backward_graphs"] = t.misplaced_backwards;
+  return m;
+}
+
+double RelError(double predicted, double measured) {
+  return measured > 0 ? std::abs(predicted - measured) / measured : 0;
+}
+
+int Run(const BenchFlags& f) {
+  const char* cmd = "bench";
+  if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0)
+    return ReportError(cmd, InvalidArgument("--steps and --trial-steps must be >= 1, --warmup and "
+                                            "--candidates >= 0"));
+  StatusOr<PlanningInputs> in = LoadPlanningInputs(f.in);
+  if (!in.ok()) return ReportError(cmd, in.status());
+  const ModelSpec& spec = in->model;
+  if (!torch::cuda::is_available())
+    return ReportError(cmd, Unavailable("no CUDA GPU here: the benchmark measures on the GPU"));
+  const torch::Device device(torch::kCUDA, 0);
+  torch::manual_seed(1);
+  StatusOr<models::MultimodalModel> model = models::BuildMultimodalModel(spec, device);
+  if (!model.ok()) return ReportError(cmd, model.status());
+  const models::Batch batch = models::SyntheticBatch(spec, spec.batch_size, device, 7);
+  const int M = spec.micro_batches;
+
+  double flops_per_step = 0;  // forward + backward (2x forward) of every module
+  for (size_t i = 0; i < spec.modules.size(); ++i)
+    flops_per_step +=
+        3 * EstimateModuleCost(spec, static_cast<int>(i), spec.batch_size).forward_flops.value();
+  StatusOr<double> peak = engine::MeasureBf16PeakTflops(device);
+  if (!peak.ok()) return ReportError(cmd, peak.status());
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  std::fprintf(stderr, "bench %s bs%d (%d micro-batches, %s) on %s: bf16 peak %.0f TFLOP/s\n",
+               spec.name.c_str(), spec.batch_size, M, ToString(spec.precision), prop.name, *peak);
+
+  engine::StepTimingOptions timing;
+  timing.steps = f.steps;
+  timing.warmup = f.warmup;
+
+  Json doc;
+  doc["kind"] = "mosaic-bench";
+  doc["model"] = spec.name;
+  doc["batch_size"] = spec.batch_size;
+  doc["micro_batches"] = M;
+  doc["precision"] = ToString(spec.precision);
+  doc["gpu"] = prop.name;
+  doc["sms"] = prop.multiProcessorCount;
+  doc["driver"] = engine::DriverVersion();
+  doc["torch"] = engine::TorchVersion();
+  doc["commit"] = f.commit;
+  doc["date"] = Today();
+  doc["device_spec"] = in->device.name;
+  doc["profile"] = in->profile_from;
+  doc["settings"] = {{"steps", f.steps},         {"warmup", f.warmup},
+                     {"trial_steps", f.trial_steps}, {"candidates", f.candidates},
+                     {"optimizer", "fused AdamW"}, {"clip_grad", 1.0}};
+  doc["bf16_peak_tflops"] = *peak;
+  doc["flops_per_step"] = flops_per_step;
+  doc["modes"] = Json::array();
+
+  std::vector<double> task_errors, step_errors;
+  auto run_mode = [&](const ModeRun& mode) -> StatusOr<engine::StepTimes> {
+    std::fprintf(stderr, "  %-22s ...", mode.name.c_str());
+    std::fflush(stderr);
+    engine::StepTimingOptions o = timing;
+    o.mode = mode.exec;
+    StatusOr<engine::StepTimes> t = engine::TimeSteps(*model, mode.plan, batch, device, o);
+    Json m;
+    m["mode"] = mode.name;
+    m["execution"] = engine::ToString(mode.exec);
+    m["plan"] = ToJson(mode.plan);
+    if (!mode.note.empty()) m["note"] = mode.note;
+    if (!t.ok()) {
+      std::fprintf(stderr, " failed: %s\n", t.status().message().c_str());
+      m["error"] = t.status().message();
+      doc["modes"].push_back(m);
+      return t;
+    }
+    m.update(StatsJson(*t, spec.batch_size, flops_per_step, *peak));
+    // The perf model's prediction (graphs; the profile measures graphs, not eager autograd).
+    if (mode.exec == engine::ExecMode::kGraph) {
+      StatusOr<PlanSimulation> sim = SimulatePlan(mode.plan, *in);
+      if (sim.ok()) {
+        const double predicted = sim->result.step.value() / 1000;
+        m["predicted_ms"] = predicted;
+        m["predicted_utilization"] = sim->result.utilization;
+        m["step_prediction_error"] = RelError(predicted, t->median_ms);
+        step_errors.push_back(RelError(predicted, t->median_ms));
+        Json tasks = Json::array();
+        for (const engine::TaskSpan& s : t->trace) {
+          const TaskTiming& tt = sim->result.tasks[s.task];
+          const double pred = (tt.end - tt.start).value() / 1000, meas = s.end_ms - s.start_ms;
+          const Task& task = sim->graph.tasks()[s.task];
+          if (task.id.phase == TaskPhase::kOptimizer) continue;  // fused AdamW runs after
+          const ModuleSpec& ms = spec.modules[task.module_index];
+          if (!ms.is_loss()) task_errors.push_back(RelError(pred, meas));
+          tasks.push_back({{"task", task.id.ToString()},
+                           {"measured_ms", meas},
+                           {"predicted_ms", pred},
+                           {"start_ms", s.start_ms}});
+        }
+        m["tasks"] = tasks;
+      } else {
+        m["prediction_error"] = sim.status().message();
+      }
+    }
+    doc["modes"].push_back(m);
+    std::fprintf(stderr, " %8.2f ms (p10 %.2f, p90 %.2f)\n", t->median_ms, t->p10_ms, t->p90_ms);
+    return t;
+  };
+
+  StatusOr<Plan> temporal = engine::TemporalPlan(spec, M, in->device.name);
+  StatusOr<Plan> shared = engine::SharedStreamsPlan(spec, M, in->device.name);
+  if (!temporal.ok()) return ReportError(cmd, temporal.status());
+  if (!shared.ok()) return ReportError(cmd, shared.status());
+  temporal->name = "temporal";
+  shared->name = "shared-streams";
+
+  struct Row {
+    std::string name;
+    double ms = 0, predicted = 0;
+  };
+  std::vector<Row> rows;
+  auto add_row = [&](const std::string& name, const StatusOr<engine::StepTimes>& t) {
+    rows.push_back({name, t.ok() ? t->median_ms : 0});
+  };
+  if (f.eager)
+    add_row("eager-temporal",
+            run_mode({"eager-temporal", engine::ExecMode::kEager, *temporal, ""}));
+  StatusOr<engine::StepTimes> graph_temporal =
+      run_mode({"graph-temporal", engine::ExecMode::kGraph, *temporal, ""});
+  add_row("graph-temporal", graph_temporal);
+  add_row("graph-shared-streams",
+          run_mode({"graph-shared-streams", engine::ExecMode::kGraph, *shared, ""}));
+
+  // The planner's short list, then the measured choice.
+  PlannerOptions po;
+  po.top_k = f.candidates;
+  std::vector<Plan> candidates;
+  std::vector<std::string> strategies;
+  Json planner_json;
+  if (f.candidates > 0) {
+    StatusOr<PlanReport> report = PlanStep(spec, in->device, in->profile, po);
+    if (!report.ok()) {
+      std::fprintf(stderr, "  planner failed: %s\n", report.status().message().c_str());
+      planner_json["error"] = report.status().message();
+    } else {
+      for (const RankedPlan& r : report->plans) {
+        candidates.push_back(r.plan);
+        strategies.push_back(r.strategy);
+      }
+      planner_json["contention"] = report->contention;
+      planner_json["simulations"] = report->simulations;
+    }
+  }
+  candidates.push_back(*temporal);
+  strategies.push_back("graph temporal (fallback)");
+  candidates.push_back(*shared);
+  strategies.push_back("graph shared streams (fallback)");
+  engine::StepTimingOptions trial_opts = timing;
+  trial_opts.steps = f.trial_steps;
+  trial_opts.warmup = std::min(f.warmup, 3);
+  std::fprintf(stderr, "  trying %zu candidate plans for %d steps each\n", candidates.size(),
+               f.trial_steps);
+  StatusOr<engine::PlanTrial> trial =
+      engine::PickFastestPlan(*model, candidates, batch, device, trial_opts);
+  Json trial_json = Json::array();
+  if (trial.ok()) {
+    for (size_t k = 0; k < candidates.size(); ++k)
+      trial_json.push_back({{"plan", candidates[k].name},
+                            {"strategy", strategies[k]},
+                            {"trial_median_ms", trial->trial_median_ms[k]},
+                            {"error", trial->failures[k]}});
+  }
+  planner_json["trial"] = trial_json;
+  doc["planner"] = planner_json;
+  StatusOr<engine::StepTimes> chosen_times = trial.status();
+  std::string chosen_name;
+  if (trial.ok()) {
+    const Plan& chosen = candidates[trial->index];
+    chosen_name = chosen.name + " (" + strategies[trial->index] + ")";
+    chosen_times = run_mode({"mosaic", engine::ExecMode::kGraph, chosen, chosen_name});
+    add_row("mosaic", chosen_times);
+    if (chosen_times.ok() && !f.trace_out.empty()) {
+      StatusOr<TaskGraph> graph = BuildTaskGraph(spec, chosen);
+      if (graph.ok()) {
+        const Timeline tl = engine::MeasuredTimeline(
+            chosen, *graph, spec, chosen_times->trace, chosen_times->median_ms,
+            spec.name + " on " + prop.name + ": " + chosen.name + " (measured median step)");
+        Status s = WriteJsonFile(f.trace_out, ToChromeTrace(tl));
+        if (!s.ok()) return ReportError(cmd, s);
+      }
+    }
+  } else {
+    std::fprintf(stderr, "  no candidate ran: %s\n", trial.status().message().c_str());
+    doc["planner"]["trial_error"] = trial.status().message();
+  }
+
+  if (f.ablations) {
+    StatusOr<Plan> even = EvenSplitPlan(spec, in->device);
+    if (even.ok()) {
+      add_row("even-split", run_mode({"even-split", engine::ExecMode::kGraph, *even,
+                                      "every module on an equal dedicated share"}));
+    }
+    PlannerOptions nc = po;
+    nc.top_k = 1;
+    nc.perf.contention = 0;
+    StatusOr<PlanReport> r = PlanStep(spec, in->device, in->profile, nc);
+    if (r.ok() && !r->plans.empty()) {
+      add_row("no-contention",
+              run_mode({"no-contention", engine::ExecMode::kGraph, r->plans[0].plan,
+                        "the planner's best plan with contention ignored: " +
+                            r->plans[0].strategy}));
+    }
+  }
+
+  // Summary: the perf model's accuracy over every graph mode and task the run timed.
+  Json accuracy;
+  accuracy["step_abs_rel_error_median"] = engine::Quantile(step_errors, 0.5);
+  accuracy["step_abs_rel_error_p90"] = engine::Quantile(step_errors, 0.9);
+  accuracy["task_abs_rel_error_median"] = engine::Quantile(task_errors, 0.5);
+  accuracy["task_abs_rel_error_p90"] = engine::Quantile(task_errors, 0.9);
+  accuracy["steps_compared"] = step_errors.size();
+  accuracy["tasks_compared"] = task_errors.size();
+  doc["model_accuracy"] = accuracy;
+  doc["chosen"] = chosen_name;
+
+  const double base = graph_temporal.ok() ? graph_temporal->median_ms : 0;
+  std::printf("%s bs%d (%d micro-batches, %s) on %s, median of %d steps:\n", spec.name.c_str(),
+              spec.batch_size, M, ToString(spec.precision), prop.name, f.steps);
+  std::printf("  %-22s %10s %10s %12s\n", "mode", "step ms", "vs graph", "samples/s");
+  for (const Row& r : rows)
+    std::printf("  %-22s %10.2f %9.2fx %12.1f\n", r.name.c_str(), r.ms,
+                r.ms > 0 && base > 0 ? base / r.ms : 0.0,
+                r.ms > 0 ? spec.batch_size / (r.ms / 1000) : 0.0);
+  std::printf("  chosen: %s\n", chosen_name.c_str());
+  std::printf("  perf model |error|: step median %.1f%% p90 %.1f%% (%zu plans), task median %.1f%% "
+              "p90 %.1f%% (%zu tasks)\n",
+              100 * engine::Quantile(step_errors, 0.5), 100 * engine::Quantile(step_errors, 0.9),
+              step_errors.size(), 100 * engine::Quantile(task_errors, 0.5),
+              100 * engine::Quantile(task_errors, 0.9), task_errors.size());
+  if (!f.out.empty()) {
+    Status s = WriteJsonFile(f.out, doc);
+    if (!s.ok()) return ReportError(cmd, s);
+    std::fprintf(stderr, "wrote %s\n", f.out.c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app) {
+  auto* sub = app.add_subcommand(
+      "bench", "Measure a model's step time on this GPU: eager, graphs, shared streams, planned");
+  auto f = std::make_shared<BenchFlags>();
+  AddPlanningFlags(sub, &f->in, /*model_required=*/true);
+  sub->add_option("-o,--out", f->out, "Results JSON (every repetition)");
+  sub->add_option("--trace-out", f->trace_out,
+                  "Measured trace of the chosen plan's median step (mosaic show draws it)");
+  sub->add_option("--steps", f->steps, "Timed steps per mode")->capture_default_str();
+  sub->add_option("--warmup", f->warmup, "Untimed steps per mode")->capture_default_str();
+  sub->add_option("--trial-steps", f->trial_steps, "Timed steps per candidate plan")
+      ->capture_default_str();
+  sub->add_option("--candidates", f->candidates, "Planner plans to try (0: baselines only)")
+      ->capture_default_str();
+  sub->add_flag("!--no-ablations", f->ablations, "Skip the even-split and no-contention runs");
+  sub->add_flag("!--no-eager", f->eager, "Skip the eager-temporal run");
+  sub->add_option("--commit", f->commit, "Commit recorded in the results")
+      ->envname("MOSAIC_COMMIT");
+  SetCommand(sub, [f] { return Run(*f); });
+}
+
+}  // namespace mosaic::cli

@@ -1,0 +1,205 @@
+#include "engine/step_timing.h"
+
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "engine/cuda_check.h"
+#include "engine/fused_adamw.h"
+#include "engine/partition.h"
+
+namespace mosaic::engine {
+
+double Quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double rank = std::ceil(q * static_cast<double>(v.size()));
+  const size_t k = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(v.size())));
+  return v[k - 1];
+}
+
+namespace {
+
+// Elapsed ms between two recorded timing events (waits for the second).
+StatusOr<double> ElapsedMs(const CudaEvent& a, const CudaEvent& b) {
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(b.get()));
+  float ms = 0;
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, a.get(), b.get()));
+  return static_cast<double>(ms);
+}
+
+}  // namespace
+
+StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
+                              const models::Batch& batch, torch::Device device,
+                              const StepTimingOptions& options) {
+  if (!device.is_cuda()) return InvalidArgument("step timing needs a CUDA device");
+  if (options.steps < 1) return InvalidArgument("step timing needs at least one timed step");
+  const c10::DeviceIndex dev = device.index() < 0 ? 0 : device.index();
+  StepTimes out;
+  c10::cuda::getCurrentCUDAStream(dev).synchronize();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(dev);
+  std::vector<std::vector<TaskSpan>> traces;
+  {
+    ExecutorOptions eo;
+    eo.mode = options.mode;
+    eo.clip_grad = options.clip_grad;
+    eo.use_green_contexts = options.use_green_contexts;
+    eo.record_trace = options.record_trace;
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<PlanExecutor> exec,
+                            PlanExecutor::Create(model, plan, batch, device, eo));
+    out.misplaced_backwards = exec->misplaced_backwards();
+    std::unique_ptr<FusedAdamW> opt;
+    try {
+      opt = std::make_unique<FusedAdamW>(model->parameters(),
+                                         torch::optim::AdamWOptions(options.lr));
+    } catch (const c10::Error& e) {
+      return Internal(std::string("fused AdamW: ") + e.what_without_backtrace());
+    }
+    const cudaStream_t s = c10::cuda::getCurrentCUDAStream(dev).stream();
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e2, CudaEvent::Create(true));
+    for (int i = 0; i < options.warmup + options.steps; ++i) {
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0.get(), s));
+      MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, exec->ForwardBackward(batch));
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1.get(), s));
+      MOSAIC_RETURN_IF_ERROR(exec->ApplyOptimizer(opt.get()));
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e2.get(), s));
+      MOSAIC_ASSIGN_OR_RETURN(double step, ElapsedMs(e0, e2));
+      MOSAIC_ASSIGN_OR_RETURN(double fb, ElapsedMs(e0, e1));
+      if (i < options.warmup) continue;
+      out.step_ms.push_back(step);
+      out.fwd_bwd_ms.push_back(fb);
+      if (options.record_trace) {
+        MOSAIC_ASSIGN_OR_RETURN(std::vector<TaskSpan> spans, exec->LastStepTrace());
+        traces.push_back(std::move(spans));
+      }
+    }
+    c10::cuda::getCurrentCUDAStream(dev).synchronize();
+  }
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(dev);
+  const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  out.peak_allocated_bytes = static_cast<double>(stats.allocated_bytes[aggregate].peak);
+  out.peak_reserved_bytes = static_cast<double>(stats.reserved_bytes[aggregate].peak);
+  c10::cuda::CUDACachingAllocator::emptyCache();
+
+  out.median_ms = Quantile(out.step_ms, 0.5);
+  out.p10_ms = Quantile(out.step_ms, 0.1);
+  out.p90_ms = Quantile(out.step_ms, 0.9);
+  out.fwd_bwd_median_ms = Quantile(out.fwd_bwd_ms, 0.5);
+  if (!traces.empty()) {
+    // The trace of the step whose time is the median.
+    size_t best = 0;
+    for (size_t k = 1; k < out.step_ms.size(); ++k)
+      if (std::abs(out.step_ms[k] - out.median_ms) < std::abs(out.step_ms[best] - out.median_ms))
+        best = k;
+    out.trace = traces[best];
+  }
+  return out;
+}
+
+StatusOr<PlanTrial> PickFastestPlan(models::MultimodalModel model,
+                                    const std::vector<Plan>& candidates,
+                                    const models::Batch& batch, torch::Device device,
+                                    const StepTimingOptions& options) {
+  if (candidates.empty()) return InvalidArgument("no candidate plans to time");
+  PlanTrial trial;
+  StepTimingOptions o = options;
+  o.record_trace = false;
+  for (size_t k = 0; k < candidates.size(); ++k) {
+    StatusOr<StepTimes> t = TimeSteps(model, candidates[k], batch, device, o);
+    if (!t.ok()) {
+      trial.trial_median_ms.push_back(0);
+      trial.failures.push_back(t.status().message());
+      c10::cuda::CUDACachingAllocator::emptyCache();
+      continue;
+    }
+    trial.trial_median_ms.push_back(t->median_ms);
+    trial.failures.push_back("");
+    if (trial.index < 0 || t->median_ms < trial.trial_median_ms[trial.index])
+      trial.index = static_cast<int>(k);
+  }
+  if (trial.index < 0) {
+    std::string why;
+    for (size_t k = 0; k < candidates.size(); ++k)
+      why += (k ? "; " : "") + candidates[k].name + ": " + trial.failures[k];
+    return FailedPrecondition("no candidate plan ran: " + why);
+  }
+  return trial;
+}
+
+Timeline MeasuredTimeline(const Plan& plan, const TaskGraph& graph, const ModelSpec& model,
+                          const std::vector<TaskSpan>& trace, double step_ms,
+                          const std::string& title) {
+  Timeline tl;
+  tl.title = title;
+  tl.step_us = step_ms * 1000;
+  for (const auto& m : model.modules)
+    tl.modules.push_back(m.name);
+  std::map<int, std::pair<int, int>> lane_and_sms;  // task -> (lane, sms)
+  for (size_t ph = 0; ph < plan.phases.size(); ++ph) {
+    const PhaseSpec& phase = plan.phases[ph];
+    tl.phase_names.push_back(phase.name);
+    tl.phase_end_us.push_back(0);
+    for (const PartitionSpec& p : phase.partitions) {
+      const int lane = static_cast<int>(tl.lanes.size());
+      const bool dedicated = p.kind == PartitionKind::kDedicated;
+      tl.lanes.push_back({phase.name, p.id,
+                          dedicated ? "dedicated " + std::to_string(p.sms.value()) + " SMs"
+                                    : "shared stream"});
+      for (const TaskId& id : p.tasks) {
+        const int t = graph.Find(id);
+        if (t >= 0) lane_and_sms[t] = {lane, dedicated ? p.sms.value() : 0};
+      }
+    }
+  }
+  for (const TaskSpan& s : trace) {
+    auto it = lane_and_sms.find(s.task);
+    if (it == lane_and_sms.end()) continue;
+    const Task& task = graph.tasks()[s.task];
+    tl.bars.push_back({it->second.first, task.id.ToString(), task.id.module, s.start_ms * 1000,
+                       s.end_ms * 1000, static_cast<double>(it->second.second)});
+  }
+  // Each phase ends with its last task.
+  for (const TimelineBar& b : tl.bars) {
+    const std::string& phase = tl.lanes[b.lane].phase;
+    for (size_t ph = 0; ph < tl.phase_names.size(); ++ph)
+      if (tl.phase_names[ph] == phase) tl.phase_end_us[ph] = std::max(tl.phase_end_us[ph], b.end_us);
+  }
+  std::stable_sort(tl.bars.begin(), tl.bars.end(), [](const TimelineBar& a, const TimelineBar& b) {
+    return a.start_us < b.start_us;
+  });
+  return tl;
+}
+
+StatusOr<double> MeasureBf16PeakTflops(torch::Device device) {
+  if (!device.is_cuda()) return InvalidArgument("the bf16 peak is measured on a CUDA device");
+  try {
+    constexpr int64_t n = 8192;
+    const auto opts = torch::TensorOptions().device(device).dtype(torch::kBFloat16);
+    torch::Tensor a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+    torch::Tensor c = torch::empty({n, n}, opts);
+    const cudaStream_t s = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+    std::vector<double> tflops;
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
+    for (int i = 0; i < 25; ++i) {
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0.get(), s));
+      at::mm_out(c, a, b);
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1.get(), s));
+      MOSAIC_ASSIGN_OR_RETURN(double ms, ElapsedMs(e0, e1));
+      if (i >= 5) tflops.push_back(2.0 * n * n * n / (ms * 1e-3) / 1e12);
+    }
+    return Quantile(tflops, 0.5);
+  } catch (const c10::Error& e) {
+    return Internal(std::string("bf16 peak: ") + e.what_without_backtrace());
+  }
+}
+
+}  // namespace mosaic::engine

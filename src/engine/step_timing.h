@@ -1,0 +1,80 @@
+// Step timing: the measured side of the benchmark and of `mosaic train --plan auto`. Runs whole
+// training steps (forward + backward through a PlanExecutor, gradient clipping, fused AdamW) of
+// one plan on the GPU, each bracketed by CUDA events, and keeps every repetition, the peak of
+// the allocator's memory and a measured Gantt (every task's start and end) of the median step.
+//
+//   StepTimingOptions o;  o.mode = ExecMode::kGraph;  o.steps = 20;
+//   MOSAIC_ASSIGN_OR_RETURN(StepTimes t, TimeSteps(model, plan, batch, device, o));
+//   t.median_ms;  t.step_ms;  t.peak_allocated_bytes;  t.trace;
+//
+//   // The plan the GPU runs fastest, timed `trial_steps` each (stable order on ties):
+//   MOSAIC_ASSIGN_OR_RETURN(PlanTrial best, PickFastestPlan(model, candidates, batch, device, o));
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "core/plan.h"
+#include "core/status.h"
+#include "engine/graphed_module.h"
+#include "engine/plan_executor.h"
+#include "models/multimodal_model.h"
+#include "sim/timeline.h"
+
+namespace mosaic::engine {
+
+struct StepTimingOptions {
+  ExecMode mode = ExecMode::kGraph;
+  int warmup = 5;
+  int steps = 20;
+  bool use_green_contexts = true;
+  double clip_grad = 1.0;
+  double lr = 1e-6;           // fused AdamW's; tiny, so the model barely moves between modes
+  bool record_trace = true;   // task events (ExecutorOptions::record_trace), median step kept
+};
+
+struct StepTimes {
+  std::vector<double> step_ms;      // every timed step: forward + backward + clip + AdamW
+  std::vector<double> fwd_bwd_ms;   // the same steps without the optimizer
+  double median_ms = 0, p10_ms = 0, p90_ms = 0, fwd_bwd_median_ms = 0;
+  double peak_allocated_bytes = 0;  // torch allocator peak over capture and steps
+  double peak_reserved_bytes = 0;
+  int misplaced_backwards = 0;      // PlanExecutor::misplaced_backwards
+  std::vector<TaskSpan> trace;      // the median step's tasks (record_trace)
+};
+
+// `model` must live on `device` (CUDA). Builds a PlanExecutor for `plan` (graphs captured), runs
+// warmup + steps, destroys it and empties the allocator's cache.
+StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
+                              const models::Batch& batch, torch::Device device,
+                              const StepTimingOptions& options);
+
+struct PlanTrial {
+  int index = -1;  // into the candidates
+  std::vector<double> trial_median_ms;  // per candidate; 0 where it failed
+  std::vector<std::string> failures;    // per candidate; "" where it ran
+};
+
+// Times each candidate for options.steps steps (after options.warmup) and returns the fastest
+// by median. A candidate that fails (capture out of memory, ...) is skipped with its reason;
+// all failing is an error.
+StatusOr<PlanTrial> PickFastestPlan(models::MultimodalModel model,
+                                    const std::vector<Plan>& candidates,
+                                    const models::Batch& batch, torch::Device device,
+                                    const StepTimingOptions& options);
+
+// The median step of a trace as a Timeline (sim/timeline.h: one lane per partition of each
+// phase, bars per task), drawn by `mosaic show` from ToChromeTrace(timeline).
+Timeline MeasuredTimeline(const Plan& plan, const TaskGraph& graph, const ModelSpec& model,
+                          const std::vector<TaskSpan>& trace, double step_ms,
+                          const std::string& title);
+
+// bf16 dense matmul throughput of the device (8192^3, median of 20), TFLOP/s: the MFU reference.
+StatusOr<double> MeasureBf16PeakTflops(torch::Device device);
+
+// The q-quantile (0..1) of `v` by the nearest-rank rule; 0 when empty.
+double Quantile(std::vector<double> v, double q);
+
+}  // namespace mosaic::engine

@@ -1,0 +1,69 @@
+// What planning needs, loaded from names or files: the model and device specs (a path, or a zoo
+// name under configs/), the profile (a path, configs/profiles/<model>-<device>.json when it
+// exists, or the synthetic scaling law) and optional calibration factors; and the simulation of
+// one plan against them. Shared by `mosaic plan/simulate/show/bench` and `mosaic train --plan`.
+//
+//   PlanningRequest req;  req.model = "clip-b16";  req.device = "h100-sxm";
+//   MOSAIC_ASSIGN_OR_RETURN(PlanningInputs in, LoadPlanningInputs(req));
+//   MOSAIC_ASSIGN_OR_RETURN(PlanSimulation s, SimulatePlan(plan, in));
+//   s.result.step;   // predicted step time
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "core/device_spec.h"
+#include "core/model_spec.h"
+#include "core/plan.h"
+#include "core/profile.h"
+#include "core/status.h"
+#include "core/task_graph.h"
+#include "perfmodel/calibration.h"
+#include "sim/simulator.h"
+
+namespace mosaic {
+
+struct PlanningRequest {
+  std::string model;
+  std::string device = "h100-sxm";
+  std::string profile;  // "", a path, or "synthetic"
+  std::string configs = "configs";
+  std::string calibration;  // JSON written by the engine (perfmodel/calibration.h), optional
+  int world_size = 1;
+};
+
+struct PlanningInputs {
+  ModelSpec model;
+  DeviceSpec device;
+  Profile profile;
+  std::string profile_from;  // the file, or "synthetic scaling law"
+  std::optional<Calibration> calibration;
+};
+
+bool FileExists(const std::string& path);
+
+// A path when it names a file or ends in .json; else <configs>/<folder>/<name>.json.
+StatusOr<std::string> ResolveSpecPath(const std::string& arg, const std::string& configs,
+                                      const std::string& folder, const std::string& what);
+
+StatusOr<PlanningInputs> LoadPlanningInputs(const PlanningRequest& request);
+
+// The profile for `model` on `device` as LoadPlanningInputs picks it (`profile` as in
+// PlanningRequest); `from` says which.
+StatusOr<Profile> PickProfile(const ModelSpec& model, const DeviceSpec& device,
+                              const std::string& profile, const std::string& configs,
+                              std::string* from);
+
+struct PlanSimulation {
+  PlanningInputs inputs;
+  Plan plan;
+  TaskGraph graph;
+  SimProgram program;
+  SimResult result;
+};
+
+// Validates `plan` against the inputs and simulates one step of it.
+StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& inputs,
+                                      int world_size = 1);
+
+}  // namespace mosaic
