@@ -5,6 +5,7 @@
 //   mosaic train -m configs/models/clip-b16.json --device cuda --steps 500 --data shards/
 //   mosaic train -m clip-tiny --checkpoint-dir runs/a --checkpoint-every 50 --resume
 //   mosaic train --init hf/clip-folder --data pairs/ --steps 200   # fine-tune HF weights
+//   torchrun --nproc-per-node 2 --no-python mosaic train -m clip-tiny   # data parallel
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -15,6 +16,8 @@
 
 #include "cli/commands.h"
 #include "core/file_io.h"
+#include "dist/connect.h"
+#include "dist/launch_env.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -26,6 +29,8 @@ struct TrainFlags {
   std::string on_bad_data = "stop";
   std::string on_nonfinite = "auto";
   std::string metrics_out;
+  double dist_timeout_s = 300;
+  double grad_bucket_mb = 25;
 };
 
 // SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
@@ -122,13 +127,34 @@ int Run(TrainFlags& f) {
     return ReportError("train", InvalidArgument("--model or --init is required"));
   }
   StopSignals signals;
+  // Data parallel when torchrun started this process as one of several ranks.
+  StatusOr<dist::LaunchEnv> env = dist::ReadLaunchEnv();
+  if (!env.ok()) return ReportError("train", env.status());
+  std::shared_ptr<dist::Context> dist_context;
+  if (env->distributed()) {
+    // Rank r on CUDA trains on cuda:LOCAL_RANK.
+    if (f.options.device == "cuda") f.options.device = "cuda:" + std::to_string(env->local_rank);
+    StatusOr<std::shared_ptr<dist::Context>> ctx =
+        dist::ConnectToRun(*env, f.options.device, f.dist_timeout_s);
+    if (!ctx.ok()) return ReportError("train", ctx.status());
+    dist_context = std::move(*ctx);
+    f.options.dist = dist_context.get();
+  }
+  f.options.grad_bucket_bytes = static_cast<int64_t>(f.grad_bucket_mb * (1 << 20));
   StatusOr<train::TrainResult> result = train::Train(f.options);
+  const bool main_rank = env->rank == 0;
   if (!result.ok()) {
-    int code = ReportError("train", result.status());
+    Status s = result.status();
+    if (dist_context && s.message().rfind("rank ", 0) != 0) {
+      s = Status(s.code(), "rank " + std::to_string(env->rank) + " of " +
+                               std::to_string(env->world_size) + ": " + s.message());
+    }
+    int code = ReportError("train", s);
     // A diverged run is a failed run, not bad input.
     return result.status().code() == StatusCode::kFailedPrecondition ? kExitFailure : code;
   }
   const train::TrainResult& r = *result;
+  if (!main_rank) return r.interrupted ? kExitFailure : kExitOk;  // rank 0 reports
   const size_t n = r.losses.size();
   if (n > 0) {
     const size_t k = std::max<size_t>(1, std::min<size_t>(10, n / 4));
@@ -256,6 +282,24 @@ void AddTrainCommand(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--configs", o.configs_dir, "Where zoo names and the tokenizer are looked up")
       ->envname("MOSAIC_CONFIGS")
+      ->capture_default_str();
+  sub->add_option("--dist-timeout", f->dist_timeout_s,
+                  "Data parallel (under torchrun): seconds the ranks wait for each other to "
+                  "join and for each collective before failing")
+      ->envname("MOSAIC_DIST_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--grad-bucket-mb", f->grad_bucket_mb,
+                  "Data parallel: MiB of gradients per all-reduce, launched as backward "
+                  "produces them")
+      ->envname("MOSAIC_GRAD_BUCKET_MB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--check-replicas-every", o.check_replicas_every,
+                  "Data parallel: steps between checks that every rank holds the same "
+                  "parameters (0: at the start and the end only)")
+      ->envname("MOSAIC_CHECK_REPLICAS_EVERY")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   sub->add_option("--plan", o.plan,
                   "Run steps through the engine: temporal-eager, temporal-graph, shared-streams, "

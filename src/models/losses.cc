@@ -55,10 +55,15 @@ torch::Tensor ContrastiveLossImpl::scale() const {
 torch::Tensor ContrastiveLossImpl::forward(const std::vector<torch::Tensor>& features) {
   TORCH_CHECK(features.size() >= 2, "a contrastive loss needs at least 2 inputs, got ",
               features.size());
+  std::vector<torch::Tensor> f = features;
+  if (gather_ && is_training()) {
+    for (auto& x : f)
+      x = gather_(x);  // (B_r, D) -> (global B, D), every rank in the same order
+  }
   torch::Tensor s = scale();
-  torch::Tensor loss = ClipLoss(features[0], features[1], s);
-  for (size_t i = 2; i < features.size(); ++i)
-    loss = loss + ClipLoss(features[0], features[i], s);
+  torch::Tensor loss = ClipLoss(f[0], f[1], s);
+  for (size_t i = 2; i < f.size(); ++i)
+    loss = loss + ClipLoss(f[0], f[i], s);
   return loss;
 }
 

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <vector>
 
 #include "core/model_spec.h"
@@ -28,7 +29,17 @@ class ContrastiveLossImpl : public torch::nn::Module {
   // exp(logit_scale) clamped at 100 (CLIP).
   torch::Tensor scale() const;
 
+  // Data-parallel training: in training mode each input is first passed through `gather`
+  // ((B_r, D) -> (global B, D), the rows of every rank, differentiably: src/dist's
+  // AllGatherWithGrad), so the loss is the global batch's. Empty (the default): local rows only.
+  // Evaluation (eval mode) never gathers.
+  using FeatureGather = std::function<torch::Tensor(const torch::Tensor&)>;
+  void set_gather(FeatureGather gather) { gather_ = std::move(gather); }
+
   torch::Tensor logit_scale;  // () fp32, initialized to log(1 / 0.07)
+
+ private:
+  FeatureGather gather_;
 };
 TORCH_MODULE(ContrastiveLoss);
 

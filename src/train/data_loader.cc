@@ -180,9 +180,57 @@ DataLoader::~DataLoader() {
   if (thread_.joinable()) thread_.join();
 }
 
+// Note [rank slices]: in a data-parallel run every rank's loader walks the same seeded order
+// (same seed, same position) in steps of the global micro-batch (batch_size * shard_count) and
+// keeps its own slice, so the ranks' batches are disjoint and their union is the one-process
+// micro-batch. A bad example under --on-bad-data=skip is dropped from its rank's slice without
+// a replacement (taking one from further on would overlap another rank's slice): that rank's
+// batch is smaller for that step.
+StatusOr<Batch> DataLoader::ProduceSlice() {
+  const int64_t n = source_->size();
+  const int64_t global = static_cast<int64_t>(options_.batch_size) * options_.shard_count;
+  std::vector<int64_t> indices;
+  for (int64_t k = 0; k < global; ++k) {
+    if (pos_.offset >= n) {
+      pos_.epoch += 1;
+      pos_.offset = 0;
+    }
+    if (order_epoch_ != pos_.epoch) {
+      order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
+      order_epoch_ = pos_.epoch;
+    }
+    if (k / options_.batch_size == options_.shard_index) {
+      indices.push_back(order_[static_cast<size_t>(pos_.offset)]);
+    }
+    pos_.offset += 1;
+  }
+  BatchBuilder builder;
+  int64_t skipped = 0;
+  for (Prepared& p : PrepareAll(*source_, *tokenizer_, options_, indices)) {
+    if (!p.status.ok()) {
+      if (options_.on_bad_data == BadDataPolicy::kStop) {
+        return Status(p.status.code(), p.status.message() + " (stopping: --on-bad-data=stop)");
+      }
+      Warn(options_, p.status.message() + " (skipped)");
+      ++skipped;
+      continue;
+    }
+    builder.Add(p);
+  }
+  if (builder.size() == 0) {
+    return InvalidArgument(source_->Describe() + ": no usable example in rank " +
+                           std::to_string(options_.shard_index) + "'s slice of a batch");
+  }
+  Batch b = builder.Finish();
+  b.next = pos_;
+  b.skipped = skipped;
+  return b;
+}
+
 StatusOr<Batch> DataLoader::Produce() {
   const int64_t n = source_->size();
   if (n <= 0) return InvalidArgument(source_->Describe() + ": no examples");
+  if (options_.shard_count > 1) return ProduceSlice();
   BatchBuilder builder;
   int64_t skipped = 0, bad_in_a_row = 0;
   while (builder.size() < options_.batch_size) {

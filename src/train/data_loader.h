@@ -56,6 +56,11 @@ struct LoaderOptions {
   BadDataPolicy on_bad_data = BadDataPolicy::kStop;
   int prefetch_batches = 4;  // bound of the queue of ready batches
   int workers = 1;           // threads decoding the examples of one batch (1: the prefetch thread)
+  // Data-parallel runs (Note [rank slices] in data_loader.cc): with shard_count W > 1 each batch
+  // is slice shard_index of the next batch_size * W examples in the shared order, so W loaders
+  // together read exactly what one loader with batch_size * W reads, without overlap.
+  int shard_count = 1;
+  int shard_index = 0;
   // One line per skipped example ("<file>: <why> (skipped)"); defaults to stderr.
   std::function<void(const std::string&)> warn;
 };
@@ -88,6 +93,7 @@ class DataLoader {
  private:
   void Run();
   StatusOr<Batch> Produce();
+  StatusOr<Batch> ProduceSlice();  // shard_count > 1
 
   std::shared_ptr<const ExampleSource> source_;
   std::shared_ptr<const Tokenizer> tokenizer_;

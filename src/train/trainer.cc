@@ -17,9 +17,13 @@
 #include <sstream>
 #include <thread>
 
+#include "dist/all_gather.h"
+#include "dist/data_parallel.h"
+#include "dist/process_group.h"
 #include "engine/plan_executor.h"
 #include "planner/online.h"
 #include "interop/hf_model.h"
+#include "models/losses.h"
 #include "models/multimodal_model.h"
 #include "train/checkpoint.h"
 #include "train/data_loader.h"
@@ -235,6 +239,22 @@ at::Generator CpuGenerator() {
 // torch's thread count.
 constexpr int64_t kSmallModelParameters = 10'000'000;
 
+// Swallows everything: the log of ranks other than 0.
+class NullStream : public std::ostream {
+ public:
+  NullStream() : std::ostream(nullptr) {}
+};
+
+// What every rank of a data-parallel run must agree on (dist::CheckSameSettings).
+std::string SettingsFingerprint(const TrainOptions& o, const ModelSpec& spec) {
+  std::ostringstream s;
+  s << "model " << spec.name << ", batch " << spec.batch_size << "/" << spec.micro_batches
+    << ", steps " << o.steps << ", seed " << o.seed << ", lr " << o.lr << ", warmup "
+    << o.warmup_steps << ", data '" << o.data << "', resume " << o.resume << ", check every "
+    << o.check_replicas_every;
+  return s.str();
+}
+
 }  // namespace
 
 std::string ResolveModelPath(const std::string& model, const std::string& configs_dir) {
@@ -246,7 +266,11 @@ std::string ResolveModelPath(const std::string& model, const std::string& config
 }
 
 StatusOr<TrainResult> Train(const TrainOptions& options) {
-  std::ostream& log = options.log ? *options.log : std::cerr;
+  dist::Context* dist = options.dist;
+  const bool main_rank = dist == nullptr || dist->is_main();
+  const int world = dist ? dist->world_size() : 1;
+  NullStream null_log;
+  std::ostream& log = !main_rank ? null_log : options.log ? *options.log : std::cerr;
   if (options.steps <= 0) return InvalidArgument("--steps must be positive");
   if (options.lr < 0 || !std::isfinite(options.lr)) {
     return InvalidArgument("--lr must be a positive number");
@@ -281,7 +305,26 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
                            " is not a multiple of micro_batches " +
                            std::to_string(spec.micro_batches));
   }
+  if (spec.micro_batch_size() % world != 0) {
+    return InvalidArgument(
+        "the global micro-batch of " + std::to_string(spec.micro_batch_size()) + " (batch " +
+        std::to_string(spec.batch_size) + " / " + std::to_string(spec.micro_batches) +
+        " micro-batches) does not split evenly over " + std::to_string(world) + " ranks");
+  }
+  if (dist != nullptr && !options.plan.empty()) {
+    return InvalidArgument("--plan " + options.plan +
+                           ": the engine's plans do not run data parallel yet; drop --plan "
+                           "under torchrun (docs/distributed.md)");
+  }
+  if (options.grad_bucket_bytes <= 0) return InvalidArgument("--grad-bucket-mb must be positive");
+  if (options.check_replicas_every < 0) {
+    return InvalidArgument("--check-replicas-every must be >= 0");
+  }
   MOSAIC_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  if (dist != nullptr && dist->device().type() != device.type()) {
+    return Internal("the process group is on " + dist->device().str() + " but training on " +
+                    device.str());
+  }
 
   // Tokenizer and data.
   std::string tok_path =
@@ -326,7 +369,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   }
 
   LoaderOptions loader_options;
-  loader_options.batch_size = spec.micro_batch_size();
+  loader_options.batch_size = spec.micro_batch_size() / world;  // Note [rank slices]
+  loader_options.shard_count = world;
+  loader_options.shard_index = dist ? dist->rank() : 0;
   loader_options.image_size = shape.image_size;
   loader_options.seq_len = shape.seq_len;
   loader_options.n_mels = shape.n_mels;
@@ -357,6 +402,19 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
                            options.inject_nonfinite.target + "' in " + spec.name);
   }
   if (options.print_model_table) log << models::ModelTable(*model);
+  std::unique_ptr<dist::GradientSync> grad_sync;
+  if (dist != nullptr) {
+    MOSAIC_RETURN_IF_ERROR(dist::CheckSameSettings(*dist, SettingsFingerprint(options, spec)));
+    // Note [global contrastive loss] in dist/all_gather.h.
+    for (int i = 0; i < model->num_modules(); ++i) {
+      if (auto loss = std::dynamic_pointer_cast<models::ContrastiveLossImpl>(model->module(i))) {
+        loss->set_gather(
+            [dist](const torch::Tensor& x) { return dist::AllGatherWithGrad(*dist, x); });
+      }
+    }
+    grad_sync =
+        std::make_unique<dist::GradientSync>(*dist, model->parameters(), options.grad_bucket_bytes);
+  }
   const bool small = model->ParameterCount() < kSmallModelParameters;
   const double peak_lr = options.lr > 0 ? options.lr : small ? 1e-3 : 1e-4;
   if (device.is_cpu() && (options.threads > 0 || small)) {
@@ -420,9 +478,20 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     }
   }
 
+  if (dist != nullptr) {
+    // Same seed (or the same checkpoint) on every rank: the replicas start identical.
+    MOSAIC_RETURN_IF_ERROR(
+        dist::CheckReplicasInSync(*dist, model->named_parameters().pairs(), state.step));
+  }
+
   TrainResult result;
   result.model_name = spec.name;
   result.first_step = state.step;
+  if (dist != nullptr) {
+    log << "mosaic train: data parallel over " << world << " ranks (" << dist->backend_name()
+        << "), " << spec.micro_batch_size() / world << " samples per rank per micro-batch, "
+        << grad_sync->buckets().size() << " gradient buckets\n";
+  }
   log << "mosaic train: " << spec.name << " on " << device << ", batch " << spec.batch_size << " ("
       << spec.micro_batches << " micro-batch" << (spec.micro_batches > 1 ? "es" : "") << "), "
       << ToString(spec.precision) << ", peak lr " << peak_lr
@@ -435,6 +504,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     st.data = pos;
     st.rng = CpuGenerator().get_state();
     if (scaler.enabled()) st.loss_scale = scaler.State();
+    if (!main_rank) return Status::Ok();  // rank 0 writes; every rank holds the same state
     const std::string path = JoinPath(options.checkpoint_dir, CheckpointFileName(step_done));
     std::function<void(const std::string&)> midway;
     if (options.checkpoint_write_pause_ms > 0) {
@@ -470,6 +540,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   int64_t window_samples = 0, window_tokens = 0, total_samples = 0;
   double window_loss = 0;
   int64_t window_steps = 0;
+  bool any_rank_stopping = false;  // data parallel: a stop request seen by any rank
 
   // --plan: the engine's executor runs the step on whole batches (plan_choice.h).
   std::unique_ptr<engine::PlanExecutor> executor;
@@ -566,6 +637,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     const double lr = lr_at(step);
     SetLearningRate(*optimizer, lr);
     double step_loss = 0;
+    int64_t step_samples = 0, step_tokens = 0;
     if (planned) {
       MOSAIC_ASSIGN_OR_RETURN(step_loss, planned_step(step));
     } else {
@@ -575,12 +647,14 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
       position = batch.next;
       result.skipped_examples += batch.skipped;
-      window_samples += batch.size();
-      window_tokens += batch.lengths.sum().item<int64_t>();
+      step_samples += batch.size();
+      step_tokens += batch.lengths.sum().item<int64_t>();
       models::ModelOutput out;
-      {
+      try {
         models::AutocastGuard autocast(device, spec.precision);
         out = model->forward(ToModelBatch(batch, device));
+      } catch (const dist::CollectiveError& e) {
+        return e.status();  // a peer died or hung: Note [bounded waits] in dist/process_group.h
       }
       torch::Tensor loss = out.loss;
       if (step == options.inject_nonfinite.step && options.inject_nonfinite.target == "loss" &&
@@ -600,11 +674,34 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
         }
         continue;  // no backward through a NaN/Inf loss
       }
-      scaler.Scale(loss / spec.micro_batches).backward();
+      try {
+        if (grad_sync) grad_sync->Arm(mb == spec.micro_batches - 1);
+        scaler.Scale(loss / spec.micro_batches).backward();
+      } catch (const dist::CollectiveError& e) {
+        return e.status();
+      }
     }
     if (step == options.inject_nonfinite.step && options.inject_nonfinite.target != "loss") {
       MOSAIC_RETURN_IF_ERROR(InjectNonFiniteGradient(*model, options.inject_nonfinite.target));
     }
+    if (dist != nullptr) {
+      MOSAIC_RETURN_IF_ERROR(grad_sync->Finish());  // gradients are now the mean over ranks
+      // The step's loss (the mean over ranks), samples and tokens, and whether any rank was
+      // asked to stop, so that all stop after the same step.
+      const bool stop_here = options.stop_requested != nullptr && options.stop_requested->load();
+      torch::Tensor t = torch::tensor({step_loss, static_cast<double>(step_samples),
+                                       static_cast<double>(step_tokens), stop_here ? 1.0 : 0.0},
+                                      torch::kFloat64)
+                            .to(device);
+      MOSAIC_RETURN_IF_ERROR(dist->AllReduceSum(t, "all-reduce of the step's loss"));
+      t = t.cpu();
+      step_loss = t[0].item<double>() / world;
+      step_samples = static_cast<int64_t>(t[1].item<double>());
+      step_tokens = static_cast<int64_t>(t[2].item<double>());
+      any_rank_stopping = t[3].item<double>() > 0;
+    }
+    window_samples += step_samples;
+    window_tokens += step_tokens;
     const bool finite = scaler.enabled() ? scaler.Unscale(params) : AllGradientsFinite(params);
     if (finite && loss_fault.empty()) {
       consecutive_nonfinite = 0;
@@ -660,6 +757,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     window_loss += step_loss;
     ++window_steps;
     const int64_t done = step + 1;
+    if (dist != nullptr && options.check_replicas_every > 0 &&
+        done % options.check_replicas_every == 0) {
+      MOSAIC_RETURN_IF_ERROR(
+          dist::CheckReplicasInSync(*dist, model->named_parameters().pairs(), done));
+    }
 
     if (done % options.log_every == 0 || done == options.steps) {
       const auto now = Clock::now();
@@ -678,7 +780,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       window_samples = window_tokens = window_steps = 0;
       window_loss = 0;
     }
-    const bool stop = options.stop_requested != nullptr && options.stop_requested->load();
+    const bool stop = dist != nullptr
+                          ? any_rank_stopping
+                          : options.stop_requested != nullptr && options.stop_requested->load();
     if (!options.checkpoint_dir.empty() &&
         ((options.checkpoint_every > 0 && done % options.checkpoint_every == 0) ||
          done == options.steps || stop)) {
@@ -698,7 +802,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
                                     "; stopped after step " + std::to_string(done) +
                                     ", continue with --resume once there is space");
       }
-      progress.Message("mosaic train: checkpoint " + result.checkpoints_written.back());
+      if (main_rank) {
+        progress.Message("mosaic train: checkpoint " + result.checkpoints_written.back());
+      }
     }
     if (stop && done < options.steps) {
       progress.Message("mosaic train: stopping after step " + std::to_string(done) + " as asked" +
@@ -729,8 +835,12 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   result.wall_seconds = Seconds(t_start, Clock::now());
   total_samples += window_samples;
   result.samples_per_second = total_samples / std::max(1e-9, result.wall_seconds);
+  if (dist != nullptr) {
+    MOSAIC_RETURN_IF_ERROR(
+        dist::CheckReplicasInSync(*dist, model->named_parameters().pairs(), result.last_step));
+  }
 
-  if (eval_source) {
+  if (eval_source && main_rank) {  // evaluation is local to rank 0 (no gather in eval mode)
     MOSAIC_ASSIGN_OR_RETURN(
         EvalResult e, Evaluate(model, *eval_source, *tokenizer, loader_options,
                                options.eval_samples, device, std::max(1, spec.micro_batch_size())));

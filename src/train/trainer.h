@@ -22,6 +22,10 @@
 #include "train/example_source.h"
 #include "train/nonfinite.h"
 
+namespace mosaic::dist {
+class Context;
+}
+
 namespace mosaic::train {
 
 struct TrainOptions {
@@ -77,6 +81,13 @@ struct TrainOptions {
   // MOSAIC_INJECT_NONFINITE and MOSAIC_TEST_CHECKPOINT_PAUSE_MS).
   NonFiniteInjection inject_nonfinite;
   int checkpoint_write_pause_ms = 0;  // pause halfway through each checkpoint write, saying so
+  // Data-parallel training (docs/distributed.md): this process's membership in a run started by
+  // torchrun; nullptr: one process. Every rank reads its slice of each global batch (batch_size
+  // stays the global batch), gradients are averaged over ranks, contrastive losses gather every
+  // rank's features; rank 0 alone logs, writes checkpoints and evaluates.
+  dist::Context* dist = nullptr;
+  int64_t grad_bucket_bytes = 25LL << 20;  // gradients per all-reduce
+  int64_t check_replicas_every = 100;      // steps between parameter checks; 0: start and end only
 };
 
 struct TrainResult {
