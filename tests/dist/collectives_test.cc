@@ -17,6 +17,14 @@ using testing::RunRanks;
 
 constexpr int kWorld = 2;
 
+// Note [seeded tensors in rank threads]: the ranks are threads of one process, so they must not
+// share torch's default generator (manual_seed + randn on two threads races): each draw uses a
+// generator of its own.
+torch::Tensor Randn(std::vector<int64_t> shape, uint64_t seed) {
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  return torch::randn(shape, g);
+}
+
 // Largest |a - b| / (|b| + tiny) over elements.
 double MaxRelDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs() / (b.abs() + 1e-12)).max().item<double>();
@@ -88,16 +96,12 @@ TEST(Collectives, GlobalContrastiveWithUnevenRows) {
 TEST(Collectives, BucketedGradientsAreTheMeanOverRanks) {
   constexpr int kLayers = 6, kWidth = 8;
   auto make_layers = [] {
-    torch::manual_seed(5);
     std::vector<torch::Tensor> ws;
     for (int i = 0; i < kLayers; ++i)
-      ws.push_back((torch::randn({kWidth, kWidth}) / 3).requires_grad_());
+      ws.push_back((Randn({kWidth, kWidth}, 5 + i) / 3).requires_grad_());
     return ws;
   };
-  auto input = [](int rank, int mb) {
-    torch::manual_seed(100 + 10 * rank + mb);
-    return torch::randn({4, kWidth});
-  };
+  auto input = [](int rank, int mb) { return Randn({4, kWidth}, 100 + 10 * rank + mb); };
   auto forward = [](const std::vector<torch::Tensor>& ws, const torch::Tensor& x) {
     torch::Tensor h = x;
     for (const auto& w : ws)
@@ -132,9 +136,8 @@ TEST(Collectives, BucketedGradientsAreTheMeanOverRanks) {
 
 TEST(Collectives, ReplicaCheckNamesTheParameterThatDiffers) {
   RunRanks(kWorld, [](Context& ctx) {
-    torch::manual_seed(1);
     std::vector<std::pair<std::string, torch::Tensor>> params = {
-        {"encoder.weight", torch::randn({4, 4})}, {"encoder.bias", torch::randn({4})}};
+        {"encoder.weight", Randn({4, 4}, 1)}, {"encoder.bias", Randn({4}, 2)}};
     EXPECT_TRUE(CheckReplicasInSync(ctx, params, 6).ok());
     if (ctx.rank() == 1) {
       params[1].second.index_put_({2}, params[1].second[2] + 1e-6);  // one element, slightly
