@@ -35,6 +35,14 @@ int Run(const SimulateFlags& f) {
       "%lld events\n",
       r.step.value() / 1000, r.utilization * 100,
       r.peak_activation.value() / (1024.0 * 1024 * 1024), static_cast<long long>(r.events));
+  const PlanMemory mem = EstimatePlanMemory(*s);
+  if (mem.budget_bytes > 0) {
+    const Status fits = CheckPlanMemory(*s);
+    std::printf("memory: %s of %s (90%% of the device) %s\n",
+                GibText(mem.static_bytes + mem.activation_bytes).c_str(),
+                GibText(mem.budget_bytes).c_str(),
+                fits.ok() ? "fits" : ("DOES NOT FIT: " + fits.message()).c_str());
+  }
   double start = 0;
   for (size_t i = 0; i < s->program.phases.size(); ++i) {
     const SimPhase& ph = s->program.phases[i];

@@ -33,6 +33,11 @@ inline Json SimulationToJson(const PlanSimulation& s) {
   doc["step_us"] = s.result.step.value();
   doc["utilization"] = s.result.utilization;
   doc["peak_activation_bytes"] = s.result.peak_activation.value();
+  const PlanMemory mem = EstimatePlanMemory(s);
+  doc["memory"] = {{"static_bytes", mem.static_bytes},
+                   {"activation_bytes", mem.activation_bytes},
+                   {"budget_bytes", mem.budget_bytes},
+                   {"fits", mem.fits}};
   doc["events"] = s.result.events;
   Json tasks = Json::array();
   for (const Task& t : s.graph.tasks()) {

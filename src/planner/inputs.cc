@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
+
+#include "core/cost.h"
 #include "core/file_io.h"
 #include "perfmodel/perf_model.h"
 #include "perfmodel/synthetic_profile.h"
@@ -79,6 +82,41 @@ StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& in
   Simulator sim(s.graph, pm);
   MOSAIC_ASSIGN_OR_RETURN(s.result, sim.Run(s.program));
   return s;
+}
+
+std::string GibText(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+  return buf;
+}
+
+double StaticStateBytes(const ModelSpec& model) {
+  double bytes = 0;
+  for (size_t m = 0; m < model.modules.size(); ++m)
+    bytes += EstimateModuleCost(model, static_cast<int>(m), 1).parameter_bytes.value();
+  return bytes;
+}
+
+PlanMemory EstimatePlanMemory(const PlanSimulation& s, double fraction) {
+  PlanMemory m;
+  m.static_bytes = StaticStateBytes(s.inputs.model);
+  m.activation_bytes = s.result.peak_activation.value();
+  m.budget_bytes = fraction * s.inputs.device.memory.value();
+  m.fits = m.budget_bytes <= 0 || m.static_bytes + m.activation_bytes <= m.budget_bytes;
+  return m;
+}
+
+Status CheckPlanMemory(const PlanSimulation& s, double fraction) {
+  const PlanMemory m = EstimatePlanMemory(s, fraction);
+  if (m.fits) return Status::Ok();
+  return FailedPrecondition(
+      "plan " + s.plan.name + " does not fit on " + s.inputs.device.name + ": it needs about " +
+      GibText(m.static_bytes + m.activation_bytes) + " (" + GibText(m.static_bytes) +
+      " of weights, gradients and AdamW state + " + GibText(m.activation_bytes) +
+      " of activations at its peak), over " + GibText(m.budget_bytes) + " (" +
+      std::to_string(static_cast<int>(fraction * 100 + 0.5)) + "% of the device's " +
+      GibText(s.inputs.device.memory.value()) +
+      "); use more micro-batches, fewer activation buffers or a smaller batch");
 }
 
 }  // namespace mosaic

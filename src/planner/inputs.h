@@ -66,4 +66,20 @@ struct PlanSimulation {
 StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& inputs,
                                       int world_size = 1);
 
+// "1.25 GiB".
+std::string GibText(double bytes);
+// Weights, gradients and AdamW state of every module (core/cost.h: 16 bytes per parameter).
+double StaticStateBytes(const ModelSpec& model);
+
+// Whether a simulated plan fits its device: static state plus the simulated activation peak
+// against `fraction` of the device's memory. FailedPrecondition with the numbers when not (what
+// `mosaic train --plan` says before anything runs on the GPU); Ok on devices without a memory
+// size.
+struct PlanMemory {
+  double static_bytes = 0, activation_bytes = 0, budget_bytes = 0;
+  bool fits = true;
+};
+PlanMemory EstimatePlanMemory(const PlanSimulation& s, double fraction = 0.9);
+Status CheckPlanMemory(const PlanSimulation& s, double fraction = 0.9);
+
 }  // namespace mosaic

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "core/cost.h"
+#include "planner/inputs.h"
 
 namespace mosaic {
 
@@ -42,14 +43,6 @@ namespace {
 constexpr double kImprove = 1e-9;  // relative: an improvement smaller than this is none
 constexpr int kWideLayout = 6;     // partitions beyond which the costliest moves are thinned
 
-double Gib(double bytes) {
-  return bytes / (1024.0 * 1024 * 1024);
-}
-std::string GibText(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", Gib(bytes));
-  return buf;
-}
 
 // Estimated busy time of group `g` in this phase at `sms` SMs: its tasks back to back.
 double GroupWork(PhaseEvaluator& eval, const std::vector<int>& modules, double sms) {
@@ -617,9 +610,7 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
   report.shared_weight_exponent = fit.shared_weight_exponent;
   report.colocation_pairs = fit.pairs;
   report.colocation_rms_log_error = fit.rms_log_error;
-  for (size_t m = 0; m < model.modules.size(); ++m)
-    report.static_bytes +=
-        EstimateModuleCost(model, static_cast<int>(m), 1).parameter_bytes.value();
+  report.static_bytes = StaticStateBytes(model);
   const double total_budget = options.memory_budget_bytes > 0 ? options.memory_budget_bytes
                               : device.memory.value() > 0     ? 0.9 * device.memory.value()
                                                               : 0;

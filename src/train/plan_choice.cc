@@ -86,6 +86,22 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
     shared.name = "shared-streams";
     candidates.push_back(temporal);
     candidates.push_back(shared);
+    if (device.is_cuda()) {
+      // Before anything runs: drop the candidates the perf model says do not fit.
+      std::vector<Plan> fitting;
+      for (const Plan& p : candidates) {
+        StatusOr<PlanSimulation> s = SimulatePlan(p, *inputs);
+        const Status fits = s.ok() ? CheckPlanMemory(*s) : Status::Ok();
+        if (fits.ok()) {
+          fitting.push_back(p);
+        } else {
+          log("mosaic train: --plan auto: skipping " + fits.message());
+        }
+      }
+      if (fitting.empty())
+        return FailedPrecondition("--plan auto: no candidate plan fits in memory (above)");
+      candidates = std::move(fitting);
+    }
     if (!device.is_cuda()) {
       // Nothing to time on the CPU: every plan runs the same tasks one at a time.
       c.plan = report.plans.empty() ? temporal : report.plans[0].plan;
@@ -142,6 +158,11 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
     c.summary = "plan file " + options.plan;
   }
   if (!device.is_cuda()) c.mode = engine::ExecMode::kEager;
+  if (device.is_cuda() && inputs && options.plan != "auto") {
+    // A fixed plan that the perf model says cannot fit is refused before anything runs.
+    StatusOr<PlanSimulation> s = SimulatePlan(c.plan, *inputs);
+    if (s.ok()) MOSAIC_RETURN_IF_ERROR(CheckPlanMemory(*s));
+  }
   if (c.mode == engine::ExecMode::kGraph)
     c.predicted_step_ms = Predict(c.plan, inputs ? &*inputs : nullptr);
   c.inputs = std::move(inputs);
