@@ -584,8 +584,30 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
           exec_options.record_trace = true;
         }
       }
-      MOSAIC_ASSIGN_OR_RETURN(
-          executor, engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options));
+      StatusOr<std::unique_ptr<engine::PlanExecutor>> made =
+          engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options);
+      // Out of memory while capturing: fall back to smaller plans (one module at a time as
+      // graphs, then eagerly), saying so.
+      for (const char* smaller : {"temporal-graph", "temporal-eager"}) {
+        if (made.ok() || !device.is_cuda() ||
+            made.status().message().find("out of memory") == std::string::npos ||
+            choice.plan.name == smaller) {
+          break;
+        }
+        progress.Message("mosaic train: plan " + choice.plan.name +
+                         " ran out of GPU memory while capturing; falling back to " + smaller);
+        PlanChoiceOptions fo;
+        fo.plan = smaller;
+        fo.device_spec = options.device_spec;
+        fo.configs_dir = options.configs_dir;
+        MOSAIC_ASSIGN_OR_RETURN(choice, ChooseTrainingPlan(spec, model, whole, device, fo));
+        exec_options.mode = choice.mode;
+        exec_options.record_trace = false;
+        online.reset();
+        choice.summary += " (fallback: out of memory)";
+        made = engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options);
+      }
+      MOSAIC_ASSIGN_OR_RETURN(executor, std::move(made));
       result.plan_summary = choice.summary + ", " + engine::ToString(choice.mode);
       result.predicted_step_ms = choice.predicted_step_ms;
       char pred[64] = "";
