@@ -542,6 +542,17 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   int64_t window_steps = 0;
   bool any_rank_stopping = false;  // data parallel: a stop request seen by any rank
 
+  // The next micro-batch: advances the data position and counts skipped examples, samples and
+  // tokens (into the caller's counters: the window's, or the step's under data parallelism).
+  auto next_micro_batch = [&](int64_t* samples, int64_t* tokens) -> StatusOr<Batch> {
+    MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
+    position = batch.next;
+    result.skipped_examples += batch.skipped;
+    *samples += batch.size();
+    *tokens += batch.lengths.sum().item<int64_t>();
+    return batch;
+  };
+
   // --plan: the engine's executor runs the step on whole batches (plan_choice.h).
   std::unique_ptr<engine::PlanExecutor> executor;
   std::optional<OnlinePlanner> online;
@@ -550,11 +561,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   auto planned_step = [&](int64_t step) -> StatusOr<double> {
     std::vector<models::Batch> parts;
     for (int mb = 0; mb < spec.micro_batches; ++mb) {
-      MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
-      position = batch.next;
-      result.skipped_examples += batch.skipped;
-      window_samples += batch.size();
-      window_tokens += batch.lengths.sum().item<int64_t>();
+      MOSAIC_ASSIGN_OR_RETURN(Batch batch, next_micro_batch(&window_samples, &window_tokens));
       parts.push_back(ToModelBatch(batch, device));
     }
     const models::Batch whole = CatBatches(parts);
@@ -666,11 +673,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     optimizer->zero_grad();
     std::string loss_fault;  // set when a micro-batch's loss is NaN/Inf (Note [numeric faults])
     for (int mb = 0; mb < spec.micro_batches; ++mb) {
-      MOSAIC_ASSIGN_OR_RETURN(Batch batch, loader.Next());
-      position = batch.next;
-      result.skipped_examples += batch.skipped;
-      step_samples += batch.size();
-      step_tokens += batch.lengths.sum().item<int64_t>();
+      MOSAIC_ASSIGN_OR_RETURN(Batch batch, next_micro_batch(&step_samples, &step_tokens));
       models::ModelOutput out;
       try {
         models::AutocastGuard autocast(device, spec.precision);
