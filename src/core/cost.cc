@@ -91,8 +91,8 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
         break;
       case ModuleKind::kLlm:
         params += (m.tie_embeddings ? 1.0 : 2.0) * m.vocab_size * d;  // embedding (+ LM head)
-        extra_flops += 2.0 * m.seq_len * d * m.vocab_size;            // head on the text positions
-        act_elems += m.seq_len * double(m.vocab_size);                // logits for the loss
+        extra_flops += 2.0 * m.seq_len * d * m.vocab_size;  // head on the text positions
+        act_elems += m.seq_len * double(m.vocab_size);      // logits for the loss
         break;
       default:
         break;

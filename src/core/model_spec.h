@@ -69,9 +69,9 @@ struct ModuleSpec {
   double norm_eps = 0;  // LayerNorm (vit, text: default 1e-5) or RMSNorm (llm: default 1e-6) eps
 
   // vit
-  int image_size = 0;      // square input, pixels
-  int patch_size = 0;      // must divide image_size
-  int channels = 0;        // default 3
+  int image_size = 0;  // square input, pixels
+  int patch_size = 0;  // must divide image_size
+  int channels = 0;    // default 3
   bool patch_bias = true;  // a bias on the patch-embedding conv (CLIP checkpoints have none)
   // Which hidden state the tower outputs, numbered as Hugging Face's `hidden_states`: 0 (the
   // default) is the last block's output followed by the final LayerNorm (and proj); k in

@@ -16,23 +16,25 @@ VisionTransformerImpl::VisionTransformerImpl(const ModuleSpec& spec) : spec_(spe
   TORCH_CHECK(!spec.drop_cls || spec.pool == Pooling::kNone, spec.name,
               ": drop_cls needs pool none");
   patch_embed = register_module(
-      "patch_embed", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, C, spec.patch_size)
-                                           .stride(spec.patch_size)
-                                           .bias(spec.patch_bias)));
+      "patch_embed",
+      torch::nn::Conv2d(
+          torch::nn::Conv2dOptions(channels, C, spec.patch_size)
+              .stride(spec.patch_size)
+              .bias(spec.patch_bias)));
   if (has_cls) {
     class_token = register_parameter("class_token", torch::randn({1, 1, C}) * 0.02);
   }
   positions = register_parameter("positions", torch::randn({1, tokens, C}) * 0.01);
   const double eps = spec.norm_eps > 0 ? spec.norm_eps : 1e-5;
-  ln_pre =
-      register_module("ln_pre", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
+  ln_pre = register_module("ln_pre",
+                           torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   blocks = register_module("blocks", TransformerStack(BlockOptions(C, spec.heads)
                                                           .mlp_dim(spec.mlp_dim)
                                                           .activation(spec.activation)
                                                           .norm_eps(eps),
                                                       spec.depth));
-  ln_post =
-      register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
+  ln_post = register_module("ln_post",
+                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   if (spec.output_dim > 0) {
     proj = register_module(
         "proj", torch::nn::Linear(torch::nn::LinearOptions(C, spec.output_dim).bias(false)));

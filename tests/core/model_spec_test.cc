@@ -227,10 +227,10 @@ TEST(ModelSpec, PretrainedCheckpointOptionsParseAndRoundTrip) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(ToJson(*again), saved);
   // The patch-conv bias is counted only when there is one.
-  EXPECT_DOUBLE_EQ(
-      EstimateModuleCost(*spec, 0, 1).parameters + 64,
-      EstimateModuleCost(*ParseModelSpec(LoadSource("configs/models/clip-tiny.json")), 0, 1)
-          .parameters);
+  EXPECT_DOUBLE_EQ(EstimateModuleCost(*spec, 0, 1).parameters + 64,
+                   EstimateModuleCost(*ParseModelSpec(LoadSource("configs/models/clip-tiny.json")),
+                                      0, 1)
+                       .parameters);
 }
 
 TEST(ModelSpec, PretrainedCheckpointOptionsAreChecked) {
@@ -240,25 +240,22 @@ TEST(ModelSpec, PretrainedCheckpointOptionsAreChecked) {
     StatusOr<ModelSpec> spec = ParseModelSpec(doc);
     return spec.ok() ? std::string("accepted") : spec.status().message();
   };
-  EXPECT_NE(error([](Json& d) {
-              d["modules"][1]["pool"] = "eos";
-            }).find("modules[1].eos_token_id: missing (required)"),
+  EXPECT_NE(error([](Json& d) { d["modules"][1]["pool"] = "eos"; })
+                .find("modules[1].eos_token_id: missing (required)"),
             std::string::npos);
-  EXPECT_NE(error([](Json& d) {
-              d["modules"][1]["eos_token_id"] = 3;
-            }).find("modules[1].eos_token_id: only with pool \"eos\""),
+  EXPECT_NE(error([](Json& d) { d["modules"][1]["eos_token_id"] = 3; })
+                .find("modules[1].eos_token_id: only with pool \"eos\""),
             std::string::npos);
   EXPECT_NE(error([](Json& d) {
               d["modules"][1]["pool"] = "eos";
               d["modules"][1]["eos_token_id"] = 512;
             }).find("modules[1].eos_token_id: 512 is not below vocab_size 512"),
             std::string::npos);
-  EXPECT_NE(
-      error([](Json& d) { d["modules"][0]["activation"] = "relu"; }).find("modules[0].activation"),
-      std::string::npos);
-  EXPECT_NE(error([](Json& d) {
-              d["modules"][0]["norm_eps"] = 0;
-            }).find("modules[0].norm_eps: must be in (0, 1)"),
+  EXPECT_NE(error([](Json& d) { d["modules"][0]["activation"] = "relu"; })
+                .find("modules[0].activation"),
+            std::string::npos);
+  EXPECT_NE(error([](Json& d) { d["modules"][0]["norm_eps"] = 0; })
+                .find("modules[0].norm_eps: must be in (0, 1)"),
             std::string::npos);
 }
 

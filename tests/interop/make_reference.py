@@ -150,7 +150,8 @@ def make_llava(out, name):
     last layer and the post-layernorm unused), class token dropped, gelu projector, Llama. The
     image placeholders come first, so HF computes what Mosaic's image prefix does."""
     torch.manual_seed(0)
-    vocab, image_token = 101, 100
+    # vocab >= 128: `mosaic train --init` on generated data uses a 128-piece tokenizer.
+    vocab, image_token = 160, 159
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", hidden_size=48, intermediate_size=96,
                            num_hidden_layers=3, num_attention_heads=4, image_size=16,
