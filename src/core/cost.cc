@@ -61,10 +61,14 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
     const double attn = d * (d + 2 * kv) + d * d;
     const double ffn = (swiglu ? 3 : 2) * d * mlp;
     const double block = attn + ffn + (swiglu ? 2 * d : 4 * d + 3 * d + kv * 2 + mlp);
+    // A vit read at an inner feature_layer owns every block but runs only the first `run`.
+    const double run = m.feature_layer == 0  ? m.depth
+                       : m.feature_layer > 0 ? m.feature_layer
+                                             : m.depth + 1 + m.feature_layer;
     params += m.depth * block;
-    matmul_params += m.depth * (attn + ffn);
-    extra_flops += m.depth * 4.0 * T * T * d;  // QK^T and PV, full (non-causal) count
-    act_elems += m.depth * T * (3 * d + d + 2 * kv + d + (swiglu ? 3 : 2) * mlp);
+    matmul_params += run * (attn + ffn);
+    extra_flops += run * 4.0 * T * T * d;  // QK^T and PV, full (non-causal) count
+    act_elems += run * T * (3 * d + d + 2 * kv + d + (swiglu ? 3 : 2) * mlp);
     params += swiglu ? d : 2 * d;  // final norm: RMSNorm (scale) or LayerNorm (scale, shift)
     const double out_dim = m.output_dim > 0 ? m.output_dim : 0;
     switch (m.kind) {
@@ -72,7 +76,8 @@ ModuleCost EstimateModuleCost(const ModelSpec& model, int module_index, int samp
         const double patch = double(m.patch_size) * m.patch_size * m.channels;
         const double patches = double(m.image_size / m.patch_size) * (m.image_size / m.patch_size);
         // patch embedding (+ bias), positions, class token, and CLIP's pre-norm (ln_pre).
-        params += patch * d + (m.patch_bias ? d : 0) + T * d + (m.pool == Pooling::kCls ? d : 0) + 2 * d;
+        params += patch * d + (m.patch_bias ? d : 0) + T * d +
+                  (m.pool == Pooling::kCls || m.drop_cls ? d : 0) + 2 * d;
         extra_flops += 2 * patches * patch * d;
         break;
       }

@@ -91,7 +91,7 @@ int ModuleSpec::sequence_tokens() const {
     case ModuleKind::kVit: {
       if (patch_size <= 0) return 0;
       int side = image_size / patch_size;
-      return side * side + (pool == Pooling::kCls ? 1 : 0);
+      return side * side + (pool == Pooling::kCls || drop_cls ? 1 : 0);
     }
     case ModuleKind::kText:
     case ModuleKind::kLlm:
@@ -212,6 +212,16 @@ void OptionalPositiveInt(const JsonReader& r, const char* key, int* out, int fal
   }
 }
 
+void ReadActivation(const JsonReader& r, ModuleSpec& m) {
+  std::string act;
+  if (r.Optional("activation", &act, "gelu_tanh") &&
+      r.ExpectOneOf("activation", act, {"gelu_tanh", "quick_gelu", "gelu"})) {
+    m.activation = act == "gelu_tanh"    ? Activation::kGeluTanh
+                   : act == "quick_gelu" ? Activation::kQuickGelu
+                                         : Activation::kGelu;
+  }
+}
+
 void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
   PositiveInt(r, "width", &m.width);
   PositiveInt(r, "depth", &m.depth);
@@ -234,15 +244,7 @@ void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
   if (r.Optional("norm_eps", &m.norm_eps, default_eps) && !(m.norm_eps > 0 && m.norm_eps < 1)) {
     r.Error("norm_eps", "must be in (0, 1)");
   }
-  if (m.kind == ModuleKind::kVit || m.kind == ModuleKind::kText) {
-    std::string act;
-    if (r.Optional("activation", &act, "gelu_tanh") &&
-        r.ExpectOneOf("activation", act, {"gelu_tanh", "quick_gelu", "gelu"})) {
-      m.activation = act == "gelu_tanh"    ? Activation::kGeluTanh
-                     : act == "quick_gelu" ? Activation::kQuickGelu
-                                           : Activation::kGelu;
-    }
-  }
+  if (m.kind == ModuleKind::kVit || m.kind == ModuleKind::kText) ReadActivation(r, m);
   std::string pool;
   const char* default_pool = m.kind == ModuleKind::kVit ? "cls" : "mean";
   if (m.kind == ModuleKind::kText) default_pool = "last";
@@ -285,6 +287,16 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
       PositiveInt(r, "patch_size", &m.patch_size);
       OptionalPositiveInt(r, "channels", &m.channels, 3);
       r.Optional("patch_bias", &m.patch_bias, true);
+      if (r.Optional("feature_layer", &m.feature_layer, 0) && m.depth > 0 &&
+          (m.feature_layer > m.depth || m.feature_layer < -m.depth)) {
+        r.Error("feature_layer", std::to_string(m.feature_layer) + " is not in [-" +
+                                     std::to_string(m.depth) + ", " + std::to_string(m.depth) +
+                                     "] (depth " + std::to_string(m.depth) + ")");
+      }
+      if (m.feature_layer != 0 && m.output_dim > 0)
+        r.Error("output_dim", "not applied with feature_layer (an inner hidden state is output)");
+      if (r.Optional("drop_cls", &m.drop_cls, false) && m.drop_cls && m.pool != Pooling::kNone)
+        r.Error("drop_cls", "only with pool \"none\"");
       if (m.image_size > 0 && m.patch_size > 0) {
         const int64_t side = m.image_size / m.patch_size;
         if (side * side > kMaxTokens) {
@@ -299,7 +311,7 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
       }
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
                            "pool", "image_size", "patch_size", "channels", "patch_bias",
-                           "activation", "norm_eps"});
+                           "activation", "norm_eps", "feature_layer", "drop_cls"});
       break;
     case ModuleKind::kText:
       ReadTransformer(r, m);
@@ -362,8 +374,14 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
                           m.projector == ProjectorKind::kMlp2 ? m.out_dim : 0);
       if (m.projector == ProjectorKind::kLinear && r.Has("hidden_dim"))
         r.Error("hidden_dim", "a linear projector has no hidden layer");
+      if (m.projector == ProjectorKind::kMlp2) {
+        ReadActivation(r, m);
+      } else if (r.Has("activation")) {
+        r.Error("activation", "a linear projector has no activation");
+      }
       m.pool = Pooling::kNone;
-      r.RejectUnknownKeys({"name", "kind", "projector", "in_dim", "hidden_dim", "out_dim"});
+      r.RejectUnknownKeys(
+          {"name", "kind", "projector", "in_dim", "hidden_dim", "out_dim", "activation"});
       break;
     }
     case ModuleKind::kLoss: {
@@ -604,6 +622,8 @@ Json ToJson(const ModelSpec& spec) {
         o["patch_size"] = m.patch_size;
         o["channels"] = m.channels;
         if (!m.patch_bias) o["patch_bias"] = false;
+        if (m.feature_layer != 0) o["feature_layer"] = m.feature_layer;
+        if (m.drop_cls) o["drop_cls"] = true;
         break;
       case ModuleKind::kText:
         o["seq_len"] = m.seq_len;
@@ -625,6 +645,7 @@ Json ToJson(const ModelSpec& spec) {
         o["projector"] = ToString(m.projector);
         o["in_dim"] = m.in_dim;
         if (m.projector == ProjectorKind::kMlp2) o["hidden_dim"] = m.hidden_dim;
+        if (m.activation != Activation::kGeluTanh) o["activation"] = ToString(m.activation);
         o["out_dim"] = m.out_dim;
         break;
       case ModuleKind::kLoss:

@@ -65,7 +65,7 @@ struct ModuleSpec {
   Pooling pool = Pooling::kCls;
   // Options that pretrained checkpoints need (src/interop); the defaults are Mosaic's own
   // architecture, and ToJson writes them only when they differ from the default.
-  Activation activation = Activation::kGeluTanh;  // vit, text
+  Activation activation = Activation::kGeluTanh;  // vit, text, projector (mlp2)
   double norm_eps = 0;  // LayerNorm (vit, text: default 1e-5) or RMSNorm (llm: default 1e-6) eps
 
   // vit
@@ -73,6 +73,16 @@ struct ModuleSpec {
   int patch_size = 0;  // must divide image_size
   int channels = 0;    // default 3
   bool patch_bias = true;  // a bias on the patch-embedding conv (CLIP checkpoints have none)
+  // Which hidden state the tower outputs, numbered as Hugging Face's `hidden_states`: 0 (the
+  // default) is the last block's output followed by the final LayerNorm (and proj); k in
+  // [1, depth] is the output of block k, and -k is hidden state depth + 1 - k (-1: the last
+  // block, -2: the one before it, LLaVA's `vision_feature_layer` default), both without the final
+  // LayerNorm and proj. 0 of HF's numbering (the embeddings) cannot be asked for.
+  int feature_layer = 0;
+  // pool "none" only: a class token is prepended, as with pool "cls", and dropped from the
+  // output, which keeps only the patch tokens (LLaVA's `vision_feature_select_strategy`
+  // "default" on a CLIP tower).
+  bool drop_cls = false;
 
   // text, llm
   int seq_len = 0;  // text tokens per sample

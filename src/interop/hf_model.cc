@@ -98,28 +98,34 @@ void AddClipEncoder(std::vector<TensorRule>& rules, const ModuleSpec& m, const s
   }
 }
 
+// CLIPVisionTransformer under `hf` (CLIPModel: "vision_model"; LLaVA: "vision_tower"), every
+// layer and the post-layernorm included (LLaVA's towers hold them even when unused).
+void AddClipVision(std::vector<TensorRule>& r, const ModuleSpec& v, const std::string& hf) {
+  const int64_t C = v.width, ch = v.channels > 0 ? v.channels : 3, p = v.patch_size;
+  const int64_t side = v.image_size / v.patch_size, tokens = side * side + 1;
+  const std::string vn = Sub(v.name);
+  r.push_back({vn + ".patch_embed.weight",
+               {C, ch, p, p},
+               {hf + ".embeddings.patch_embedding.weight"},
+               {{C, ch, p, p}}});
+  r.push_back({vn + ".class_token", {1, 1, C}, {hf + ".embeddings.class_embedding"}, {{C}}});
+  r.push_back({vn + ".positions",
+               {1, tokens, C},
+               {hf + ".embeddings.position_embedding.weight"},
+               {{tokens, C}}});
+  AddLayerNorm(r, vn + ".ln_pre", hf + ".pre_layrnorm", C);
+  AddClipEncoder(r, v, hf);
+  AddLayerNorm(r, vn + ".ln_post", hf + ".post_layernorm", C);
+}
+
 StatusOr<std::vector<TensorRule>> ClipRules(const ModelSpec& spec) {
   int n;
   const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
   const ModuleSpec& t = *FindKind(spec, ModuleKind::kText, &n);
   const ModuleSpec& l = *FindKind(spec, ModuleKind::kLoss, &n);
   std::vector<TensorRule> r;
-  const int64_t C = v.width, ch = v.channels > 0 ? v.channels : 3, p = v.patch_size;
-  const int64_t side = v.image_size / v.patch_size, tokens = side * side + 1;
-  const std::string vn = Sub(v.name);
-  r.push_back({vn + ".patch_embed.weight",
-               {C, ch, p, p},
-               {"vision_model.embeddings.patch_embedding.weight"},
-               {{C, ch, p, p}}});
-  r.push_back({vn + ".class_token", {1, 1, C}, {"vision_model.embeddings.class_embedding"}, {{C}}});
-  r.push_back({vn + ".positions",
-               {1, tokens, C},
-               {"vision_model.embeddings.position_embedding.weight"},
-               {{tokens, C}}});
-  AddLayerNorm(r, vn + ".ln_pre", "vision_model.pre_layrnorm", C);
-  AddClipEncoder(r, v, "vision_model");
-  AddLayerNorm(r, vn + ".ln_post", "vision_model.post_layernorm", C);
-  AddLinear(r, vn + ".proj", "visual_projection", v.output_dim, C, false);
+  AddClipVision(r, v, "vision_model");
+  AddLinear(r, Sub(v.name) + ".proj", "visual_projection", v.output_dim, v.width, false);
 
   const int64_t D = t.width;
   const std::string tn = Sub(t.name);
@@ -138,17 +144,17 @@ StatusOr<std::vector<TensorRule>> ClipRules(const ModelSpec& spec) {
   return r;
 }
 
-StatusOr<std::vector<TensorRule>> LlamaRules(const ModelSpec& spec) {
-  int n;
-  const ModuleSpec& m = *FindKind(spec, ModuleKind::kLlm, &n);
-  std::vector<TensorRule> r;
+// LlamaModel under `model` ("model" in LlamaForCausalLM, "language_model.model" in a LLaVA
+// folder) and the head `lm_head` (none when tied).
+void AddLlama(std::vector<TensorRule>& r, const ModuleSpec& m, const std::string& model,
+              const std::string& lm_head) {
   const int64_t C = m.width, V = m.vocab_size, H = m.mlp_dim;
   const int64_t hd = m.width / m.heads, KV = (m.kv_heads > 0 ? m.kv_heads : m.heads) * hd;
   const std::string mn = Sub(m.name);
-  r.push_back({mn + ".token_embed.weight", {V, C}, {"model.embed_tokens.weight"}, {{V, C}}});
+  r.push_back({mn + ".token_embed.weight", {V, C}, {model + ".embed_tokens.weight"}, {{V, C}}});
   for (int i = 0; i < m.depth; ++i) {
     const std::string mb = mn + ".blocks.layers." + std::to_string(i);
-    const std::string hb = "model.layers." + std::to_string(i);
+    const std::string hb = model + ".layers." + std::to_string(i);
     r.push_back({mb + ".rms1.weight", {C}, {hb + ".input_layernorm.weight"}, {{C}}});
     r.push_back({mb + ".attn.qkv.weight",
                  {C + 2 * KV, C},
@@ -163,14 +169,77 @@ StatusOr<std::vector<TensorRule>> LlamaRules(const ModelSpec& spec) {
                  {{H, C}, {H, C}}});
     AddLinear(r, mb + ".mlp.down", hb + ".mlp.down_proj", C, H, false);
   }
-  r.push_back({mn + ".norm.weight", {C}, {"model.norm.weight"}, {{C}}});
-  if (!m.tie_embeddings) AddLinear(r, mn + ".lm_head", "lm_head", V, C, false);
+  r.push_back({mn + ".norm.weight", {C}, {model + ".norm.weight"}, {{C}}});
+  if (!m.tie_embeddings) AddLinear(r, mn + ".lm_head", lm_head, V, C, false);
+}
+
+StatusOr<std::vector<TensorRule>> LlamaRules(const ModelSpec& spec) {
+  int n;
+  std::vector<TensorRule> r;
+  AddLlama(r, *FindKind(spec, ModuleKind::kLlm, &n), "model", "lm_head");
+  return r;
+}
+
+// LlavaForConditionalGeneration, under the names transformers 5 writes (save_pretrained keeps
+// the 4.x layout: vision_tower.*, multi_modal_projector.*, language_model.model.*,
+// language_model.lm_head); other spellings are renamed to these first (LlavaCanonicalName).
+StatusOr<std::vector<TensorRule>> LlavaRules(const ModelSpec& spec) {
+  int n;
+  const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
+  const ModuleSpec& p = *FindKind(spec, ModuleKind::kProjector, &n);
+  std::vector<TensorRule> r;
+  AddClipVision(r, v, "vision_tower");
+  AddLinear(r, Sub(p.name) + ".fc1", "multi_modal_projector.linear_1", p.hidden_dim, p.in_dim,
+            true);
+  AddLinear(r, Sub(p.name) + ".fc2", "multi_modal_projector.linear_2", p.out_dim, p.hidden_dim,
+            true);
+  AddLlama(r, *FindKind(spec, ModuleKind::kLlm, &n), "language_model.model",
+           "language_model.lm_head");
   return r;
 }
 
 StatusOr<std::vector<TensorRule>> Rules(const ModelSpec& spec) {
   MOSAIC_ASSIGN_OR_RETURN(HfArchitecture arch, HfArchitectureOf(spec));
-  return arch == HfArchitecture::kClip ? ClipRules(spec) : LlamaRules(spec);
+  switch (arch) {
+    case HfArchitecture::kClip:
+      return ClipRules(spec);
+    case HfArchitecture::kLlama:
+      return LlamaRules(spec);
+    case HfArchitecture::kLlava:
+      return LlavaRules(spec);
+  }
+  return Internal("unknown HF architecture");
+}
+
+const char* HfClassName(HfArchitecture arch) {
+  switch (arch) {
+    case HfArchitecture::kClip:
+      return "CLIPModel";
+    case HfArchitecture::kLlama:
+      return "LlamaForCausalLM";
+    case HfArchitecture::kLlava:
+      return "LlavaForConditionalGeneration";
+  }
+  return "?";
+}
+
+// A LLaVA tensor name in the layout LlavaRules uses. transformers 5 names its parameters
+// model.vision_tower.*, model.multi_modal_projector.*, model.language_model.*, lm_head.*, and
+// llava-hf checkpoints wrap the tower as vision_tower.vision_model.*.
+std::string LlavaCanonicalName(const std::string& name) {
+  static const std::pair<const char*, const char*> kRenames[] = {
+      {"model.vision_tower.vision_model.", "vision_tower."},
+      {"model.vision_tower.", "vision_tower."},
+      {"vision_tower.vision_model.", "vision_tower."},
+      {"model.multi_modal_projector.", "multi_modal_projector."},
+      {"model.language_model.", "language_model.model."},
+      {"lm_head.", "language_model.lm_head."},
+  };
+  for (const auto& [from, to] : kRenames) {
+    const std::string f = from;
+    if (name.compare(0, f.size(), f) == 0) return to + name.substr(f.size());
+  }
+  return name;
 }
 
 // --- config.json -> spec --------------------------------------------------------------------
@@ -228,10 +297,8 @@ StatusOr<Activation> ParseHfActivation(const ConfigReader& r, const std::string&
                          "\" is not supported (quick_gelu, gelu, gelu_pytorch_tanh)");
 }
 
-StatusOr<ModelSpec> ClipSpec(const ConfigReader& c) {
-  MOSAIC_ASSIGN_OR_RETURN(ConfigReader tc, c.Object("text_config"));
-  MOSAIC_ASSIGN_OR_RETURN(ConfigReader vc, c.Object("vision_config"));
-  MOSAIC_ASSIGN_OR_RETURN(int proj, c.IntOr("projection_dim", 512));
+// A CLIPVisionConfig's tower (no projection, pool and feature choice left to the caller).
+StatusOr<ModuleSpec> ClipVisionSpec(const ConfigReader& vc) {
   ModuleSpec v;
   v.name = "vision";
   v.kind = ModuleKind::kVit;
@@ -244,9 +311,17 @@ StatusOr<ModelSpec> ClipSpec(const ConfigReader& c) {
   MOSAIC_ASSIGN_OR_RETURN(v.channels, vc.IntOr("num_channels", 3));
   MOSAIC_ASSIGN_OR_RETURN(v.activation, ParseHfActivation(vc, "hidden_act"));
   MOSAIC_ASSIGN_OR_RETURN(v.norm_eps, vc.NumberOr("layer_norm_eps", 1e-5));
+  v.patch_bias = false;
+  return v;
+}
+
+StatusOr<ModelSpec> ClipSpec(const ConfigReader& c) {
+  MOSAIC_ASSIGN_OR_RETURN(ConfigReader tc, c.Object("text_config"));
+  MOSAIC_ASSIGN_OR_RETURN(ConfigReader vc, c.Object("vision_config"));
+  MOSAIC_ASSIGN_OR_RETURN(int proj, c.IntOr("projection_dim", 512));
+  MOSAIC_ASSIGN_OR_RETURN(ModuleSpec v, ClipVisionSpec(vc));
   v.output_dim = proj;
   v.pool = Pooling::kCls;
-  v.patch_bias = false;
   ModuleSpec t;
   t.name = "text";
   t.kind = ModuleKind::kText;
@@ -330,6 +405,66 @@ StatusOr<ModelSpec> LlamaSpec(const ConfigReader& c) {
   return spec;
 }
 
+// LlavaForConditionalGeneration: a CLIP vision tower whose hidden state `vision_feature_layer`
+// (class token dropped) goes through linear -> act -> linear into a Llama decoder as a prefix.
+StatusOr<ModelSpec> LlavaSpec(const ConfigReader& c) {
+  MOSAIC_ASSIGN_OR_RETURN(ConfigReader vc, c.Object("vision_config"));
+  MOSAIC_ASSIGN_OR_RETURN(ConfigReader tc, c.Object("text_config"));
+  MOSAIC_ASSIGN_OR_RETURN(std::string vtype, vc.StringOr("model_type", ""));
+  if (vtype != "clip_vision_model")
+    return InvalidArgument(vc.Where("model_type") + ": \"" + vtype +
+                           "\" is not supported (only a CLIP tower, clip_vision_model)");
+  MOSAIC_ASSIGN_OR_RETURN(std::string ttype, tc.StringOr("model_type", "llama"));
+  if (ttype != "llama")
+    return InvalidArgument(tc.Where("model_type") + ": \"" + ttype +
+                           "\" is not supported (only llama)");
+  // The vision tower: CLIP's, without the projection, outputting the chosen hidden state.
+  MOSAIC_ASSIGN_OR_RETURN(ModuleSpec v, ClipVisionSpec(vc));
+  v.pool = Pooling::kNone;
+  MOSAIC_ASSIGN_OR_RETURN(v.feature_layer, c.IntOr("vision_feature_layer", -2));
+  if (v.feature_layer == 0 || v.feature_layer > v.depth || v.feature_layer < -v.depth)
+    return InvalidArgument(c.Where("vision_feature_layer") + ": " +
+                           std::to_string(v.feature_layer) + " is not a layer in [-" +
+                           std::to_string(v.depth) + ", -1] or [1, " + std::to_string(v.depth) +
+                           "] (lists of layers are not supported)");
+  MOSAIC_ASSIGN_OR_RETURN(std::string select,
+                          c.StringOr("vision_feature_select_strategy", "default"));
+  if (select != "default")
+    return InvalidArgument(c.Where("vision_feature_select_strategy") + ": \"" + select +
+                           "\" is not supported (only \"default\": the class token dropped)");
+  v.drop_cls = true;
+  MOSAIC_ASSIGN_OR_RETURN(ModelSpec llama, LlamaSpec(tc));
+  ModuleSpec m = llama.modules.at(0);
+  ModuleSpec p;
+  p.name = "projector";
+  p.kind = ModuleKind::kProjector;
+  p.projector = ProjectorKind::kMlp2;
+  p.pool = Pooling::kNone;
+  p.in_dim = v.width;
+  p.hidden_dim = m.width;
+  p.out_dim = m.width;
+  MOSAIC_ASSIGN_OR_RETURN(std::string act, c.StringOr("projector_hidden_act", "gelu"));
+  if (act == "gelu") {
+    p.activation = Activation::kGelu;
+  } else if (act == "gelu_pytorch_tanh" || act == "gelu_new") {
+    p.activation = Activation::kGeluTanh;
+  } else {
+    return InvalidArgument(c.Where("projector_hidden_act") + ": \"" + act +
+                           "\" is not supported (gelu, gelu_pytorch_tanh)");
+  }
+  MOSAIC_ASSIGN_OR_RETURN(bool bias, c.BoolOr("multimodal_projector_bias", true));
+  if (!bias)
+    return InvalidArgument(c.Where("multimodal_projector_bias") +
+                           ": a projector without biases is not supported");
+  MOSAIC_ASSIGN_OR_RETURN(bool tie, c.BoolOr("tie_word_embeddings", m.tie_embeddings));
+  m.tie_embeddings = tie;
+  ModelSpec spec;
+  spec.name = "hf-llava";
+  spec.modules = {v, p, m, llama.modules.at(1)};
+  spec.edges = {{"vision", "projector"}, {"projector", "llm"}, {"llm", "loss"}};
+  return spec;
+}
+
 std::string JoinPath(const std::string& folder, const std::string& name) {
   if (folder.empty() || folder.back() == '/') return folder + name;
   return folder + "/" + name;
@@ -356,15 +491,17 @@ StatusOr<ModelSpec> SpecFromHfConfig(const Json& config, const std::string& sour
   if (!model_type.ok()) return model_type.status().WithPrefix(source);
   if (*model_type == "clip") return with_source(ClipSpec(c));
   if (*model_type == "llama") return with_source(LlamaSpec(c));
+  if (*model_type == "llava") return with_source(LlavaSpec(c));
   return InvalidArgument(source + ": model_type: \"" + *model_type +
-                         "\" is not supported (clip, llama)");
+                         "\" is not supported (clip, llama, llava)");
 }
 
 StatusOr<HfArchitecture> HfArchitectureOf(const ModelSpec& spec) {
-  int vits, texts, llms, losses;
+  int vits, texts, llms, losses, projectors;
   const ModuleSpec* v = FindKind(spec, ModuleKind::kVit, &vits);
   const ModuleSpec* t = FindKind(spec, ModuleKind::kText, &texts);
-  FindKind(spec, ModuleKind::kLlm, &llms);
+  const ModuleSpec* lm = FindKind(spec, ModuleKind::kLlm, &llms);
+  const ModuleSpec* p = FindKind(spec, ModuleKind::kProjector, &projectors);
   const ModuleSpec* l = FindKind(spec, ModuleKind::kLoss, &losses);
   const std::string who = "model \"" + spec.name + "\"";
   if (vits == 1 && texts == 1 && losses == 1 && spec.modules.size() == 3 &&
@@ -384,9 +521,30 @@ StatusOr<HfArchitecture> HfArchitectureOf(const ModelSpec& spec) {
   }
   if (llms == 1 && losses == 1 && spec.modules.size() == 2 && l->loss == LossKind::kNextToken)
     return HfArchitecture::kLlama;
+  if (vits == 1 && projectors == 1 && llms == 1 && losses == 1 && spec.modules.size() == 4 &&
+      l->loss == LossKind::kNextToken && spec.InputsOf(p->name) == std::vector{v->name} &&
+      spec.InputsOf(lm->name) == std::vector{p->name}) {
+    const std::string vw = who + ": module \"" + v->name + "\": ";
+    if (v->pool != Pooling::kNone || !v->drop_cls)
+      return InvalidArgument(vw +
+                             "LLaVA's tower outputs the patch tokens, the class token dropped "
+                             "(pool \"none\", drop_cls true)");
+    if (v->feature_layer == 0 || v->output_dim > 0)
+      return InvalidArgument(vw +
+                             "LLaVA's tower outputs an encoder hidden state, without the "
+                             "final LayerNorm or a projection (feature_layer, no output_dim)");
+    if (v->patch_bias)
+      return InvalidArgument(vw + "CLIP's patch embedding has no bias (patch_bias false)");
+    if (p->projector != ProjectorKind::kMlp2 || p->activation == Activation::kQuickGelu)
+      return InvalidArgument(who + ": module \"" + p->name +
+                             "\": LLaVA's projector is mlp2 with activation gelu or gelu_tanh");
+    return HfArchitecture::kLlava;
+  }
   return InvalidArgument(who +
                          ": no Hugging Face architecture matches (CLIPModel: vit + text + "
-                         "contrastive loss; LlamaForCausalLM: llm + next-token loss)");
+                         "contrastive loss; LlamaForCausalLM: llm + next-token loss; "
+                         "LlavaForConditionalGeneration: vit -> projector -> llm + next-token "
+                         "loss)");
 }
 
 namespace {
@@ -527,7 +685,15 @@ Status CopyIntoModel(const TensorMap& mosaic, const std::string& source,
 StatusOr<TensorMap> HfToMosaic(const ModelSpec& spec, const TensorMap& hf) {
   MOSAIC_ASSIGN_OR_RETURN(std::vector<TensorRule> rules, Rules(spec));
   MOSAIC_ASSIGN_OR_RETURN(HfArchitecture arch, HfArchitectureOf(spec));
-  return ToMosaic(rules, hf, arch == HfArchitecture::kLlama ? "LlamaForCausalLM" : "CLIPModel");
+  if (arch != HfArchitecture::kLlava) return ToMosaic(rules, hf, HfClassName(arch));
+  TensorMap renamed;
+  for (const auto& [name, t] : hf) {
+    const std::string canonical = LlavaCanonicalName(name);
+    if (!renamed.emplace(canonical, t).second)
+      return InvalidArgument("tensor \"" + name + "\" appears twice (also as \"" + canonical +
+                             "\")");
+  }
+  return ToMosaic(rules, renamed, HfClassName(arch));
 }
 
 StatusOr<TensorMap> MosaicToHf(const ModelSpec& spec, const TensorMap& mosaic) {
@@ -563,6 +729,51 @@ StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
     return m.norm_eps > 0 ? m.norm_eps : fallback;
   };
   int n;
+  auto vision_config = [&](const ModuleSpec& v) {
+    return Json{
+        {"model_type", "clip_vision_model"}, {"hidden_size", v.width},
+        {"intermediate_size", v.mlp_dim},    {"num_hidden_layers", v.depth},
+        {"num_attention_heads", v.heads},    {"image_size", v.image_size},
+        {"patch_size", v.patch_size},        {"num_channels", v.channels > 0 ? v.channels : 3},
+        {"hidden_act", act(v.activation)},   {"layer_norm_eps", eps(v, 1e-5)}};
+  };
+  auto llama_config = [&](const ModuleSpec& m) {
+    const double theta = m.rope_theta > 0 ? m.rope_theta : 10000.0;
+    return Json{{"model_type", "llama"},
+                {"vocab_size", m.vocab_size},
+                {"hidden_size", m.width},
+                {"intermediate_size", m.mlp_dim},
+                {"num_hidden_layers", m.depth},
+                {"num_attention_heads", m.heads},
+                {"num_key_value_heads", m.kv_heads > 0 ? m.kv_heads : m.heads},
+                {"head_dim", m.width / m.heads},
+                {"max_position_embeddings", m.seq_len},
+                {"rms_norm_eps", eps(m, 1e-6)},
+                {"rope_theta", theta},
+                {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", theta}}},
+                {"hidden_act", "silu"},
+                {"attention_bias", false},
+                {"mlp_bias", false},
+                {"tie_word_embeddings", m.tie_embeddings}};
+  };
+  if (arch == HfArchitecture::kLlava) {
+    const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
+    const ModuleSpec& p = *FindKind(spec, ModuleKind::kProjector, &n);
+    const ModuleSpec& m = *FindKind(spec, ModuleKind::kLlm, &n);
+    // image_token_index: Mosaic feeds the image as a prefix, so no token id stands for it; the
+    // exported config keeps transformers' default (32000), which a caller with a smaller
+    // vocabulary must set to an id of its own before running HF on placeholder ids.
+    return Json{
+        {"architectures", {"LlavaForConditionalGeneration"}},
+        {"model_type", "llava"},
+        {"vision_config", vision_config(v)},
+        {"text_config", llama_config(m)},
+        {"projector_hidden_act", p.activation == Activation::kGelu ? "gelu" : "gelu_pytorch_tanh"},
+        {"multimodal_projector_bias", true},
+        {"vision_feature_layer", v.feature_layer},
+        {"vision_feature_select_strategy", "default"},
+        {"tie_word_embeddings", m.tie_embeddings}};
+  }
   if (arch == HfArchitecture::kClip) {
     const ModuleSpec& v = *FindKind(spec, ModuleKind::kVit, &n);
     const ModuleSpec& t = *FindKind(spec, ModuleKind::kText, &n);
@@ -577,13 +788,8 @@ StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
                  {"layer_norm_eps", eps(t, 1e-5)},
                  {"projection_dim", t.output_dim},
                  {"eos_token_id", t.pool_at == TextPoolAt::kArgmaxId ? 2 : t.eos_token_id}};
-    Json vision = {
-        {"model_type", "clip_vision_model"}, {"hidden_size", v.width},
-        {"intermediate_size", v.mlp_dim},    {"num_hidden_layers", v.depth},
-        {"num_attention_heads", v.heads},    {"image_size", v.image_size},
-        {"patch_size", v.patch_size},        {"num_channels", v.channels > 0 ? v.channels : 3},
-        {"hidden_act", act(v.activation)},   {"layer_norm_eps", eps(v, 1e-5)},
-        {"projection_dim", v.output_dim}};
+    Json vision = vision_config(v);
+    vision["projection_dim"] = v.output_dim;
     return Json{{"architectures", {"CLIPModel"}},
                 {"model_type", "clip"},
                 {"projection_dim", v.output_dim},
@@ -591,25 +797,9 @@ StatusOr<Json> HfConfigFromSpec(const ModelSpec& spec) {
                 {"text_config", text},
                 {"vision_config", vision}};
   }
-  const ModuleSpec& m = *FindKind(spec, ModuleKind::kLlm, &n);
-  const double theta = m.rope_theta > 0 ? m.rope_theta : 10000.0;
-  return Json{{"architectures", {"LlamaForCausalLM"}},
-              {"model_type", "llama"},
-              {"vocab_size", m.vocab_size},
-              {"hidden_size", m.width},
-              {"intermediate_size", m.mlp_dim},
-              {"num_hidden_layers", m.depth},
-              {"num_attention_heads", m.heads},
-              {"num_key_value_heads", m.kv_heads > 0 ? m.kv_heads : m.heads},
-              {"head_dim", m.width / m.heads},
-              {"max_position_embeddings", m.seq_len},
-              {"rms_norm_eps", eps(m, 1e-6)},
-              {"rope_theta", theta},
-              {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", theta}}},
-              {"hidden_act", "silu"},
-              {"attention_bias", false},
-              {"mlp_bias", false},
-              {"tie_word_embeddings", m.tie_embeddings}};
+  Json llama = llama_config(*FindKind(spec, ModuleKind::kLlm, &n));
+  llama["architectures"] = {"LlamaForCausalLM"};
+  return llama;
 }
 
 TensorMap MosaicParameters(const models::MultimodalModelImpl& model) {

@@ -1,6 +1,7 @@
 // Hugging Face `transformers` model folders (config.json + safetensors, sharded or not) in and
-// out of Mosaic: CLIPModel (vision + text towers + contrastive loss) and LlamaForCausalLM (llm +
-// next-token loss).
+// out of Mosaic: CLIPModel (vision + text towers + contrastive loss), LlamaForCausalLM (llm +
+// next-token loss) and LlavaForConditionalGeneration (CLIP tower -> mlp2 projector -> Llama,
+// the image as the LLM's prefix).
 //
 //   MOSAIC_ASSIGN_OR_RETURN(HfImport hf, ImportHfModel("clip-folder", torch::kCPU));
 //   ModelOutput out = hf.model->forward(batch);                 // Mosaic computes what HF does
@@ -26,9 +27,9 @@
 
 namespace mosaic::interop {
 
-enum class HfArchitecture { kClip, kLlama };
+enum class HfArchitecture { kClip, kLlama, kLlava };
 
-// The Mosaic spec of an HF config.json (CLIPModel or LlamaForCausalLM; others are
+// The Mosaic spec of an HF config.json (CLIPModel, LlamaForCausalLM or LLaVA; others are
 // InvalidArgument naming the config key). batch_size is a placeholder (8) the caller may change;
 // precision is fp32. `source` names the file in errors.
 StatusOr<ModelSpec> SpecFromHfConfig(const Json& config, const std::string& source);

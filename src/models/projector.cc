@@ -17,8 +17,10 @@ ProjectorImpl::ProjectorImpl(const ModuleSpec& spec) : spec_(spec) {
 torch::Tensor ProjectorImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.size(-1) == spec_.in_dim, spec_.name, ": input must be (..., ", spec_.in_dim,
               "), got ", x.sizes());
-  if (!fc2) return fc1(x);                            // (..., out)
-  return fc2(LinearGelu(x, fc1->weight, fc1->bias));  // (..., out)
+  if (!fc2) return fc1(x);  // (..., out)
+  if (spec_.activation == Activation::kGeluTanh)
+    return fc2(LinearGelu(x, fc1->weight, fc1->bias));  // (..., out), fused bias+GELU
+  return fc2(Activate(fc1(x), spec_.activation));       // (..., out): exact GELU (HF LLaVA)
 }
 
 }  // namespace mosaic::models

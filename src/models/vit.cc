@@ -9,14 +9,19 @@ VisionTransformerImpl::VisionTransformerImpl(const ModuleSpec& spec) : spec_(spe
               spec.patch_size, " must divide image_size ", spec.image_size);
   const int64_t C = spec.width, channels = spec.channels > 0 ? spec.channels : 3;
   const int64_t side = spec.image_size / spec.patch_size;
-  const int64_t tokens = side * side + (spec.pool == Pooling::kCls ? 1 : 0);
+  const bool has_cls = spec.pool == Pooling::kCls || spec.drop_cls;
+  const int64_t tokens = side * side + (has_cls ? 1 : 0);
+  TORCH_CHECK(spec.feature_layer >= -spec.depth && spec.feature_layer <= spec.depth, spec.name,
+              ": feature_layer ", spec.feature_layer, " is not in [-depth, depth]");
+  TORCH_CHECK(!spec.drop_cls || spec.pool == Pooling::kNone, spec.name,
+              ": drop_cls needs pool none");
   patch_embed = register_module(
       "patch_embed",
       torch::nn::Conv2d(
           torch::nn::Conv2dOptions(channels, C, spec.patch_size)
               .stride(spec.patch_size)
               .bias(spec.patch_bias)));
-  if (spec.pool == Pooling::kCls) {
+  if (has_cls) {
     class_token = register_parameter("class_token", torch::randn({1, 1, C}) * 0.02);
   }
   positions = register_parameter("positions", torch::randn({1, tokens, C}) * 0.01);
@@ -45,12 +50,22 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   const int64_t B = images.size(0);
   torch::Tensor x = patch_embed(images);  // (B, C, H/p, W/p)
   x = x.flatten(2).transpose(1, 2);       // (B, N, C)
-  if (spec_.pool == Pooling::kCls) {
+  if (class_token.defined()) {
     torch::Tensor cls = class_token.expand({B, 1, x.size(2)}).to(x.scalar_type());  // (B, 1, C)
     x = torch::cat({cls, x}, 1);                                                    // (B, 1 + N, C)
   }
   x = ln_pre(x + positions);  // (B, T, C)
-  x = blocks(x);              // (B, T, C)
+  if (spec_.feature_layer == 0) {
+    x = blocks(x);  // (B, T, C)
+  } else {
+    // Hugging Face's hidden_states[feature_layer]: the output of the first `applied` blocks,
+    // without the final LayerNorm and proj (the later blocks and ln_post stay unused).
+    const int64_t depth = static_cast<int64_t>(blocks->layers->size());
+    const int64_t applied =
+        spec_.feature_layer > 0 ? spec_.feature_layer : depth + 1 + spec_.feature_layer;
+    for (int64_t i = 0; i < applied; ++i)
+      x = blocks->layers[i]->as<TransformerBlockImpl>()->forward(x);  // (B, T, C)
+  }
   switch (spec_.pool) {
     case Pooling::kCls:
       x = x.select(1, 0);  // (B, C)
@@ -59,8 +74,10 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
       x = x.mean(1);  // (B, C)
       break;
     case Pooling::kNone:
-      break;  // (B, N, C)
+      if (spec_.drop_cls) x = x.narrow(1, 1, x.size(1) - 1);  // (B, N, C): patches only
+      break;                                                  // (B, N, C)
   }
+  if (spec_.feature_layer != 0) return x;
   x = ln_post(x);
   if (proj) x = proj(x);  // (B, D) or (B, N, D)
   return x;

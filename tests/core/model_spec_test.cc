@@ -259,6 +259,69 @@ TEST(ModelSpec, PretrainedCheckpointOptionsAreChecked) {
             std::string::npos);
 }
 
+// LLaVA's tower options (interop): an inner hidden state without ln_post, the class token
+// prepended and dropped, and the projector's exact GELU.
+TEST(ModelSpec, LlavaTowerOptionsParseAndRoundTrip) {
+  Json doc = LoadSource("configs/models/llava-small.json");
+  const ModuleSpec before = ParseModelSpec(doc)->modules[0];
+  EXPECT_EQ(before.feature_layer, 0);
+  EXPECT_FALSE(before.drop_cls);
+  doc["modules"][0]["feature_layer"] = -2;
+  doc["modules"][0]["drop_cls"] = true;
+  doc["modules"][1]["activation"] = "gelu";
+  StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const ModuleSpec& v = spec->modules[0];
+  EXPECT_EQ(v.feature_layer, -2);
+  EXPECT_TRUE(v.drop_cls);
+  EXPECT_EQ(v.sequence_tokens(), before.sequence_tokens() + 1);  // the class token inside
+  EXPECT_EQ(v.output_tokens(), before.output_tokens());          // dropped at the output
+  EXPECT_EQ(spec->modules[1].activation, Activation::kGelu);
+  Json saved = ToJson(*spec);
+  EXPECT_EQ(saved["modules"][0]["feature_layer"], -2);
+  EXPECT_EQ(saved["modules"][0]["drop_cls"], true);
+  EXPECT_EQ(saved["modules"][1]["activation"], "gelu");
+  EXPECT_EQ(ToJson(*ParseModelSpec(saved)), saved);
+  // Defaults are not written.
+  Json plain = ToJson(*ParseModelSpec(LoadSource("configs/models/llava-small.json")));
+  EXPECT_FALSE(plain["modules"][0].contains("feature_layer"));
+  EXPECT_FALSE(plain["modules"][0].contains("drop_cls"));
+  EXPECT_FALSE(plain["modules"][1].contains("activation"));
+}
+
+TEST(ModelSpec, LlavaTowerOptionsAreChecked) {
+  auto error = [](const char* file, const std::function<void(Json&)>& edit) {
+    Json doc = LoadSource(file);
+    edit(doc);
+    StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+    return spec.ok() ? std::string("accepted") : spec.status().message();
+  };
+  const char* llava = "configs/models/llava-small.json";
+  EXPECT_NE(error(llava, [](Json& d) { d["modules"][0]["feature_layer"] = -25; })
+                .find("modules[0].feature_layer: -25 is not in [-24, 24]"),
+            std::string::npos);
+  EXPECT_NE(error(llava, [](Json& d) { d["modules"][0]["feature_layer"] = 25; })
+                .find("modules[0].feature_layer: 25 is not in [-24, 24]"),
+            std::string::npos);
+  EXPECT_EQ(error(llava, [](Json& d) { d["modules"][0]["feature_layer"] = 24; }), "accepted");
+  EXPECT_NE(
+      error("configs/models/clip-tiny.json", [](Json& d) { d["modules"][0]["feature_layer"] = -1; })
+          .find("modules[0].output_dim: not applied with feature_layer"),
+      std::string::npos);
+  EXPECT_NE(
+      error("configs/models/clip-tiny.json", [](Json& d) { d["modules"][0]["drop_cls"] = true; })
+          .find("modules[0].drop_cls: only with pool \"none\""),
+      std::string::npos);
+  EXPECT_NE(error(llava,
+                  [](Json& d) {
+                    d["modules"][1]["projector"] = "linear";
+                    d["modules"][1].erase("hidden_dim");
+                    d["modules"][1]["activation"] = "gelu";
+                  })
+                .find("modules[1].activation: a linear projector has no activation"),
+            std::string::npos);
+}
+
 TEST(ModuleCost, MatchesHandCountForOneBlock) {
   // One ViT block of width 8 on a 4x4 image with 2x2 patches: 4 patches + class token = 5.
   Json doc = Json::parse(R"({

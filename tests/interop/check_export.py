@@ -41,6 +41,16 @@ def main():
             kw = dict(input_ids=ref["input.input_ids"], attention_mask=ref["input.attention_mask"],
                       pixel_values=ref["input.pixel_values"])
             assert torch.equal(a(**kw).logits_per_image, b(**kw).logits_per_image)
+        elif arch == "LlavaForConditionalGeneration":
+            # Mosaic has no image placeholder id: the export keeps transformers' default, so
+            # take the original's, and put the placeholders first (Mosaic's image prefix).
+            a.config.image_token_id = b.config.image_token_id
+            ids, pixels = ref["input.input_ids"], ref["input.pixel_values"]
+            n = ref["out.image_features"].shape[1]
+            ids = torch.cat([torch.full((ids.shape[0], n), b.config.image_token_id), ids], 1)
+            la = a(input_ids=ids, pixel_values=pixels).logits
+            assert torch.equal(la, b(input_ids=ids, pixel_values=pixels).logits)
+            assert torch.allclose(la[:, n:], ref["out.logits"], atol=1e-6)
         else:
             ids = ref["input.input_ids"]
             assert torch.equal(a(input_ids=ids).logits, b(input_ids=ids).logits)

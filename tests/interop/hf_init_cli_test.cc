@@ -80,6 +80,35 @@ TEST(TrainInit, FineTunedCheckpointExportsToAFolderTransformersLoads) {
       << bad.out;
 }
 
+// A LLaVA folder (no tokenizer files: generated data and its tokenizer) fine-tunes and exports
+// back to a folder LlavaForConditionalGeneration loads.
+TEST(TrainInit, FineTunesAnHfLlavaFolderAndExportsIt) {
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto r = Train("--init " + Ref("llava") + " --steps 2 --batch-size 2 --eval-samples 4 " +
+                 "--checkpoint-dir " + dir + "/ckpt");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("model hf-llava"), std::string::npos) << r.out;
+  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + Ref("llava") +
+                               " --checkpoint " + dir + "/ckpt/step-00000002.ckpt -o " + dir +
+                               "/hf");
+  ASSERT_EQ(e.code, 0) << e.out;
+  auto before = ReadModelWeights(Ref("llava"));
+  auto after = ReadModelWeights(dir + "/hf");
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(before->size(), after->size());
+  EXPECT_FALSE(torch::equal(before->at("multi_modal_projector.linear_1.weight"),
+                            after->at("multi_modal_projector.linear_1.weight")));
+  // The tower's last block is outside the computation: fine-tuning leaves it as it was.
+  EXPECT_TRUE(torch::equal(before->at("vision_tower.encoder.layers.2.mlp.fc1.weight"),
+                           after->at("vision_tower.encoder.layers.2.mlp.fc1.weight")));
+  auto py = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                                "/tests/interop/check_export.py " + dir + "/hf");
+  EXPECT_EQ(py.code, 0) << py.out;
+  EXPECT_NE(py.out.find("export ok: LlavaForConditionalGeneration"), std::string::npos) << py.out;
+}
+
 TEST(TrainInit, MismatchedSpecNamesTheTensorAndExitsTwo) {
   auto spec = LoadHfSpec(Ref("clip-finetune"));
   ASSERT_TRUE(spec.ok()) << spec.status().message();

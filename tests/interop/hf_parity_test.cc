@@ -115,6 +115,116 @@ void CheckLlama(const std::string& name) {
   ExpectGradientsMatch(*hf->model, ref);
 }
 
+// LlavaForConditionalGeneration: HF's input is [16 image placeholders, text], Mosaic's the
+// image as the LLM's prefix and the text tokens; the reference holds HF's logits at the text
+// positions and its gradients under HF's runtime names (model.vision_tower.*, lm_head.*, ...),
+// which HfToMosaic maps onto Mosaic's parameters like the folder's saved names.
+TEST(HfParity, LlavaMatchesTransformers) {
+  auto hf = ImportHfModel(Ref("llava"), torch::kCPU);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  const ModuleSpec& v = *hf->spec.Find("vision");
+  EXPECT_EQ(v.feature_layer, -2);
+  EXPECT_TRUE(v.drop_cls);
+  EXPECT_EQ(hf->spec.Find("projector")->activation, Activation::kGelu);
+  TensorMap ref = Reference("llava");
+  models::Batch batch;
+  batch.images = ref.at("input.pixel_values");
+  batch.tokens = ref.at("input.input_ids");
+  batch.token_mask = ref.at("input.attention_mask").to(torch::kBool);
+  models::ModelOutput out = hf->model->forward(batch);
+  out.loss.backward();
+  ExpectClose(out.outputs.at("projector"), ref.at("out.image_features"), "image features");
+  ExpectClose(out.outputs.at("llm"), ref.at("out.logits"), "logits (text positions)");
+  ExpectClose(out.loss, ref.at("out.loss"), "loss");
+
+  TensorMap hf_grads;
+  for (const auto& [name, t] : ref)
+    if (name.rfind("grad.", 0) == 0) hf_grads.emplace(name.substr(5), t);
+  auto expected = HfToMosaic(hf->spec, hf_grads);
+  ASSERT_TRUE(expected.ok()) << expected.status().message();
+  int compared = 0, unused = 0;
+  double worst = 0;
+  for (const auto& p : hf->model->named_parameters(/*recurse=*/true)) {
+    const torch::Tensor& e = expected->at(p.key());
+    // The tower's last block and ln_post (skipped by feature_layer -2) get no gradient, as in
+    // HF (whose missing gradients the reference stores as zeros).
+    torch::Tensor g = p.value().grad();
+    if (!g.defined()) {
+      ++unused;
+      g = torch::zeros_like(p.value());
+    }
+    ExpectClose(g, e, "grad of " + p.key(), /*print=*/false);
+    worst = std::max(worst, MaxAbsDiff(g, e));
+    ++compared;
+  }
+  EXPECT_EQ(compared, static_cast<int>(expected->size()));
+  EXPECT_EQ(unused, 14);  // vision block 2 (12 Mosaic tensors, q/k/v fused) + ln_post (2)
+  std::printf("compared %d gradients (%d unused), max |diff| %.3g\n", compared, unused, worst);
+
+  // The test can tell the layers apart: read at the last block (-1), the same weights give
+  // other logits.
+  ModelSpec last = hf->spec;
+  last.modules[static_cast<size_t>(last.IndexOf("vision"))].feature_layer = -1;
+  auto other = models::BuildMultimodalModel(last, torch::kCPU);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(LoadHfWeights(Ref("llava"), **other).ok());
+  torch::NoGradGuard no_grad;
+  EXPECT_GT(MaxAbsDiff((*other)->forward(batch).outputs.at("llm"), ref.at("out.logits")), 1e-3);
+}
+
+TEST(HfConfig, LlavaConfigsAreCheckedAndNamesAccepted) {
+  auto llava = [](const std::string& edit) {
+    auto config = LoadJsonFile(Ref("llava") + "/config.json");
+    EXPECT_TRUE(config.ok());
+    Json c = *config;
+    c.merge_patch(Json::parse(edit));
+    auto spec = SpecFromHfConfig(c, "config.json");
+    return spec.ok() ? std::string("accepted") : spec.status().message();
+  };
+  EXPECT_EQ(llava("{}"), "accepted");
+  EXPECT_EQ(llava(R"({"vision_feature_select_strategy": "full"})"),
+            "config.json: vision_feature_select_strategy: \"full\" is not supported (only "
+            "\"default\": the class token dropped)");
+  EXPECT_NE(llava(R"({"vision_feature_layer": [-2, -1]})")
+                .find("vision_feature_layer: expected "
+                      "an integer"),
+            std::string::npos);
+  EXPECT_NE(llava(R"({"vision_feature_layer": -4})")
+                .find("vision_feature_layer: -4 is not a "
+                      "layer in [-3, -1] or [1, 3]"),
+            std::string::npos);
+  EXPECT_EQ(llava(R"({"projector_hidden_act": "relu"})"),
+            "config.json: projector_hidden_act: \"relu\" is not supported (gelu, "
+            "gelu_pytorch_tanh)");
+  EXPECT_EQ(llava(R"({"vision_config": {"model_type": "siglip_vision_model"}})"),
+            "config.json: vision_config.model_type: \"siglip_vision_model\" is not supported "
+            "(only a CLIP tower, clip_vision_model)");
+
+  // transformers 5's runtime names and llava-hf's vision_tower.vision_model.* map like the
+  // saved ones; one tensor under two spellings is an error naming both.
+  auto spec = LoadHfSpec(Ref("llava"));
+  ASSERT_TRUE(spec.ok());
+  auto saved = ReadModelWeights(Ref("llava"));
+  ASSERT_TRUE(saved.ok());
+  TensorMap runtime;
+  for (const auto& [name, t] : *saved) {
+    std::string n = name;
+    if (n.rfind("vision_tower.", 0) == 0) n = "model.vision_tower.vision_model." + n.substr(13);
+    if (n.rfind("language_model.model.", 0) == 0) n = "model.language_model." + n.substr(21);
+    if (n == "language_model.lm_head.weight") n = "lm_head.weight";
+    runtime.emplace(n, t);
+  }
+  auto a = HfToMosaic(*spec, *saved), b = HfToMosaic(*spec, runtime);
+  ASSERT_TRUE(a.ok() && b.ok()) << (b.ok() ? a.status().message() : b.status().message());
+  for (const auto& [name, t] : *a)
+    EXPECT_TRUE(torch::equal(t, b->at(name))) << name;
+  runtime.emplace("language_model.lm_head.weight", saved->at("language_model.lm_head.weight"));
+  auto twice = HfToMosaic(*spec, runtime);
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("appears twice"), std::string::npos)
+      << twice.status().message();
+}
+
 // HF -> Mosaic -> HF: every tensor bit-identical, same names; transformers loads the export
 // into the same class and computes the same outputs (check_export.py).
 void CheckRoundTrip(const std::string& name, torch::ScalarType dtype = torch::kFloat) {
@@ -162,6 +272,10 @@ TEST(HfRoundTrip, LlamaIsBitIdenticalAndLoadsInTransformers) {
 TEST(HfRoundTrip, TiedLlamaIsBitIdenticalAndLoads) {
   CheckRoundTrip("llama-tied");
 }
+TEST(HfRoundTrip, LlavaIsBitIdenticalAndLoadsInTransformers) {
+  CheckRoundTrip("llava");
+}
+
 TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
   // bf16 -> fp32 master weights -> bf16 is exact.
   auto hf = ImportHfModel(Ref("llama"), torch::kCPU);
@@ -279,7 +393,7 @@ TEST(HfConfig, UnsupportedConfigsAreClearErrors) {
     return spec.ok() ? "" : spec.status().message();
   };
   EXPECT_EQ(error(R"({"model_type": "bert"})"),
-            "config.json: model_type: \"bert\" is not supported (clip, llama)");
+            "config.json: model_type: \"bert\" is not supported (clip, llama, llava)");
   EXPECT_EQ(error(R"({"model_type": "clip", "text_config": {}})"),
             "config.json: vision_config: expected an object");
   EXPECT_EQ(error(R"({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,

@@ -16,7 +16,8 @@ import sys
 
 import torch
 import transformers
-from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+from transformers import (CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, LlavaConfig,
+                          LlavaForConditionalGeneration)
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -144,6 +145,63 @@ def make_llama(out, name, tie, kv_heads):
               os.path.join(folder, "reference.safetensors"))
 
 
+def make_llava(out, name):
+    """LlavaForConditionalGeneration: a 3-layer CLIP tower read at vision_feature_layer -2 (the
+    last layer and the post-layernorm unused), class token dropped, gelu projector, Llama. The
+    image placeholders come first, so HF computes what Mosaic's image prefix does."""
+    torch.manual_seed(0)
+    # vocab >= 128: `mosaic train --init` on generated data uses a 128-piece tokenizer.
+    vocab, image_token = 160, 159
+    config = LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", hidden_size=48, intermediate_size=96,
+                           num_hidden_layers=3, num_attention_heads=4, image_size=16,
+                           patch_size=4, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+        text_config=dict(model_type="llama", vocab_size=vocab, hidden_size=32,
+                         intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+                         rope_theta=1000.0),
+        image_token_index=image_token, projector_hidden_act="gelu", vision_feature_layer=-2,
+        vision_feature_select_strategy="default", image_seq_length=16)
+    config._attn_implementation = "eager"
+    config.vision_config._attn_implementation = "eager"
+    config.text_config._attn_implementation = "eager"
+    model = LlavaForConditionalGeneration(config).float().train()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n or "layrnorm" in n or "layer_norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+            if "multi_modal_projector" in n and n.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    folder = os.path.join(out, name)
+    model.save_pretrained(folder)
+
+    gen = torch.Generator().manual_seed(1)
+    batch, text_len, patches = 2, 9, (16 // 4) ** 2
+    pixels = torch.randn(batch, 3, 16, 16, generator=gen)
+    ids = torch.randint(0, image_token, (batch, text_len), generator=gen)
+    mask = torch.ones(batch, text_len, dtype=torch.long)
+    mask[1, -3:] = 0  # row 1: the last 3 text tokens are padding (not predicted)
+    # Mosaic's loss predicts text token t+1 from text position t; in HF's shifted loss that is
+    # labels = text tokens from the second on, everything before them (image, first token)
+    # -100. Attention is over everything in both (padding only leaves the loss).
+    labels = torch.full((batch, patches + text_len), -100, dtype=torch.long)
+    labels[:, patches + 1:] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    input_ids = torch.cat([torch.full((batch, patches), image_token, dtype=torch.long), ids], 1)
+    result = model(input_ids=input_ids, pixel_values=pixels, labels=labels)
+    result.loss.backward()
+    g = grads(model)
+    # Parameters HF leaves without a gradient (the tower's last layer and post-layernorm, which
+    # vision_feature_layer -2 skips): zero, so the test compares every parameter.
+    for n, p in model.named_parameters():
+        g.setdefault("grad." + n, torch.zeros_like(p))
+    ref = {"input.pixel_values": pixels, "input.input_ids": ids, "input.attention_mask": mask,
+           "out.logits": result.logits[:, patches:], "out.loss": result.loss.reshape(()),
+           "out.image_features": result.image_hidden_states.reshape(batch, patches, -1)}
+    ref.update(g)
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -159,6 +217,7 @@ def main():
                                                    merges)
     make_llama(out, "llama", tie=False, kv_heads=2)
     make_llama(out, "llama-tied", tie=True, kv_heads=4)
+    make_llava(out, "llava")
     with open(os.path.join(out, "versions.json"), "w") as f:
         json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
 

@@ -55,6 +55,54 @@ TEST(VitTest, ParameterCount) {
   EXPECT_FALSE(VisionTransformer(TinyVit(Pooling::kMean))->class_token.defined());
 }
 
+// LLaVA's options: feature_layer k is the output of the first k blocks without ln_post, -1
+// the last block's (so ln_post of it is the default output), and drop_cls keeps the patches.
+TEST(VitTest, FeatureLayerAndDropClass) {
+  torch::manual_seed(3);
+  ModuleSpec m = TinyVit(Pooling::kNone);
+  m.drop_cls = true;
+  VisionTransformer full(m);
+  EXPECT_TRUE(full->class_token.defined());
+  EXPECT_EQ(double(Count(*full)), CostParameters(m));
+  torch::Tensor images = torch::randn({2, 3, 8, 8});
+  torch::Tensor out = full(images);
+  EXPECT_EQ(out.sizes(), Shape({2, 4, 8}));  // 4 patches, the class token dropped
+  // The same weights read at -1 (the last block), 1 (= -2 at depth 2: the first block).
+  for (int layer : {-1, 1, -2}) {
+    ModuleSpec inner = m;
+    inner.feature_layer = layer;
+    VisionTransformer vit(inner);
+    torch::NoGradGuard no_grad;
+    for (auto& p : vit->named_parameters())
+      p.value().copy_(full->named_parameters()[p.key()]);
+    torch::Tensor x = torch::cat(
+        {vit->class_token.expand({2, 1, 8}), full->patch_embed(images).flatten(2).transpose(1, 2)},
+        1);
+    x = full->ln_pre(x + full->positions);
+    const int blocks = layer == -1 ? 2 : 1;
+    for (int i = 0; i < blocks; ++i)
+      x = full->blocks->layers[i]->as<TransformerBlockImpl>()->forward(x);
+    torch::Tensor got = vit(images);
+    EXPECT_TRUE(torch::allclose(got, x.narrow(1, 1, 4), 1e-6, 1e-6)) << layer;
+    if (layer == -1) {
+      EXPECT_TRUE(torch::allclose(full->ln_post(got), out, 1e-6, 1e-6));
+    }
+  }
+  ModuleSpec bad = m;
+  bad.feature_layer = 3;
+  EXPECT_THROW(VisionTransformer{bad}, c10::Error);
+  // Only the blocks that run are counted as compute.
+  ModuleSpec half = m;
+  half.feature_layer = 1;
+  ModelSpec a, b;
+  a.batch_size = b.batch_size = 1;
+  a.modules = {m};
+  b.modules = {half};
+  EXPECT_LT(EstimateModuleCost(b, 0, 1).forward_flops.value(),
+            EstimateModuleCost(a, 0, 1).forward_flops.value());
+  EXPECT_EQ(EstimateModuleCost(b, 0, 1).parameters, EstimateModuleCost(a, 0, 1).parameters);
+}
+
 TEST(VitTest, GradientsMatchFiniteDifferences) {
   torch::manual_seed(10);
   VisionTransformer vit(TinyVit(Pooling::kCls, 6));
