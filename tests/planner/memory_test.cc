@@ -5,18 +5,12 @@
 
 #include "planner/inputs.h"
 #include "planner/planner.h"
+#include "zoo_inputs.h"
 
 namespace mosaic {
 namespace {
 
-PlanningInputs Inputs(const std::string& model) {
-  PlanningRequest req;
-  req.model = model;
-  req.configs = std::string(MOSAIC_SOURCE_DIR) + "/configs";
-  StatusOr<PlanningInputs> in = LoadPlanningInputs(req);
-  EXPECT_TRUE(in.ok()) << in.status();
-  return *in;
-}
+using testing::LoadZooInputs;
 
 StatusOr<PlanSimulation> Simulate(const PlanningInputs& in) {
   PlannerOptions po;
@@ -27,7 +21,7 @@ StatusOr<PlanSimulation> Simulate(const PlanningInputs& in) {
 }
 
 TEST(PlanMemory, AFittingPlanPasses) {
-  StatusOr<PlanSimulation> s = Simulate(Inputs("clip-b16"));
+  StatusOr<PlanSimulation> s = Simulate(LoadZooInputs("clip-b16"));
   ASSERT_TRUE(s.ok()) << s.status();
   const PlanMemory m = EstimatePlanMemory(*s);
   EXPECT_TRUE(m.fits);
@@ -37,7 +31,7 @@ TEST(PlanMemory, AFittingPlanPasses) {
 }
 
 TEST(PlanMemory, APlanOverTheDeviceIsRefusedWithTheNumbers) {
-  PlanningInputs in = Inputs("llava-small");
+  PlanningInputs in = LoadZooInputs("llava-small");
   in.model.batch_size = 512;  // activations far beyond 80 GB in one micro-batch
   in.model.micro_batches = 1;
   StatusOr<PlanSimulation> s = Simulate(in);

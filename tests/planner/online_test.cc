@@ -9,18 +9,12 @@
 
 #include "planner/inputs.h"
 #include "planner/online.h"
+#include "zoo_inputs.h"
 
 namespace mosaic {
 namespace {
 
-PlanningInputs Inputs(const std::string& model) {
-  PlanningRequest req;
-  req.model = model;
-  req.configs = std::string(MOSAIC_SOURCE_DIR) + "/configs";
-  StatusOr<PlanningInputs> in = LoadPlanningInputs(req);
-  EXPECT_TRUE(in.ok()) << in.status();
-  return *in;
-}
+using testing::LoadZooInputs;
 
 // The profile with `module`'s times multiplied by `factor` (its pairs dropped).
 PlanningInputs Distorted(PlanningInputs in, const std::string& module, double factor) {
@@ -49,7 +43,7 @@ MeasuredStep Measure(const Plan& plan, const PlanningInputs& truth) {
 }
 
 TEST(OnlinePlanner, ConvergesFromAWrongProfileAndReplans) {
-  const PlanningInputs truth = Inputs("clip-b16");
+  const PlanningInputs truth = LoadZooInputs("clip-b16");
   ASSERT_EQ(truth.profile.source, "measured");
   const PlanningInputs wrong = Distorted(truth, "text", 1.0 / 3);
   PlannerOptions po;
@@ -87,7 +81,7 @@ TEST(OnlinePlanner, ConvergesFromAWrongProfileAndReplans) {
 }
 
 TEST(OnlinePlanner, AMeasuredTaskNotInThePlanIsAnError) {
-  const PlanningInputs in = Inputs("clip-b16");
+  const PlanningInputs in = LoadZooInputs("clip-b16");
   PlannerOptions po;
   po.top_k = 1;
   StatusOr<PlanReport> r = PlanStep(in.model, in.device, in.profile, po);

@@ -9,6 +9,7 @@
 #include "core/model_spec.h"
 #include "core/profile.h"
 #include "perfmodel/synthetic_profile.h"
+#include "planner/inputs.h"
 
 namespace mosaic::testing {
 
@@ -25,6 +26,15 @@ inline Zoo LoadZoo(const std::string& model, const std::string& device = "h100-s
   z.device = *LoadDeviceSpec(root + "/configs/devices/" + device + ".json");
   z.profile = MakeSyntheticProfile(z.model, z.device, z.model.micro_batch_size());
   return z;
+}
+
+// The planning inputs `mosaic plan` would load for a zoo model: its committed measured profile
+// when configs/profiles has one, else the synthetic law.
+inline PlanningInputs LoadZooInputs(const std::string& model) {
+  PlanningRequest req;
+  req.model = model;
+  req.configs = std::string(MOSAIC_SOURCE_DIR) + "/configs";
+  return *LoadPlanningInputs(req);
 }
 
 }  // namespace mosaic::testing
