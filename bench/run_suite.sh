@@ -20,6 +20,8 @@ STEPS=${STEPS:-20}
 PROFILES=${PROFILES:-out/profiles}
 RAW=$(mktemp -d)
 mkdir -p "$OUT"
+# The commit measured: MOSAIC_COMMIT, else git's HEAD (resolved, not .git/HEAD's "ref: ..." text).
+export MOSAIC_COMMIT=${MOSAIC_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}
 models=("$@")
 if [[ ${#models[@]} -eq 0 ]]; then
   models=(clip-b16 clip-b16-bs128 llava-small imagebind-like omni-small)

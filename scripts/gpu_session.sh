@@ -9,6 +9,9 @@
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #
 #   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
+#
+# Binaries run later in the same call, outside this script, need the bundled libraries too:
+#   export LD_LIBRARY_PATH=/tmp/tl:$LD_LIBRARY_PATH; build-gpu/cli/mosaic bench ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
