@@ -16,13 +16,6 @@ std::string Ms(double ms) {
   return buf;
 }
 
-// The perf model's step time for `plan`, 0 when it cannot say (no device spec, ...).
-double Predict(const Plan& plan, const PlanningInputs* inputs) {
-  if (inputs == nullptr) return 0;
-  StatusOr<PlanSimulation> s = SimulatePlan(plan, *inputs);
-  return s.ok() ? s->result.step.value() / 1000 : 0;
-}
-
 }  // namespace
 
 StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::MultimodalModel model,
@@ -33,11 +26,6 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
   };
   const int M = spec.micro_batches;
   // Planning inputs for predictions and for auto; optional for the fixed plans.
-  PlanningRequest req;
-  req.model = spec.name;
-  req.device = options.device_spec;
-  req.profile = options.profile;
-  req.configs = options.configs_dir;
   std::optional<PlanningInputs> inputs;
   StatusOr<DeviceSpec> dev = [&]() -> StatusOr<DeviceSpec> {
     MOSAIC_ASSIGN_OR_RETURN(std::string path, ResolveSpecPath(options.device_spec,
@@ -86,6 +74,7 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
     shared.name = "shared-streams";
     candidates.push_back(temporal);
     candidates.push_back(shared);
+    std::vector<double> predicted_ms;  // per candidate, from the same simulations
     if (device.is_cuda()) {
       // Before anything runs: drop the candidates the perf model says do not fit.
       std::vector<Plan> fitting;
@@ -94,6 +83,7 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
         const Status fits = s.ok() ? CheckPlanMemory(*s) : Status::Ok();
         if (fits.ok()) {
           fitting.push_back(p);
+          predicted_ms.push_back(s.ok() ? s->result.step.value() / 1000 : 0);
         } else {
           log("mosaic train: --plan auto: skipping " + fits.message());
         }
@@ -134,7 +124,7 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
       }
       if (!trial.ok()) return trial.status();
       for (size_t k = 0; k < candidates.size(); ++k) {
-        const double pred = Predict(candidates[k], &*inputs);
+        const double pred = predicted_ms[k];
         log("  " + candidates[k].name + ": " +
             (trial->failures[k].empty() ? "measured " + Ms(trial->trial_median_ms[k])
                                         : "failed: " + trial->failures[k]) +
@@ -158,13 +148,15 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
     c.summary = "plan file " + options.plan;
   }
   if (!device.is_cuda()) c.mode = engine::ExecMode::kEager;
-  if (device.is_cuda() && inputs && options.plan != "auto") {
-    // A fixed plan that the perf model says cannot fit is refused before anything runs.
+  if (inputs) {
+    // One simulation of the chosen plan: its predicted step (graphs), and for a fixed plan on
+    // the GPU the memory check that refuses it before anything runs.
     StatusOr<PlanSimulation> s = SimulatePlan(c.plan, *inputs);
-    if (s.ok()) MOSAIC_RETURN_IF_ERROR(CheckPlanMemory(*s));
+    if (s.ok() && device.is_cuda() && options.plan != "auto")
+      MOSAIC_RETURN_IF_ERROR(CheckPlanMemory(*s));
+    if (s.ok() && c.mode == engine::ExecMode::kGraph)
+      c.predicted_step_ms = s->result.step.value() / 1000;
   }
-  if (c.mode == engine::ExecMode::kGraph)
-    c.predicted_step_ms = Predict(c.plan, inputs ? &*inputs : nullptr);
   c.inputs = std::move(inputs);
   return c;
 }

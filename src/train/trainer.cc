@@ -603,11 +603,8 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
         }
         progress.Message("mosaic train: plan " + choice.plan.name +
                          " ran out of GPU memory while capturing; falling back to " + smaller);
-        PlanChoiceOptions fo;
-        fo.plan = smaller;
-        fo.device_spec = options.device_spec;
-        fo.configs_dir = options.configs_dir;
-        MOSAIC_ASSIGN_OR_RETURN(choice, ChooseTrainingPlan(spec, model, whole, device, fo));
+        po.plan = smaller;
+        MOSAIC_ASSIGN_OR_RETURN(choice, ChooseTrainingPlan(spec, model, whole, device, po));
         exec_options.mode = choice.mode;
         exec_options.record_trace = false;
         online.reset();
