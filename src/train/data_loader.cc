@@ -180,6 +180,18 @@ DataLoader::~DataLoader() {
   if (thread_.joinable()) thread_.join();
 }
 
+int64_t DataLoader::NextIndex(int64_t n) {
+  if (pos_.offset >= n) {
+    pos_.epoch += 1;
+    pos_.offset = 0;
+  }
+  if (order_epoch_ != pos_.epoch) {
+    order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
+    order_epoch_ = pos_.epoch;
+  }
+  return order_[static_cast<size_t>(pos_.offset++)];
+}
+
 // Note [rank slices]: in a data-parallel run every rank's loader walks the same seeded order
 // (same seed, same position) in steps of the global micro-batch (batch_size * shard_count) and
 // keeps its own slice, so the ranks' batches are disjoint and their union is the one-process
@@ -191,18 +203,8 @@ StatusOr<Batch> DataLoader::ProduceSlice() {
   const int64_t global = static_cast<int64_t>(options_.batch_size) * options_.shard_count;
   std::vector<int64_t> indices;
   for (int64_t k = 0; k < global; ++k) {
-    if (pos_.offset >= n) {
-      pos_.epoch += 1;
-      pos_.offset = 0;
-    }
-    if (order_epoch_ != pos_.epoch) {
-      order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
-      order_epoch_ = pos_.epoch;
-    }
-    if (k / options_.batch_size == options_.shard_index) {
-      indices.push_back(order_[static_cast<size_t>(pos_.offset)]);
-    }
-    pos_.offset += 1;
+    const int64_t index = NextIndex(n);
+    if (k / options_.batch_size == options_.shard_index) indices.push_back(index);
   }
   BatchBuilder builder;
   int64_t skipped = 0;
@@ -238,16 +240,7 @@ StatusOr<Batch> DataLoader::Produce() {
     // taken whatever the number of workers, so the batches do not depend on it.
     std::vector<int64_t> indices;
     while (static_cast<int>(indices.size()) < options_.batch_size - builder.size()) {
-      if (pos_.offset >= n) {
-        pos_.epoch += 1;
-        pos_.offset = 0;
-      }
-      if (order_epoch_ != pos_.epoch) {
-        order_ = EpochOrder(n, options_.seed, pos_.epoch, options_.shuffle);
-        order_epoch_ = pos_.epoch;
-      }
-      indices.push_back(order_[static_cast<size_t>(pos_.offset)]);
-      pos_.offset += 1;
+      indices.push_back(NextIndex(n));
     }
     for (Prepared& p : PrepareAll(*source_, *tokenizer_, options_, indices)) {
       if (!p.status.ok()) {

@@ -94,6 +94,9 @@ class DataLoader {
   void Run();
   StatusOr<Batch> Produce();
   StatusOr<Batch> ProduceSlice();  // shard_count > 1
+  // The example at the data position, then one step on (into the next epoch, reshuffled, at the
+  // end of one). `n`: the source's size.
+  int64_t NextIndex(int64_t n);
 
   std::shared_ptr<const ExampleSource> source_;
   std::shared_ptr<const Tokenizer> tokenizer_;
