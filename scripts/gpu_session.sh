@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One GPU-machine session (the device has torch, nvcc, cmake and ninja but no -dev packages:
-# carry .deps, see scripts/bundle_train_deps.sh): builds every layer with train and the torch
+# carry .deps.tgz, made by scripts/bundle_train_deps.sh): builds every layer with train and the torch
 # tests in build-gpu (kept between calls while the machine stays warm), then runs the steps
 # named in $STEPS_TO_RUN, writing logs and results under $OUT:
-#   tests     ctest -L gpu (models, engine, train)           -> $OUT/ctest-gpu.log
+#   tests     ctest -L gpu (every layer; fixtures that need transformers are made here
+#             by the bundle script, not there: -FA)       -> $OUT/ctest-gpu.log
 #   profile   mosaic profile for the zoo models without a committed profile -> out/profiles/
 #             (and $OUT/profiles.tar)
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
@@ -16,6 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT" out/profiles
+[[ -d .deps/train ]] || tar -xzf .deps.tgz
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p /tmp/tl
 for f in .deps/train/lib/*.so.*; do
@@ -40,14 +42,16 @@ BIN=build-gpu/cli/mosaic
 for step in ${STEPS_TO_RUN:-tests}; do
   case $step in
     tests)
-      (cd build-gpu && ctest -L gpu --output-on-failure -j1 --timeout 400 ${CTEST_ARGS:-}) \
+      (cd build-gpu && ctest -L gpu -FA '.*' --output-on-failure -j1 --timeout 400 ${CTEST_ARGS:-}) \
         >"$OUT/ctest-gpu.log" 2>&1
       grep -E "tests passed|Failed|\*\*\*|Passed|loss|plan" "$OUT/ctest-gpu.log" | tail -40 ;;
     profile)
-      for m in ${PROFILE_MODELS:-clip-b16-bs128 imagebind-like omni-small}; do
+      for m in ${PROFILE_MODELS:-clip-b16-bs128 imagebind-like omni-small clip-l14}; do
         [[ -f configs/profiles/$m-h100-sxm.json ]] && continue
         "$BIN" profile -m "$m" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps 5 \
           -o "out/profiles/$m-h100-sxm.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
+        mkdir -p "$OUT/profiles"; cp out/profiles/$m-h100-sxm.json "$OUT/profiles/" 2>/dev/null
+        echo "[gpu] profiled $m at $(($(date +%s) - t0)) s" >&2
       done
       tar -cf "$OUT/profiles.tar" -C out profiles ;;
     suite)
