@@ -2,11 +2,13 @@
 #include "engine/graphed_module.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -83,14 +85,32 @@ std::vector<torch::Tensor> GraphedModule::Trainable() const {
   return out;
 }
 
+std::vector<torch::Tensor> GraphedModule::GradTargets(const Slot& s) const {
+  std::vector<torch::Tensor> wrt = Trainable();
+  for (size_t k = 0; k < s.inputs.size(); ++k)
+    if (s.needs_grad[k]) wrt.push_back(s.inputs[k]);
+  return wrt;
+}
+
 Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& example,
                                   const std::vector<bool>& needs_grad, OwnedStream capture_stream) {
   if (mode_ != ExecMode::kGraph) return Internal("CaptureSlot on an eager module");
+  MOSAIC_RETURN_IF_ERROR(CaptureForward(
+      slot, example, needs_grad, std::make_shared<const OwnedStream>(std::move(capture_stream)),
+      at::cuda::graph_pool_handle()));
+  return CaptureBackward(slot);
+}
+
+Status GraphedModule::CaptureForward(int slot, const std::vector<torch::Tensor>& example,
+                                     const std::vector<bool>& needs_grad,
+                                     std::shared_ptr<const OwnedStream> stream,
+                                     at::cuda::MempoolId_t pool) {
+  if (mode_ != ExecMode::kGraph) return Internal("CaptureForward on an eager module");
   Slot& s = slots_.at(slot);
-  s.capture_stream = std::move(capture_stream);
+  s.capture_stream = std::move(stream);
+  s.pool = pool;
   const c10::cuda::CUDAStream cs =
-      c10::cuda::getStreamFromExternal(s.capture_stream.get(), device_.index());
-  at::cuda::MempoolId_t pool{0, 0};
+      c10::cuda::getStreamFromExternal(s.capture_stream->get(), device_.index());
   bool capture_open = false;  // between a capture_begin and its capture_end
   try {
     c10::cuda::CUDAStreamGuard guard(cs);
@@ -105,11 +125,7 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
         s.inputs.push_back(x);
       }
     }
-    std::vector<torch::Tensor> wrt = Trainable();
-    const size_t n_params = wrt.size();
-    for (size_t k = 0; k < s.inputs.size(); ++k)
-      if (needs_grad[k]) wrt.push_back(s.inputs[k]);
-
+    const std::vector<torch::Tensor> wrt = GradTargets(s);
     // Warm up on the capture stream: lazy initialisation (cuBLAS handles and workspaces,
     // kernel selection) must not happen inside the capture.
     for (int i = 0; i < 2; ++i) {
@@ -121,10 +137,10 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
       torch::autograd::grad({y}, wrt, {torch::ones_like(y)}, false, false, true);
     }
     cs.synchronize();
+    // The warm-up's cached blocks would sit beside the pool for good: hand them back.
+    c10::cuda::CUDACachingAllocator::emptyCache();
 
-    pool = at::cuda::graph_pool_handle();
     s.fwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
-    s.bwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
     {
       models::AutocastGuard autocast(device_, precision_);
       const bool cache = at::autocast::is_autocast_cache_enabled();
@@ -141,9 +157,30 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
     s.grad_parts[0] = s.grad_output;
     for (int k = 1; k < grad_parts_; ++k)
       s.grad_parts[k] = torch::zeros_like(s.output);
+  } catch (const c10::Error& e) {
+    return AbandonCapture(s, slot, capture_open, "forward", e);
+  }
+  MOSAIC_ASSIGN_OR_RETURN(s.fwd_exec, GraphExec::Create(s.fwd_graph->raw_cuda_graph()));
+  return Status::Ok();
+}
 
+Status GraphedModule::CaptureBackward(int slot) {
+  Slot& s = slots_.at(slot);
+  if (mode_ != ExecMode::kGraph || !s.fwd_graph || !s.output.defined())
+    return Internal("CaptureBackward of slot " + std::to_string(slot) + " before its forward");
+  const c10::cuda::CUDAStream cs =
+      c10::cuda::getStreamFromExternal(s.capture_stream->get(), device_.index());
+  bool capture_open = false;
+  try {
+    c10::cuda::CUDAStreamGuard guard(cs);
+    torch::AutoGradMode grad_mode(true);
+    const std::vector<torch::Tensor> wrt = GradTargets(s);
+    const size_t n_params = wrt.size() - std::count(s.needs_grad.begin(), s.needs_grad.end(), true);
+    s.bwd_graph = std::make_unique<at::cuda::CUDAGraph>(/*keep_graph=*/true);
     capture_open = true;
-    s.bwd_graph->capture_begin(pool);
+    s.bwd_graph->capture_begin(s.pool);
+    // Not retaining the autograd graph frees the saved activations inside the capture, so the
+    // captures after this one can reuse them (Note [graph memory pools]).
     std::vector<torch::Tensor> grads =
         torch::autograd::grad({s.output}, wrt, {s.grad_output}, false, false, true);
     {
@@ -154,45 +191,60 @@ Status GraphedModule::CaptureSlot(int slot, const std::vector<torch::Tensor>& ex
     }
     s.grad_inputs.assign(s.inputs.size(), torch::Tensor());
     for (size_t k = 0, j = n_params; k < s.inputs.size(); ++k)
-      if (needs_grad[k]) {
+      if (s.needs_grad[k]) {
         s.grad_inputs[k] = grads[j].defined() ? grads[j] : torch::zeros_like(s.inputs[k]);
         ++j;
       }
     s.bwd_graph->capture_end();
     capture_open = false;
   } catch (const c10::Error& e) {
-    // Leave no capture open (the stream would refuse all later work, and destroying a graph
-    // mid-capture aborts): end it, drop the partial graph, then the half-made slot.
-    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-    if (cudaStreamIsCapturing(s.capture_stream.get(), &capturing) == cudaSuccess &&
-        capturing != cudaStreamCaptureStatusNone) {
-      cudaGraph_t partial = nullptr;
-      cudaStreamEndCapture(s.capture_stream.get(), &partial);
-      if (partial) cudaGraphDestroy(partial);
-    }
-    cudaGetLastError();
-    // The allocator still routes this stream's allocations into the graph's pool and counts the
-    // open capture as a user of it (capture_end would have undone both): undo them, or the pool's
-    // memory stays reserved for good and every later capture runs short (measured: a failed
-    // omni-small candidate left 20 GiB behind and the next four plans ran out of memory).
-    if (capture_open) {
-      c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), pool);
-      c10::cuda::CUDACachingAllocator::releasePool(device_.index(), pool);
-    }
-    s.fwd_graph.reset();
-    s.bwd_graph.reset();
-    c10::cuda::CUDACachingAllocator::emptyCache();
-    s.output = s.grad_output = torch::Tensor();
-    s.grad_parts.clear();
-    s.grad_inputs.clear();
-    return Internal("capturing " + model_->spec().modules[index_].name + " slot " +
-                    std::to_string(slot) + " as a CUDA graph: " + e.what_without_backtrace() +
-                    " (an operation that syncs with the host, or allocates outside the graph's"
-                    " pool, cannot be captured)");
+    return AbandonCapture(s, slot, capture_open, "backward", e);
   }
-  MOSAIC_ASSIGN_OR_RETURN(s.fwd_exec, GraphExec::Create(s.fwd_graph->raw_cuda_graph()));
   MOSAIC_ASSIGN_OR_RETURN(s.bwd_exec, GraphExec::Create(s.bwd_graph->raw_cuda_graph()));
   return Status::Ok();
+}
+
+Status GraphedModule::AbandonCapture(Slot& s, int slot, bool capture_open, const char* what,
+                                     const c10::Error& e) {
+  // Leave no capture open (the stream would refuse all later work, and destroying a graph
+  // mid-capture aborts): end it, drop the partial graph, then the half-made slot.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s.capture_stream->get(), &capturing) == cudaSuccess &&
+      capturing != cudaStreamCaptureStatusNone) {
+    cudaGraph_t partial = nullptr;
+    cudaStreamEndCapture(s.capture_stream->get(), &partial);
+    if (partial) cudaGraphDestroy(partial);
+  }
+  cudaGetLastError();
+  // The allocator still routes this stream's allocations into the graph's pool and counts the
+  // open capture as a user of it (capture_end would have undone both): undo them, or the pool's
+  // memory stays reserved for good and every later capture runs short (measured: a failed
+  // omni-small candidate left 20 GiB behind and the next four plans ran out of memory).
+  if (capture_open) {
+    c10::cuda::CUDACachingAllocator::endAllocateToPool(device_.index(), s.pool);
+    c10::cuda::CUDACachingAllocator::releasePool(device_.index(), s.pool);
+    try {  // the pinned host memory pool that capture_begin opened beside it
+      at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(s.pool);
+      at::getHostAllocator(at::kCUDA)->release_pool(s.pool);
+    } catch (const c10::Error&) {
+    }
+  }
+  s.fwd_exec = GraphExec();
+  s.bwd_exec = GraphExec();
+  s.output = s.grad_output = torch::Tensor();  // the forward's autograd graph and activations
+  s.grad_parts.clear();
+  s.grad_inputs.clear();
+  s.inputs.clear();
+  // A graph whose capture ended gives its pool use back when destroyed; one that did not end
+  // holds none (released above).
+  s.fwd_graph.reset();
+  s.bwd_graph.reset();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  return Internal("capturing the " + std::string(what) + " of " +
+                  model_->spec().modules[index_].name + " slot " + std::to_string(slot) +
+                  " as a CUDA graph: " + e.what_without_backtrace() +
+                  " (an operation that syncs with the host, or allocates outside the graph's"
+                  " pool, cannot be captured)");
 }
 
 StatusOr<torch::Tensor> GraphedModule::Forward(int slot, const std::vector<torch::Tensor>& inputs,

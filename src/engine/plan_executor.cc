@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <map>
+#include <memory>
 #include <tuple>
 #include <utility>
 
@@ -136,10 +137,13 @@ Status PlanExecutor::Build(const models::Batch& example) {
   MOSAIC_ASSIGN_OR_RETURN(partitions_,
                           PartitionSet::Create(plan_, device_, {options_.use_green_contexts}));
   const int n = static_cast<int>(spec.modules.size());
-  // Slots: micro-batch m of module X uses slot (m mod buffers, forward partition, backward
-  // partition): micro-batches that share a slot are ordered by buffer edges, and a slot's
-  // graphs are captured for one pair of partitions.
+  // Slots (Note [graph memory pools]): in graph mode, micro-batch m of module X whose forward
+  // and backward run in the same partition gets a slot of its own, captured into that
+  // partition's shared pool; otherwise it uses slot (m mod buffers, forward partition, backward
+  // partition) with a pool of its own: micro-batches that share a slot are ordered by buffer
+  // edges, and a slot's graphs are captured for one pair of partitions.
   slot_of_.assign(n, std::vector<int>(M, 0));
+  slot_lane_.assign(n, {});
   modules_.clear();
   seeds_.assign(n, torch::Tensor());
   for (int i = 0; i < n; ++i) {
@@ -156,16 +160,24 @@ Status PlanExecutor::Build(const models::Batch& example) {
         slot_of_[i][m] = m;
     } else {
       std::map<std::tuple<int, std::pair<int, int>, std::pair<int, int>>, int> key_to_slot;
+      int slots = 0;
       for (int m = 0; m < M; ++m) {
-        const int f = graph_.Find(TaskId{ms.name, TaskPhase::kForward, m});
-        const int b = graph_.Find(TaskId{ms.name, TaskPhase::kBackward, m});
-        const auto key = std::make_tuple(m % graph_.buffers(i), place_[f], place_[b]);
+        const auto f = place_[graph_.Find(TaskId{ms.name, TaskPhase::kForward, m})];
+        const auto b = place_[graph_.Find(TaskId{ms.name, TaskPhase::kBackward, m})];
+        if (f == b && options_.share_graph_pools) {
+          slot_of_[i][m] = slots++;
+          slot_lane_[i].push_back(f);
+          continue;
+        }
+        const auto key = std::make_tuple(m % graph_.buffers(i), f, b);
         auto it = key_to_slot.find(key);
-        if (it == key_to_slot.end())
-          it = key_to_slot.emplace(key, static_cast<int>(key_to_slot.size())).first;
+        if (it == key_to_slot.end()) {
+          it = key_to_slot.emplace(key, slots++).first;
+          slot_lane_[i].push_back({-1, -1});  // a pool of its own
+        }
         slot_of_[i][m] = it->second;
       }
-      gm.set_slots(static_cast<int>(key_to_slot.size()));
+      gm.set_slots(slots);
     }
     gm.set_grad_parts(ms.is_loss() ? 1 : static_cast<int>(spec.ConsumersOf(ms.name).size()));
     if (ms.is_loss()) {
@@ -181,39 +193,7 @@ Status PlanExecutor::Build(const models::Batch& example) {
     c10::cuda::getCurrentCUDAStream(device_.index()).synchronize();
     c10::cuda::CUDACachingAllocator::emptyCache();
     misplaced_backwards_ = 0;
-    // Capture in topological order: a producer's static outputs give its consumers' shapes.
-    const int64_t mb = example.size() / M;
-    for (const std::string& name : spec.TopologicalOrder()) {
-      const int i = spec.IndexOf(name);
-      GraphedModule& gm = *modules_[i];
-      if (gm.mode() != ExecMode::kGraph) continue;
-      std::vector<bool> captured(gm.slots(), false);
-      for (int m = 0; m < M; ++m) {
-        const int s = slot_of_[i][m];
-        if (captured[s]) continue;
-        captured[s] = true;
-        models::ModuleOutputs outputs;
-        std::vector<std::pair<int, torch::Tensor>> outs;
-        for (const std::string& q : spec.InputsOf(name)) {
-          const int qi = spec.IndexOf(q);
-          outputs[q] = modules_[qi]->output(slot_of_[qi][m]);
-          outs.push_back({qi, outputs[q]});
-        }
-        const models::Batch micro = example.Slice(m * mb, mb);
-        const std::vector<torch::Tensor> inputs = model_->ModuleInputs(i, micro, outputs);
-        std::vector<bool> needs_grad;
-        for (const torch::Tensor& x : inputs)
-          needs_grad.push_back(ProducerOf(x, outs) >= 0);
-        const auto fwd = place_[graph_.Find(TaskId{name, TaskPhase::kForward, m})];
-        const auto bwd = place_[graph_.Find(TaskId{name, TaskPhase::kBackward, m})];
-        const Partition& pf = partitions_->at(fwd.first, fwd.second);
-        const Partition& pb = partitions_->at(bwd.first, bwd.second);
-        MOSAIC_ASSIGN_OR_RETURN(OwnedStream cs,
-                                partitions_->CreateStreamLike(fwd.first, fwd.second));
-        if (pb.context != pf.context) ++misplaced_backwards_;
-        MOSAIC_RETURN_IF_ERROR(gm.CaptureSlot(s, inputs, needs_grad, std::move(cs)));
-      }
-    }
+    MOSAIC_RETURN_IF_ERROR(CaptureGraphs(example));
   }
 
   if (device_.is_cuda()) {
@@ -242,6 +222,93 @@ Status PlanExecutor::Build(const models::Batch& example) {
              " backward graph(s) are planned on another partition than their forward and run on "
              "the forward's SMs (a CUDA graph keeps the context it was captured in)");
   }
+  return Status::Ok();
+}
+
+// Captures every graph-mode slot in the issue order (Note [issue order]), so that each
+// partition's shared pool sees its graphs in the order they will run (Note [graph memory
+// pools]), and a producer's static output exists before its consumers' forwards are captured.
+Status PlanExecutor::CaptureGraphs(const models::Batch& example) {
+  const ModelSpec& spec = model_->spec();
+  const int M = plan_.micro_batches;
+  const int64_t mb = example.size() / M;
+  struct Lane {
+    std::shared_ptr<const OwnedStream> stream;
+    at::cuda::MempoolId_t pool;
+  };
+  std::map<std::pair<int, int>, Lane> lanes;  // (phase, partition) -> its shared stream and pool
+  const int n = static_cast<int>(spec.modules.size());
+  std::vector<std::vector<bool>> fwd_done(n), bwd_done(n);
+  for (int i = 0; i < n; ++i) {
+    fwd_done[i].assign(modules_[i]->slots(), false);
+    bwd_done[i].assign(modules_[i]->slots(), false);
+  }
+  shared_pool_slots_ = 0;
+  for (const std::vector<int>& phase_order : order_) {
+    for (const int t : phase_order) {
+      const Task& task = graph_.tasks()[t];
+      const int i = task.module_index;
+      GraphedModule& gm = *modules_[i];
+      if (gm.mode() != ExecMode::kGraph || graph_.is_batch_level(i) ||
+          task.id.phase == TaskPhase::kOptimizer) {
+        continue;
+      }
+      const int m = task.id.micro_batch;
+      const int s = slot_of_[i][m];
+      if (task.id.phase == TaskPhase::kBackward) {
+        if (bwd_done[i][s]) continue;
+        bwd_done[i][s] = true;
+        MOSAIC_RETURN_IF_ERROR(gm.CaptureBackward(s));
+        continue;
+      }
+      if (fwd_done[i][s]) continue;
+      fwd_done[i][s] = true;
+      const std::string& name = spec.modules[i].name;
+      models::ModuleOutputs outputs;
+      std::vector<std::pair<int, torch::Tensor>> outs;
+      for (const std::string& q : spec.InputsOf(name)) {
+        const int qi = spec.IndexOf(q);
+        outputs[q] = modules_[qi]->output(slot_of_[qi][m]);
+        outs.push_back({qi, outputs[q]});
+      }
+      const models::Batch micro = example.Slice(m * mb, mb);
+      const std::vector<torch::Tensor> inputs = model_->ModuleInputs(i, micro, outputs);
+      std::vector<bool> needs_grad;
+      for (const torch::Tensor& x : inputs)
+        needs_grad.push_back(ProducerOf(x, outs) >= 0);
+      const auto fwd = place_[t];
+      const auto bwd = place_[graph_.Find(TaskId{name, TaskPhase::kBackward, m})];
+      if (partitions_->at(bwd.first, bwd.second).context !=
+          partitions_->at(fwd.first, fwd.second).context) {
+        ++misplaced_backwards_;
+      }
+      const std::pair<int, int> lane_key = slot_lane_[i][s];
+      std::shared_ptr<const OwnedStream> stream;
+      at::cuda::MempoolId_t pool;
+      if (lane_key.first >= 0) {
+        auto it = lanes.find(lane_key);
+        if (it == lanes.end()) {
+          MOSAIC_ASSIGN_OR_RETURN(OwnedStream cs,
+                                  partitions_->CreateStreamLike(lane_key.first, lane_key.second));
+          it = lanes.emplace(lane_key, Lane{std::make_shared<const OwnedStream>(std::move(cs)),
+                                            at::cuda::graph_pool_handle()})
+                   .first;
+        }
+        stream = it->second.stream;
+        pool = it->second.pool;
+        ++shared_pool_slots_;
+      } else {
+        MOSAIC_ASSIGN_OR_RETURN(OwnedStream cs, partitions_->CreateStreamLike(fwd.first, fwd.second));
+        stream = std::make_shared<const OwnedStream>(std::move(cs));
+        pool = at::cuda::graph_pool_handle();
+      }
+      MOSAIC_RETURN_IF_ERROR(gm.CaptureForward(s, inputs, needs_grad, std::move(stream), pool));
+    }
+  }
+  graph_pools_ = static_cast<int>(lanes.size());
+  for (int i = 0; i < n; ++i)
+    for (const auto& lane : slot_lane_[i])
+      if (lane.first < 0) ++graph_pools_;
   return Status::Ok();
 }
 

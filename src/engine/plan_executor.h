@@ -43,6 +43,9 @@ struct ExecutorOptions {
   // Record timing events around every task (a measured Gantt: LastStepTrace). Costs two event
   // records per task; off for timed runs.
   bool record_trace = false;
+  // Graphs of one partition share its memory pool (Note [graph memory pools]); false: a pool per
+  // slot (the ablation, and what the memory test compares against).
+  bool share_graph_pools = true;
 };
 
 // One task of the last step as the GPU ran it: ms from the step's start.
@@ -91,6 +94,10 @@ class PlanExecutor {
   // Graph-mode slots whose backward is planned in another place (green context or whole GPU)
   // than its forward: their backward graph runs where the forward was captured (graphed_module.h).
   int misplaced_backwards() const { return misplaced_backwards_; }
+  // Graph mode: memory pools of the captured graphs, and how many slots share a partition's
+  // pool (Note [graph memory pools] in graphed_module.h).
+  int graph_pools() const { return graph_pools_; }
+  int shared_pool_slots() const { return shared_pool_slots_; }
   // With options.record_trace on CUDA: every task's start and end in the last step, measured with
   // CUDA events (waits for the step to finish). Graph mode; eager tasks are timed the same way.
   StatusOr<std::vector<TaskSpan>> LastStepTrace() const;
@@ -98,6 +105,7 @@ class PlanExecutor {
  private:
   PlanExecutor() = default;
   Status Build(const models::Batch& example);
+  Status CaptureGraphs(const models::Batch& example);
   Status RunTask(int t, const std::vector<models::Batch>& micro, const models::Batch& whole);
   Status ClipGradients();
 
@@ -110,6 +118,9 @@ class PlanExecutor {
   std::unique_ptr<PartitionSet> partitions_;
   std::vector<std::unique_ptr<GraphedModule>> modules_;  // by spec index
   std::vector<std::vector<int>> slot_of_;                // [module][micro-batch]
+  // [module][slot]: the (phase, partition) whose shared pool the slot's graphs use, or (-1, -1)
+  // for a pool of its own.
+  std::vector<std::vector<std::pair<int, int>>> slot_lane_;
   std::vector<std::pair<int, int>> place_;               // task -> (phase, partition)
   std::vector<std::vector<int>> order_;                  // phase -> issue order
   std::vector<CudaEvent> task_done_;                     // by task
@@ -120,6 +131,8 @@ class PlanExecutor {
   std::vector<torch::Tensor> seeds_;        // by module: d(step loss)/d(module's loss)
   std::vector<int> executed_;
   int misplaced_backwards_ = 0;
+  int graph_pools_ = 0;
+  int shared_pool_slots_ = 0;
 };
 
 }  // namespace mosaic::engine

@@ -113,9 +113,10 @@ inline std::map<std::string, torch::Tensor> Grads(models::MultimodalModel& model
   return out;
 }
 
-// Largest |a - b| / (max|b| + tiny) over tensors, and the name where it happened.
-inline double MaxRelDiff(const std::map<std::string, torch::Tensor>& a,
-                         const std::map<std::string, torch::Tensor>& b, std::string* where) {
+// The largest `diff(a[name], b[name])` over b's tensors, and where (a missing one is 1e9).
+template <typename Diff>
+double WorstOver(const std::map<std::string, torch::Tensor>& a,
+                 const std::map<std::string, torch::Tensor>& b, std::string* where, Diff diff) {
   double worst = 0;
   for (const auto& [name, tb] : b) {
     auto it = a.find(name);
@@ -123,9 +124,7 @@ inline double MaxRelDiff(const std::map<std::string, torch::Tensor>& a,
       *where = name + " (missing)";
       return 1e9;
     }
-    const double scale = tb.abs().max().item<double>() + 1e-12;
-    const double d =
-        (it->second.to(torch::kDouble) - tb.to(torch::kDouble)).abs().max().item<double>() / scale;
+    const double d = diff(it->second.to(torch::kDouble), tb.to(torch::kDouble));
     if (!(d <= worst)) {
       worst = d;
       *where = name;
@@ -134,25 +133,20 @@ inline double MaxRelDiff(const std::map<std::string, torch::Tensor>& a,
   return worst;
 }
 
+// Largest |a - b| / (max|b| + tiny) over tensors, and the name where it happened.
+inline double MaxRelDiff(const std::map<std::string, torch::Tensor>& a,
+                         const std::map<std::string, torch::Tensor>& b, std::string* where) {
+  return WorstOver(a, b, where, [](const torch::Tensor& x, const torch::Tensor& ref) {
+    return (x - ref).abs().max().item<double>() / (ref.abs().max().item<double>() + 1e-12);
+  });
+}
+
 // Largest per-tensor ||a - b|| / ||b|| (norm-wise relative error), and where.
 inline double MaxNormRelDiff(const std::map<std::string, torch::Tensor>& a,
                              const std::map<std::string, torch::Tensor>& b, std::string* where) {
-  double worst = 0;
-  for (const auto& [name, tb] : b) {
-    auto it = a.find(name);
-    if (it == a.end()) {
-      *where = name + " (missing)";
-      return 1e9;
-    }
-    const torch::Tensor ref = tb.to(torch::kDouble);
-    const double d = (it->second.to(torch::kDouble) - ref).norm().item<double>() /
-                     (ref.norm().item<double>() + 1e-30);
-    if (!(d <= worst)) {
-      worst = d;
-      *where = name;
-    }
-  }
-  return worst;
+  return WorstOver(a, b, where, [](const torch::Tensor& x, const torch::Tensor& ref) {
+    return (x - ref).norm().item<double>() / (ref.norm().item<double>() + 1e-30);
+  });
 }
 
 }  // namespace mosaic::engine::testing
