@@ -11,6 +11,7 @@ bench/results/<gpu>-<date>.json and regenerate the README table and plots from i
     python3 bench/collect_results.py /tmp/raw -o results.json
 """
 import argparse
+import datetime
 import glob
 import json
 import os
@@ -45,6 +46,8 @@ def main():
         "torch": first.get("torch"),
         "commit": first.get("commit"),
         "date": first.get("date"),
+        # Several suites may run on one day: the newest one feeds the README.
+        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "models": models,
         "hf_clip": hf,
         "traces": traces,

@@ -27,7 +27,9 @@ def newest_suite():
     for path in sorted(glob.glob(os.path.join(ROOT, "bench", "results", "*.json"))):
         with open(path) as f:
             d = json.load(f)
-        if d.get("kind") == "mosaic-suite" and (best is None or d["date"] >= best[1]["date"]):
+        key = (d.get("date", ""), d.get("finished", ""))
+        if d.get("kind") == "mosaic-suite" and (
+                best is None or key >= (best[1].get("date", ""), best[1].get("finished", ""))):
             best = (path, d)
     return best
 
