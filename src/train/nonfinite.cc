@@ -74,7 +74,10 @@ std::vector<std::string> ModulesWithNonFiniteOutputs(const models::MultimodalMod
 
 std::string DescribeLossFault(double loss, int micro_batch,
                               const std::vector<std::string>& nonfinite_outputs) {
-  return std::string("loss is ") + (std::isnan(loss) ? "NaN" : loss > 0 ? "+Inf" : "-Inf") +
+  return std::string("loss is ") +
+         (std::isnan(loss) ? "NaN"
+          : loss > 0       ? "+Inf"
+                           : "-Inf") +
          (micro_batch < 0 ? std::string(" (whole batch)")
                           : " (micro-batch " + std::to_string(micro_batch) + ")") +
          ", " +
@@ -84,8 +87,8 @@ std::string DescribeLossFault(double loss, int micro_batch,
 }
 
 std::string DiagnoseLossFault(models::MultimodalModelImpl& model,
-                              const std::vector<models::Batch>& micro_batches,
-                              torch::Device device, double loss) {
+                              const std::vector<models::Batch>& micro_batches, torch::Device device,
+                              double loss) {
   torch::NoGradGuard no_grad;
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     models::ModelOutput out;
@@ -99,9 +102,8 @@ std::string DiagnoseLossFault(models::MultimodalModelImpl& model,
   return DescribeLossFault(loss, -1, {});
 }
 
-NonFiniteGuard::NonFiniteGuard(NonFinitePolicy requested, LossScaler* scaler,
-                               std::string no_scale)
-    : policy_(requested != NonFinitePolicy::kAuto ? requested
+NonFiniteGuard::NonFiniteGuard(NonFinitePolicy requested, LossScaler* scaler, std::string no_scale)
+    : policy_(requested != NonFinitePolicy::kAuto      ? requested
               : scaler != nullptr && scaler->enabled() ? NonFinitePolicy::kReduceScale
                                                        : NonFinitePolicy::kStop),
       scaler_(scaler != nullptr && scaler->enabled() ? scaler : nullptr),
@@ -146,7 +148,8 @@ StepVerdict NonFiniteGuard::Check(int64_t step, const std::string& loss_fault,
     what += "; optimizer step skipped, loss scale halved to " + std::string(scale);
   } else {
     what += "; optimizer step skipped";
-    if (policy_ == NonFinitePolicy::kReduceScale) what += " (no loss scale to reduce in " + no_scale_ + ")";
+    if (policy_ == NonFinitePolicy::kReduceScale)
+      what += " (no loss scale to reduce in " + no_scale_ + ")";
   }
   *line = what + " (--on-nonfinite " + ToString(policy_) + ")";
   return StepVerdict::kSkip;

@@ -56,8 +56,8 @@ std::string DescribeLossFault(double loss, int micro_batch,
 // one has a module with a non-finite output, and describes the fault as above (the micro-batch
 // and module found, or the whole batch when every output is finite).
 std::string DiagnoseLossFault(models::MultimodalModelImpl& model,
-                              const std::vector<models::Batch>& micro_batches,
-                              torch::Device device, double loss);
+                              const std::vector<models::Batch>& micro_batches, torch::Device device,
+                              double loss);
 
 // What the training loop does with a step after Check.
 enum class StepVerdict {

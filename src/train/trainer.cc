@@ -521,9 +521,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   };
 
   std::vector<torch::Tensor> params = model->parameters();
-  NonFiniteGuard nonfinite(options.on_nonfinite, &scaler,
-                           std::string(ToString(spec.precision)) +
-                               (device.is_cpu() ? " on the CPU" : ""));
+  NonFiniteGuard nonfinite(
+      options.on_nonfinite, &scaler,
+      std::string(ToString(spec.precision)) + (device.is_cpu() ? " on the CPU" : ""));
   // Where a stopped run continues from, for the error line.
   auto last_checkpoint = [&]() -> std::string {
     if (options.checkpoint_dir.empty()) return "no --checkpoint-dir: nothing saved";

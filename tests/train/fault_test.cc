@@ -510,10 +510,10 @@ TEST(Faults, NonFinitePlannedStopNamesTheModule) {
     // A NaN loss: the executor has already run backward; the forward is run again to find
     // the module (every output is finite here: the hook poisons the loss itself).
     inject.env = {"MOSAIC_INJECT_NONFINITE=1:loss"};
-    EXPECT_EQ(RunToEnd(With(With(ClipTinyArgs(ckpt + "-loss", 8), plan),
-                            {"--on-nonfinite", "stop"}),
-                       &out, inject),
-              1)
+    EXPECT_EQ(
+        RunToEnd(With(With(ClipTinyArgs(ckpt + "-loss", 8), plan), {"--on-nonfinite", "stop"}),
+                 &out, inject),
+        1)
         << out;
     EXPECT_NE(out.find("mosaic train: step 2: loss is NaN (whole batch), every module's output "
                        "finite; stopping (--on-nonfinite stop; lower --lr or check the data); "
