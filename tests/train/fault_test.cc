@@ -466,11 +466,11 @@ TEST(Faults, NonFiniteInjectionErrors) {
 // micro-batches (a text partition of 60 SMs; the shared-streams baseline ranks first but has
 // one micro-batch).
 std::vector<std::vector<std::string>> PlanFlags(const TempDir& dir) {
-  const std::string command = std::string("'") + MOSAIC_BIN + "' plan --configs '" +
-                              testing::SourceDir() +
-                              "/configs' --model clip-tiny --device h100-sxm --profile synthetic "
-                              "--micro-batches 2 --shortlist '" +
-                              dir / "shortlist.json" + "' > /dev/null";
+  const std::string command =
+      std::string("'") + MOSAIC_BIN + "' plan --configs '" + testing::SourceDir() +
+      "/configs' --model clip-tiny --device h100-sxm --profile synthetic "
+      "--micro-batches 2 -o '" +
+      dir / "best.json" + "' --shortlist '" + dir / "shortlist.json" + "' > /dev/null";
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
   auto shortlist = LoadJsonFile(dir / "shortlist.json");
   EXPECT_TRUE(shortlist.ok()) << shortlist.status();
