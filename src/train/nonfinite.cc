@@ -1,7 +1,11 @@
 // Numeric faults (see nonfinite.h).
 #include "train/nonfinite.h"
 
+#include <cmath>
+#include <cstdio>
 #include <limits>
+
+#include "train/optimizer.h"
 
 namespace mosaic::train {
 namespace {
@@ -66,6 +70,89 @@ std::vector<std::string> ModulesWithNonFiniteOutputs(const models::MultimodalMod
     }
   }
   return out;
+}
+
+std::string DescribeLossFault(double loss, int micro_batch,
+                              const std::vector<std::string>& nonfinite_outputs) {
+  return std::string("loss is ") +
+         (std::isnan(loss) ? "NaN"
+          : loss > 0       ? "+Inf"
+                           : "-Inf") +
+         (micro_batch < 0 ? std::string(" (whole batch)")
+                          : " (micro-batch " + std::to_string(micro_batch) + ")") +
+         ", " +
+         (nonfinite_outputs.empty()
+              ? std::string("every module's output finite")
+              : "first non-finite output from module '" + nonfinite_outputs.front() + "'");
+}
+
+std::string DiagnoseLossFault(models::MultimodalModelImpl& model,
+                              const std::vector<models::Batch>& micro_batches, torch::Device device,
+                              double loss) {
+  torch::NoGradGuard no_grad;
+  for (size_t m = 0; m < micro_batches.size(); ++m) {
+    models::ModelOutput out;
+    {
+      models::AutocastGuard autocast(device, model.spec().precision);
+      out = model.forward(micro_batches[m]);
+    }
+    std::vector<std::string> bad = ModulesWithNonFiniteOutputs(model, out.outputs);
+    if (!bad.empty()) return DescribeLossFault(loss, static_cast<int>(m), bad);
+  }
+  return DescribeLossFault(loss, -1, {});
+}
+
+NonFiniteGuard::NonFiniteGuard(NonFinitePolicy requested, LossScaler* scaler, std::string no_scale)
+    : policy_(requested != NonFinitePolicy::kAuto      ? requested
+              : scaler != nullptr && scaler->enabled() ? NonFinitePolicy::kReduceScale
+                                                       : NonFinitePolicy::kStop),
+      scaler_(scaler != nullptr && scaler->enabled() ? scaler : nullptr),
+      no_scale_(std::move(no_scale)) {}
+
+StepVerdict NonFiniteGuard::Check(int64_t step, const std::string& loss_fault,
+                                  const models::MultimodalModelImpl& model,
+                                  const std::vector<torch::Tensor>& params, std::string* line) {
+  const bool finite = scaler_ != nullptr ? scaler_->Unscale(params) : AllGradientsFinite(params);
+  if (finite && loss_fault.empty()) {
+    consecutive_ = 0;
+    return StepVerdict::kApply;
+  }
+  // Found within the step, before the optimizer touches anything. The line names the module
+  // when the gradients or a module's output say which.
+  std::string what = "step " + std::to_string(step + 1) + ": ";
+  if (!loss_fault.empty()) {
+    what += loss_fault;
+  } else {
+    std::string names;
+    for (const std::string& b : ModulesWithNonFiniteGradients(model))
+      names += (names.empty() ? "'" : ", '") + b + "'";
+    what += std::string(scaler_ != nullptr ? "fp16 " : "") + "gradients are NaN/Inf in " +
+            (names.empty() ? std::string("the model") : "module " + names);
+  }
+  ++skipped_steps_;
+  ++consecutive_;
+  if (policy_ == NonFinitePolicy::kStop) {
+    *line = what + "; stopping (--on-nonfinite stop; lower --lr or check the data)";
+    return StepVerdict::kStop;
+  }
+  if (consecutive_ >= kMaxConsecutiveNonFiniteSteps) {
+    *line = what + "; " + std::to_string(consecutive_) +
+            " steps in a row were NaN/Inf, the run has diverged; stopping";
+    return StepVerdict::kStop;
+  }
+  if (policy_ == NonFinitePolicy::kReduceScale && scaler_ != nullptr) {
+    if (finite) scaler_->MarkNonFinite();
+    scaler_->Update();
+    char scale[32];
+    std::snprintf(scale, sizeof(scale), "%g", scaler_->scale());
+    what += "; optimizer step skipped, loss scale halved to " + std::string(scale);
+  } else {
+    what += "; optimizer step skipped";
+    if (policy_ == NonFinitePolicy::kReduceScale)
+      what += " (no loss scale to reduce in " + no_scale_ + ")";
+  }
+  *line = what + " (--on-nonfinite " + ToString(policy_) + ")";
+  return StepVerdict::kSkip;
 }
 
 StatusOr<NonFiniteInjection> ParseNonFiniteInjection(const std::string& text) {

@@ -3,8 +3,13 @@
 // docs/training.md "Numeric faults"). Also the test hook that injects such a fault.
 //
 //   MOSAIC_ASSIGN_OR_RETURN(NonFinitePolicy p, ParseNonFinitePolicy("skip"));
-//   if (!AllGradientsFinite(params)) {
-//     std::vector<std::string> bad = ModulesWithNonFiniteGradients(*model);  // {"vision"}
+//   NonFiniteGuard guard(p, &scaler, "fp32 on the CPU");
+//   ... forward, backward ...
+//   std::string line;
+//   switch (guard.Check(step, loss_fault, *model, params, &line)) {
+//     case StepVerdict::kApply: clip, optimizer step, scaler.Update(); break;
+//     case StepVerdict::kSkip: log line; break;   // "step 3: gradients are NaN/Inf in ..."
+//     case StepVerdict::kStop: return FailedPrecondition(line);
 //   }
 #pragma once
 
@@ -18,6 +23,8 @@
 #include "models/multimodal_model.h"
 
 namespace mosaic::train {
+
+class LossScaler;  // train/optimizer.h
 
 enum class NonFinitePolicy {
   kAuto,         // reduce-scale when an fp16 loss scale is active (CUDA), else stop
@@ -40,9 +47,57 @@ std::vector<std::string> ModulesWithNonFiniteGradients(const models::MultimodalM
 std::vector<std::string> ModulesWithNonFiniteOutputs(const models::MultimodalModelImpl& model,
                                                      const models::ModuleOutputs& outputs);
 
+// "loss is NaN (micro-batch 0), first non-finite output from module 'vision'": a step's loss
+// fault, for NonFiniteGuard::Check. micro_batch -1: the whole batch (the engine's executor).
+std::string DescribeLossFault(double loss, int micro_batch,
+                              const std::vector<std::string>& nonfinite_outputs);
+// For a loss that came back NaN/Inf from the engine's executor, which keeps no module outputs:
+// runs the model's forward again on each micro-batch (no autograd, the step's autocast) until
+// one has a module with a non-finite output, and describes the fault as above (the micro-batch
+// and module found, or the whole batch when every output is finite).
+std::string DiagnoseLossFault(models::MultimodalModelImpl& model,
+                              const std::vector<models::Batch>& micro_batches, torch::Device device,
+                              double loss);
+
+// What the training loop does with a step after Check.
+enum class StepVerdict {
+  kApply,  // clip, step the optimizer, then LossScaler::Update
+  kSkip,   // nothing touches the parameters or the optimizer; log the line
+  kStop,   // end the run with the line as the error (FailedPrecondition)
+};
+
+// Note [numeric faults]: every step, eager (micro-batch by micro-batch through autograd) or
+// planned (the engine's executor, --plan), ends in one Check after backward (and after the
+// gradients' all-reduce under data parallelism) and before clipping and the optimizer: the
+// loss fault the step saw, then the gradients (unscaled first under an fp16 loss scale; one
+// device sync). A fault is named by where it shows; the policy decides; kSkip and kStop come
+// with one line that names the step and the module.
+class NonFiniteGuard {
+ public:
+  // `scaler`: the run's loss scale (disabled: none). `no_scale`: what the model trains in when
+  // there is no scale to reduce, for the reduce-scale line ("fp32 on the CPU").
+  NonFiniteGuard(NonFinitePolicy requested, LossScaler* scaler, std::string no_scale);
+  // auto resolved: reduce-scale with an enabled loss scale, else stop.
+  NonFinitePolicy policy() const { return policy_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
+  // `step` is 0-based (said as step+1); `loss_fault` is DescribeLossFault's line, or empty
+  // when every loss was finite. Under kStop the line does not say where to resume from.
+  StepVerdict Check(int64_t step, const std::string& loss_fault,
+                    const models::MultimodalModelImpl& model,
+                    const std::vector<torch::Tensor>& params, std::string* line);
+
+ private:
+  NonFinitePolicy policy_;
+  LossScaler* scaler_;
+  std::string no_scale_;
+  int64_t skipped_steps_ = 0;
+  int consecutive_ = 0;
+};
+
 // Test hook (MOSAIC_INJECT_NONFINITE=STEP:TARGET in `mosaic train`): at step STEP (0-based,
 // the step that completes as step STEP+1) put a NaN into the gradients of module TARGET after
-// backward, or, with TARGET "loss", make the first micro-batch's loss NaN.
+// backward, or, with TARGET "loss", make the first micro-batch's loss NaN. Under --plan the
+// executor's whole-step loss is made NaN after its backward (the gradients stay finite).
 struct NonFiniteInjection {
   int64_t step = -1;  // -1: none
   std::string target;

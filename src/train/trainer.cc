@@ -521,11 +521,9 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   };
 
   std::vector<torch::Tensor> params = model->parameters();
-  const NonFinitePolicy nonfinite_policy =
-      options.on_nonfinite != NonFinitePolicy::kAuto ? options.on_nonfinite
-      : scaler.enabled()                               ? NonFinitePolicy::kReduceScale
-                                                       : NonFinitePolicy::kStop;
-  int consecutive_nonfinite = 0;
+  NonFiniteGuard nonfinite(
+      options.on_nonfinite, &scaler,
+      std::string(ToString(spec.precision)) + (device.is_cpu() ? " on the CPU" : ""));
   // Where a stopped run continues from, for the error line.
   auto last_checkpoint = [&]() -> std::string {
     if (options.checkpoint_dir.empty()) return "no --checkpoint-dir: nothing saved";
@@ -533,6 +531,34 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     return kept.empty() ? "no checkpoint written yet" : "last checkpoint " + kept.front();
   };
   ProgressLog progress(log, options.progress_bar, options.steps);
+  // The end of every step, eager or planned (Note [numeric faults] in nonfinite.h): after
+  // backward, the loss fault and the gradients decide whether `apply` (clipping and the
+  // optimizer step) runs, the step is skipped, or the run stops.
+  auto finish_step = [&](int64_t step, const std::string& loss_fault,
+                         const std::function<Status()>& apply) -> Status {
+    std::string line;
+    const StepVerdict verdict = nonfinite.Check(step, loss_fault, *model, params, &line);
+    result.skipped_steps = nonfinite.skipped_steps();
+    switch (verdict) {
+      case StepVerdict::kApply:
+        MOSAIC_RETURN_IF_ERROR(apply());
+        scaler.Update();
+        return Status::Ok();
+      case StepVerdict::kSkip:
+        progress.Message("mosaic train: " + line);
+        return Status::Ok();
+      case StepVerdict::kStop:
+        break;
+    }
+    progress.Finish();
+    return FailedPrecondition(line + "; " + last_checkpoint());
+  };
+  // The test hook (nonfinite.h): a NaN in a module's gradients after backward.
+  auto inject_into_gradients = [&](int64_t step) -> Status {
+    if (step != options.inject_nonfinite.step || options.inject_nonfinite.target == "loss")
+      return Status::Ok();
+    return InjectNonFiniteGradient(*model, options.inject_nonfinite.target);
+  };
   DataLoader loader(train_source, tokenizer, loader_options, state.data);
   DataPosition position = state.data;
   const auto t_start = Clock::now();
@@ -621,12 +647,17 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     }
     const auto t0 = Clock::now();
     MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, executor->ForwardBackward(whole));
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) {
-      return FailedPrecondition("loss is " + std::to_string(value) + " at step " +
-                                std::to_string(step) + "; lower --lr or check the data");
+    if (step == options.inject_nonfinite.step && options.inject_nonfinite.target == "loss") {
+      loss = loss * std::numeric_limits<double>::quiet_NaN();  // test hook, after backward
     }
-    MOSAIC_RETURN_IF_ERROR(executor->ApplyOptimizer(optimizer.get()));
+    MOSAIC_RETURN_IF_ERROR(inject_into_gradients(step));
+    const double value = loss.item<double>();
+    // The executor ran backward through the whole step; a NaN/Inf loss is described by
+    // running the forward again (Note [numeric faults]).
+    const std::string loss_fault =
+        std::isfinite(value) ? std::string() : DiagnoseLossFault(*model, parts, device, value);
+    MOSAIC_RETURN_IF_ERROR(finish_step(
+        step, loss_fault, [&]() { return executor->ApplyOptimizer(optimizer.get()); }));
     if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
     step_ms.push_back(Seconds(t0, Clock::now()) * 1000);
     if (online) {
@@ -687,12 +718,8 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
       step_loss += value / spec.micro_batches;
       if (!std::isfinite(value)) {
         if (loss_fault.empty()) {
-          std::vector<std::string> bad = ModulesWithNonFiniteOutputs(*model, out.outputs);
-          loss_fault = std::string("loss is ") +
-                       (std::isnan(value) ? "NaN" : value > 0 ? "+Inf" : "-Inf") +
-                       " (micro-batch " + std::to_string(mb) + "), " +
-                       (bad.empty() ? std::string("every module's output finite")
-                                    : "first non-finite output from module '" + bad.front() + "'");
+          loss_fault =
+              DescribeLossFault(value, mb, ModulesWithNonFiniteOutputs(*model, out.outputs));
         }
         continue;  // no backward through a NaN/Inf loss
       }
@@ -703,9 +730,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
         return e.status();
       }
     }
-    if (step == options.inject_nonfinite.step && options.inject_nonfinite.target != "loss") {
-      MOSAIC_RETURN_IF_ERROR(InjectNonFiniteGradient(*model, options.inject_nonfinite.target));
-    }
+    MOSAIC_RETURN_IF_ERROR(inject_into_gradients(step));
     if (dist != nullptr) {
       MOSAIC_RETURN_IF_ERROR(grad_sync->Finish());  // gradients are now the mean over ranks
       // The step's loss (the mean over ranks), samples and tokens, and whether any rank was
@@ -724,56 +749,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     }
     window_samples += step_samples;
     window_tokens += step_tokens;
-    const bool finite = scaler.enabled() ? scaler.Unscale(params) : AllGradientsFinite(params);
-    if (finite && loss_fault.empty()) {
-      consecutive_nonfinite = 0;
+    MOSAIC_RETURN_IF_ERROR(finish_step(step, loss_fault, [&]() -> Status {
       if (options.clip_grad > 0) torch::nn::utils::clip_grad_norm_(params, options.clip_grad);
       optimizer->step();
-      scaler.Update();
-    } else {
-      // Note [numeric faults]: found within the step, before the optimizer touches anything;
-      // the policy decides (nonfinite.h). The message names the module when the gradients
-      // or a module's output say which.
-      std::string what = "step " + std::to_string(step + 1) + ": ";
-      if (!loss_fault.empty()) {
-        what += loss_fault;
-      } else {
-        std::vector<std::string> bad = ModulesWithNonFiniteGradients(*model);
-        std::string names;
-        for (const std::string& b : bad)
-          names += (names.empty() ? "'" : ", '") + b + "'";
-        what += std::string(scaler.enabled() ? "fp16 " : "") + "gradients are NaN/Inf in " +
-                (bad.empty() ? std::string("the model") : "module " + names);
-      }
-      ++result.skipped_steps;
-      ++consecutive_nonfinite;
-      if (nonfinite_policy == NonFinitePolicy::kStop) {
-        progress.Finish();
-        return FailedPrecondition(what + "; stopping (--on-nonfinite stop; lower --lr or check " +
-                                  "the data); " + last_checkpoint());
-      }
-      if (consecutive_nonfinite >= kMaxConsecutiveNonFiniteSteps) {
-        progress.Finish();
-        return FailedPrecondition(what + "; " + std::to_string(consecutive_nonfinite) +
-                                  " steps in a row were NaN/Inf, the run has diverged; stopping; " +
-                                  last_checkpoint());
-      }
-      if (nonfinite_policy == NonFinitePolicy::kReduceScale && scaler.enabled()) {
-        if (finite) scaler.MarkNonFinite();
-        scaler.Update();
-        char scale[32];
-        std::snprintf(scale, sizeof(scale), "%g", scaler.scale());
-        what += "; optimizer step skipped, loss scale halved to " + std::string(scale);
-      } else {
-        what += "; optimizer step skipped";
-        if (nonfinite_policy == NonFinitePolicy::kReduceScale) {
-          what += " (no loss scale to reduce in " + std::string(ToString(spec.precision)) +
-                  (device.is_cpu() ? " on the CPU" : "") + ")";
-        }
-      }
-      progress.Message("mosaic train: " + what + " (--on-nonfinite " +
-                       ToString(nonfinite_policy) + ")");
-    }
+      return Status::Ok();
+    }));
     }  // eager step
     result.losses.push_back(step_loss);
     window_loss += step_loss;

@@ -64,7 +64,8 @@ struct TrainOptions {
   // by micro-batch (contrastive losses per micro-batch). Otherwise the engine's executor on
   // whole batches (a contrastive loss sees the whole batch): "temporal-eager", "temporal-graph",
   // "shared-streams", "auto" (time the planner's candidates on this GPU, keep the fastest), or a
-  // plan file. bf16/fp32 models only (no fp16 loss scaling in the executor).
+  // plan file. bf16/fp32 models only (no fp16 loss scaling in the executor). on_nonfinite and
+  // inject_nonfinite apply to planned steps too (Note [numeric faults] in nonfinite.h).
   std::string plan;
   std::string device_spec = "h100-sxm";  // the planner's device (configs/devices/)
   std::string profile;                   // "", a profile file, or "synthetic"

@@ -5,7 +5,9 @@
 //  - SIGINT and SIGTERM: exit 1 after writing a checkpoint that resumes;
 //  - a full disk (simulated with a file size limit, RLIMIT_FSIZE: writes fail with EFBIG):
 //    the previous checkpoint stays intact and one line says so;
-//  - NaN injected into the loss or a module's gradients under each --on-nonfinite policy.
+//  - NaN injected into the loss or a module's gradients under each --on-nonfinite policy, in
+//    the eager loop and in planned steps (--plan temporal-eager, temporal-graph, shared-streams
+//    and a plan file from `mosaic plan`, which the CPU runs task by task).
 // Built twice: train_fault_test (cpu, kKills kills) and, with MOSAIC_SLOW_STORM, the kill storm
 // alone with many more kills (slow).
 #include <fcntl.h>
@@ -191,6 +193,16 @@ StatusOr<Loaded> LoadClipTiny(const std::string& path) {
   l.state.model_name = spec.name;
   l.state.seed = 0;
   MOSAIC_RETURN_IF_ERROR(LoadCheckpoint(path, *l.model, *l.optimizer, &l.state));
+  return l;
+}
+
+// The parameters a run with the default seed (0) starts from.
+StatusOr<Loaded> InitialClipTiny() {
+  MOSAIC_ASSIGN_OR_RETURN(ModelSpec spec,
+                          LoadModelSpec(testing::SourceDir() + "/configs/models/clip-tiny.json"));
+  Loaded l;
+  torch::manual_seed(0);
+  MOSAIC_ASSIGN_OR_RETURN(l.model, models::BuildMultimodalModel(spec, torch::kCPU));
   return l;
 }
 
@@ -447,6 +459,130 @@ TEST(Faults, NonFiniteInjectionErrors) {
             "mosaic train: MOSAIC_INJECT_NONFINITE: no module 'no-such-module' in clip-tiny\n");
   EXPECT_EQ(RunToEnd(With(ClipTinyArgs(dir / "c", 2), {"--on-nonfinite", "ignore"}), &out), 2)
       << out;
+}
+
+// The same policies on planned steps (--plan: the engine's executor, task by task on the CPU),
+// for each standard plan and a plan file: the best plan of `mosaic plan`'s short list with two
+// micro-batches (a text partition of 60 SMs; the shared-streams baseline ranks first but has
+// one micro-batch).
+std::vector<std::vector<std::string>> PlanFlags(const TempDir& dir) {
+  const std::string command =
+      std::string("'") + MOSAIC_BIN + "' plan --configs '" + testing::SourceDir() +
+      "/configs' --model clip-tiny --device h100-sxm --profile synthetic "
+      "--micro-batches 2 -o '" +
+      dir / "best.json" + "' --shortlist '" + dir / "shortlist.json" + "' > /dev/null";
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  auto shortlist = LoadJsonFile(dir / "shortlist.json");
+  EXPECT_TRUE(shortlist.ok()) << shortlist.status();
+  if (shortlist.ok()) {
+    for (const Json& ranked : (*shortlist)["plans"]) {
+      if (ranked["plan"]["micro_batches"] == 2) {
+        EXPECT_TRUE(WriteJsonFile(dir / "plan.json", ranked["plan"]).ok());
+        break;
+      }
+    }
+  }
+  return {{"--plan", "temporal-eager"},
+          {"--plan", "temporal-graph"},
+          {"--plan", "shared-streams"},
+          {"--plan", dir / "plan.json", "--micro-batches", "2"}};
+}
+
+TEST(Faults, NonFinitePlannedStopNamesTheModule) {
+  TempDir dir("nonfinite_plan_stop");
+  int run = 0;
+  for (const std::vector<std::string>& plan : PlanFlags(dir)) {
+    SCOPED_TRACE(plan[1]);
+    const std::string ckpt = dir / ("ckpt" + std::to_string(run++));
+    std::string out;
+    TrainProcess::Options inject;
+    inject.env = {"MOSAIC_INJECT_NONFINITE=2:text"};
+    // auto on the CPU (no loss scale) is stop.
+    EXPECT_EQ(RunToEnd(With(ClipTinyArgs(ckpt, 8), plan), &out, inject), 1) << out;
+    EXPECT_NE(out.find("mosaic train: plan "), std::string::npos) << out;
+    EXPECT_NE(out.find("mosaic train: step 3: gradients are NaN/Inf in module 'text'; stopping "
+                       "(--on-nonfinite stop; lower --lr or check the data); last checkpoint " +
+                       ckpt + "/" + CheckpointFileName(2) + "\n"),
+              std::string::npos)
+        << out;
+    EXPECT_EQ(ListCheckpoints(ckpt), std::vector<std::string>{ckpt + "/" + CheckpointFileName(2)});
+
+    // A NaN loss: the executor has already run backward; the forward is run again to find
+    // the module (every output is finite here: the hook poisons the loss itself).
+    inject.env = {"MOSAIC_INJECT_NONFINITE=1:loss"};
+    EXPECT_EQ(
+        RunToEnd(With(With(ClipTinyArgs(ckpt + "-loss", 8), plan), {"--on-nonfinite", "stop"}),
+                 &out, inject),
+        1)
+        << out;
+    EXPECT_NE(out.find("mosaic train: step 2: loss is NaN (whole batch), every module's output "
+                       "finite; stopping (--on-nonfinite stop; lower --lr or check the data); "
+                       "no checkpoint written yet\n"),
+              std::string::npos)
+        << out;
+    EXPECT_TRUE(ListCheckpoints(ckpt + "-loss").empty());
+  }
+}
+
+TEST(Faults, NonFinitePlannedSkipLeavesTheParametersOfThatStep) {
+  TempDir dir("nonfinite_plan_skip");
+  int run = 0;
+  for (const std::vector<std::string>& plan : PlanFlags(dir)) {
+    for (const char* policy : {"skip", "reduce-scale"}) {
+      SCOPED_TRACE(plan[1] + " " + policy);
+      const std::string ckpt = dir / ("ckpt" + std::to_string(run));
+      const std::string metrics = dir / ("m" + std::to_string(run++) + ".json");
+      std::string out;
+      TrainProcess::Options inject;
+      inject.env = {"MOSAIC_INJECT_NONFINITE=2:vision"};
+      std::vector<std::string> args =
+          With(With(ClipTinyArgs(ckpt, 4, /*every=*/1, /*keep=*/10), plan),
+               {"--on-nonfinite", policy, "--metrics-out", metrics});
+      ASSERT_EQ(RunToEnd(args, &out, inject), 0) << out;
+      std::string expected =
+          "mosaic train: step 3: gradients are NaN/Inf in module 'vision'; optimizer step "
+          "skipped";
+      if (std::string(policy) == "reduce-scale") {
+        expected += " (no loss scale to reduce in fp32 on the CPU)";
+      }
+      expected += " (--on-nonfinite " + std::string(policy) + ")\n";
+      EXPECT_NE(out.find(expected), std::string::npos) << out;
+      auto m = LoadJsonFile(metrics);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ((*m)["skipped_steps"], 1);
+      auto s1 = LoadClipTiny(ckpt + "/" + CheckpointFileName(1));
+      auto s2 = LoadClipTiny(ckpt + "/" + CheckpointFileName(2));
+      auto s3 = LoadClipTiny(ckpt + "/" + CheckpointFileName(3));
+      auto s4 = LoadClipTiny(ckpt + "/" + CheckpointFileName(4));
+      ASSERT_TRUE(s1.ok() && s2.ok() && s3.ok() && s4.ok());
+      EXPECT_FALSE(Differences(*s1, *s2).empty());
+      EXPECT_TRUE(Differences(*s2, *s3).empty());  // step 3 changed nothing
+      EXPECT_FALSE(Differences(*s3, *s4).empty());
+      for (const auto& p : s4->model->parameters())
+        EXPECT_TRUE(p.isfinite().all().item<bool>());
+
+      // A NaN loss is skipped the same way (after the executor's backward, before clipping).
+      inject.env = {"MOSAIC_INJECT_NONFINITE=0:loss"};
+      ASSERT_EQ(RunToEnd(With(With(ClipTinyArgs(ckpt + "-loss", 2, 1, 10), plan),
+                              {"--on-nonfinite", policy, "--metrics-out", metrics}),
+                         &out, inject),
+                0)
+          << out;
+      EXPECT_NE(out.find("mosaic train: step 1: loss is NaN (whole batch), every module's output "
+                         "finite; optimizer step skipped"),
+                std::string::npos)
+          << out;
+      m = LoadJsonFile(metrics);
+      ASSERT_TRUE(m.ok()) << m.status();
+      EXPECT_EQ((*m)["skipped_steps"], 1);
+      auto first = LoadClipTiny(ckpt + "-loss/" + CheckpointFileName(1));
+      auto second = LoadClipTiny(ckpt + "-loss/" + CheckpointFileName(2));
+      auto initial = InitialClipTiny();
+      ASSERT_TRUE(first.ok() && second.ok() && initial.ok());
+      EXPECT_TRUE(Differences(*initial, *first).empty());  // step 1 changed nothing
+      EXPECT_FALSE(Differences(*first, *second).empty());
+    }
+  }
 }
 
 #endif  // MOSAIC_SLOW_STORM

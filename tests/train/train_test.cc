@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/image_codec.h"
+#include "train/nonfinite.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace mosaic::train {
@@ -281,6 +284,79 @@ TEST(Train, BadPlanIsAClearError) {
   auto r = Train(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("fastest-please"), std::string::npos) << r.status();
+}
+
+// Note [numeric faults]: the executor keeps no module outputs, so a NaN loss from a planned
+// step is traced by running the forward again, micro-batch by micro-batch.
+TEST(NonFinite, DiagnoseLossFaultNamesTheFirstModuleWithANonFiniteOutput) {
+  auto spec = LoadModelSpec(testing::SourceDir() + "/configs/models/clip-tiny.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<models::Batch> micro = {models::SyntheticBatch(*spec, 2, torch::kCPU, 1),
+                                      models::SyntheticBatch(*spec, 2, torch::kCPU, 2)};
+  EXPECT_EQ(DiagnoseLossFault(**model, micro, torch::kCPU, nan),
+            "loss is NaN (whole batch), every module's output finite");
+  micro[1].images[0][0][0][0] = nan;
+  EXPECT_EQ(DiagnoseLossFault(**model, micro, torch::kCPU, nan),
+            "loss is NaN (micro-batch 1), first non-finite output from module 'vision'");
+  EXPECT_EQ(DescribeLossFault(std::numeric_limits<double>::infinity(), 0, {"text"}),
+            "loss is +Inf (micro-batch 0), first non-finite output from module 'text'");
+}
+
+// The shared end of every step (eager and planned): the verdict and the line per policy, and
+// the cap on non-finite steps in a row.
+TEST(NonFinite, GuardVerdictsPerPolicy) {
+  auto spec = LoadModelSpec(testing::SourceDir() + "/configs/models/clip-tiny.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::vector<torch::Tensor> params = (*model)->parameters();
+  for (torch::Tensor& p : params)
+    p.mutable_grad() = torch::zeros_like(p);
+  LossScaler no_scale(false, torch::kCPU);
+  std::string line;
+
+  NonFiniteGuard stop(NonFinitePolicy::kAuto, &no_scale, "fp32 on the CPU");
+  EXPECT_EQ(stop.policy(), NonFinitePolicy::kStop);
+  EXPECT_EQ(stop.Check(0, "", **model, params, &line), StepVerdict::kApply);
+  ASSERT_TRUE(InjectNonFiniteGradient(**model, "text").ok());
+  EXPECT_EQ(stop.Check(4, "", **model, params, &line), StepVerdict::kStop);
+  EXPECT_EQ(line,
+            "step 5: gradients are NaN/Inf in module 'text'; stopping (--on-nonfinite stop; "
+            "lower --lr or check the data)");
+  EXPECT_EQ(stop.skipped_steps(), 1);
+
+  NonFiniteGuard reduce(NonFinitePolicy::kReduceScale, &no_scale, "fp32 on the CPU");
+  EXPECT_EQ(reduce.Check(0, "loss is NaN (whole batch), every module's output finite", **model,
+                         params, &line),
+            StepVerdict::kSkip);
+  EXPECT_EQ(line,
+            "step 1: loss is NaN (whole batch), every module's output finite; optimizer step "
+            "skipped (no loss scale to reduce in fp32 on the CPU) (--on-nonfinite reduce-scale)");
+
+  NonFiniteGuard skip(NonFinitePolicy::kSkip, &no_scale, "fp32 on the CPU");
+  for (int k = 0; k < kMaxConsecutiveNonFiniteSteps - 1; ++k)
+    ASSERT_EQ(skip.Check(k, "", **model, params, &line), StepVerdict::kSkip) << k;
+  EXPECT_EQ(line,
+            "step 24: gradients are NaN/Inf in module 'text'; optimizer step skipped "
+            "(--on-nonfinite skip)");
+  EXPECT_EQ(skip.Check(24, "", **model, params, &line), StepVerdict::kStop);
+  EXPECT_EQ(line,
+            "step 25: gradients are NaN/Inf in module 'text'; 25 steps in a row were NaN/Inf, the "
+            "run has diverged; stopping");
+  EXPECT_EQ(skip.skipped_steps(), 25);
+  // A finite step in between resets the count.
+  NonFiniteGuard reset(NonFinitePolicy::kSkip, &no_scale, "fp32 on the CPU");
+  for (int k = 0; k < kMaxConsecutiveNonFiniteSteps - 1; ++k)
+    ASSERT_EQ(reset.Check(k, "", **model, params, &line), StepVerdict::kSkip);
+  for (torch::Tensor& p : params)
+    p.mutable_grad().zero_();
+  EXPECT_EQ(reset.Check(24, "", **model, params, &line), StepVerdict::kApply);
+  ASSERT_TRUE(InjectNonFiniteGradient(**model, "vision").ok());
+  EXPECT_EQ(reset.Check(25, "", **model, params, &line), StepVerdict::kSkip);
+  EXPECT_EQ(reset.skipped_steps(), 25);
 }
 
 }  // namespace
