@@ -61,8 +61,59 @@ TaskWork EstimateTaskWork(const ModelSpec& model, int module_index, TaskPhase ph
   return w;
 }
 
+int EstimateParameterTensors(const ModuleSpec& m) {
+  const bool bias = m.kind != ModuleKind::kLlm;
+  const int per_block = bias ? 12 : 6;
+  switch (m.kind) {
+    case ModuleKind::kVit:  // patch conv (+ bias), positions, class token, ln_pre, ln_post, proj
+      return per_block * m.depth + 1 + (m.patch_bias ? 1 : 0) + 1 +
+             (m.pool == Pooling::kCls || m.drop_cls ? 1 : 0) + 4 + (m.output_dim > 0 ? 1 : 0);
+    case ModuleKind::kText:  // token embedding, positions, final norm, proj
+      return per_block * m.depth + 2 + 2 + (m.output_dim > 0 ? 1 : 0);
+    case ModuleKind::kAudio:  // two convs with biases, positions, ln_post, proj
+      return per_block * m.depth + 4 + 1 + 2 + (m.output_dim > 0 ? 1 : 0);
+    case ModuleKind::kLlm:  // token embedding, final RMSNorm, LM head
+      return per_block * m.depth + 2 + (m.tie_embeddings ? 0 : 1);
+    case ModuleKind::kProjector:
+      return m.projector == ProjectorKind::kMlp2 ? 4 : 2;
+    case ModuleKind::kLoss:
+      return m.has_parameters() ? 1 : 0;  // a contrastive loss's temperature
+  }
+  return 0;
+}
+
+namespace {
+
+// Note [executor overhead]: the loss runs eagerly; its host launches and its GPU work overlap.
+TimeUs EagerLossTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
+                     TaskPhase phase, int samples, double sms, const SyntheticLaw& law) {
+  const ModuleSpec& m = model.modules[module_index];
+  const TaskWork w = EstimateTaskWork(model, module_index, phase, samples, law);
+  const auto inputs = model.InputsOf(m.name);
+  const int pairs = std::max<int>(1, static_cast<int>(inputs.size()) - 1);
+  const int kernels = (phase == TaskPhase::kBackward ? 12 : 6) * pairs;
+  double bytes = w.bytes.value();
+  if (m.loss == LossKind::kNextToken && !inputs.empty()) {
+    const ModuleSpec* llm = model.Find(inputs[0]);
+    if (llm && llm->kind == ModuleKind::kLlm)
+      bytes += 14.0 * samples * llm->seq_len * double(llm->vocab_size);
+  }
+  const double total_sms = std::max(1, device.sm_count.value());
+  const double bw = device.memory_bandwidth.value() > 0 ? device.memory_bandwidth.value() : 1e11;
+  const double eff = device.executor->bandwidth_efficiency;
+  const double gpu_us =
+      1e6 * bytes / (eff * bw * std::min(1.0, sms / std::min(law.bandwidth_sms, total_sms)));
+  return TimeUs(std::max(kernels * device.executor->eager_op_us, gpu_us));
+}
+
+}  // namespace
+
 TimeUs SyntheticTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
                      TaskPhase phase, int samples, double sms, const SyntheticLaw& law) {
+  if (device.executor && model.modules[module_index].is_loss() &&
+      phase != TaskPhase::kOptimizer) {
+    return EagerLossTime(model, device, module_index, phase, samples, sms, law);
+  }
   const TaskWork w = EstimateTaskWork(model, module_index, phase, samples, law);
   const double total_sms = std::max(1, device.sm_count.value());
   const bool low_precision = model.precision != Precision::kFp32;

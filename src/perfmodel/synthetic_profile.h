@@ -35,7 +35,15 @@ struct TaskWork {
 TaskWork EstimateTaskWork(const ModelSpec& model, int module_index, TaskPhase phase, int samples,
                           const SyntheticLaw& law = {});
 
-// The law's time for (module, phase) on `samples` samples and `sms` SMs.
+// Parameter tensors of a module as src/models builds it (each is one gradient the executor
+// zeroes with its own kernel): 12 per LayerNorm block with biases (2 norms, qkv, out, fc1, fc2),
+// 6 per RMSNorm/SwiGLU block without biases, plus embeddings, norms and heads.
+int EstimateParameterTensors(const ModuleSpec& module);
+
+// The law's time for (module, phase) on `samples` samples and `sms` SMs. With the device's
+// executor constants a loss task runs eagerly (Note [executor overhead]): the longer of its
+// kernels' host launches (eager_op_us each; 6 forward, 12 backward per input beyond the
+// anchor) and its GPU work, a next-token loss moving 14 bytes per logit each way.
 TimeUs SyntheticTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
                      TaskPhase phase, int samples, double sms, const SyntheticLaw& law = {});
 
