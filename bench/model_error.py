@@ -10,8 +10,8 @@ each measured graph step the way the engine runs it (engine/plan_executor.cc, st
     span      = end of the last task, from the step's start event
     optimizer = step - fb        gradient clipping + fused AdamW, after the last phase
 
-and re-predicts every plan with `mosaic simulate` twice: the model without the executor terms
-(the device spec without its "executor" block: what the suite reported) and with them
+and re-predicts every plan with `mosaic simulate` twice: the current model without the executor
+terms (the device spec without its "executor" block) and with them
 (Note [executor overhead] in src/perfmodel/perf_model.cc). The executor constants are fitted on
 one model's graph-temporal step (--fit, default clip-b16) and every other model is a hold-out.
 
@@ -147,7 +147,7 @@ def main():
         with open(fitted_path, "w") as f:
             json.dump(fitted, f)
 
-        rows, err_old, err_new, hold_old, hold_new = [], [], [], [], []
+        rows, err_old, err_new, hold_old, hold_new, err_suite = [], [], [], [], [], []
         task_old, task_new = [], []
         for m in d["models"]:
             for x in m["modes"]:
@@ -158,6 +158,7 @@ def main():
                 me, po, pn = measured_parts(x), predicted_parts(old, x), predicted_parts(new, x)
                 eo = abs(po["step"] - me["step"]) / me["step"]
                 en = abs(pn["step"] - me["step"]) / me["step"]
+                err_suite.append(x["step_prediction_error"])
                 err_old.append(eo)
                 err_new.append(en)
                 if m["model"] != a.fit:
@@ -176,10 +177,10 @@ def main():
         os.path.relpath(path, ROOT), a.fit, json.dumps(constants)))
     print("Measured step = zero (gradients zeroed, before the first task) + span (first task to "
           "last) + optimizer (clip + AdamW, after); predicted by the old model (no executor "
-          "terms: its span includes the optimizer tasks, zero and optimizer are 0) and the new "
-          "one. ms.\n")
-    print("| model | plan | measured step = zero + span + opt | loss tasks meas | old pred: span "
-          "(loss) | new pred: zero + span + opt (loss) | old err | new err |")
+          "terms: its span includes the optimizer tasks, zero and optimizer are 0) and with them. "
+          "ms.\n")
+    print("| model | plan | measured step = zero + span + opt | loss tasks meas | without: span "
+          "(loss) | with: zero + span + opt (loss) | err without | err with |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, mode, me, po, pn, eo, en in rows:
         print("| {} | {} | {:.2f} = {:.2f} + {:.2f} + {:.2f} | {:.2f} | {:.2f} ({:.2f}) | "
@@ -188,14 +189,17 @@ def main():
                   po["span"], po["loss"], pn["step"], pn["zero"], pn["span"], pn["opt"],
                   pn["loss"], eo, en))
     print()
-    print("| step error, median / p90 | old model | new model |")
+    print("| step error, median / p90 | without executor terms | with them |")
     print("| --- | --- | --- |")
+    print("| as the suite recorded it (the model of commit {}) | {:.1%} / {:.1%} | |".format(
+        d.get("commit", "?")[:10], q(err_suite, .5), q(err_suite, .9)))
     print("| all {} plans | {:.1%} / {:.1%} | {:.1%} / {:.1%} |".format(
         len(err_old), q(err_old, .5), q(err_old, .9), q(err_new, .5), q(err_new, .9)))
     print("| hold-out: {} plans of the other models | {:.1%} / {:.1%} | {:.1%} / {:.1%} |".format(
         len(hold_old), q(hold_old, .5), q(hold_old, .9), q(hold_new, .5), q(hold_new, .9)))
-    print("| task error, all {} tasks (context) | {:.1%} / {:.1%} | {:.1%} / {:.1%} |".format(
-        len(task_old), q(task_old, .5), q(task_old, .9), q(task_new, .5), q(task_new, .9)))
+    print("| task error, {} tasks, loss tasks included (context) | {:.1%} / {:.1%} | "
+          "{:.1%} / {:.1%} |".format(len(task_old), q(task_old, .5), q(task_old, .9),
+                                     q(task_new, .5), q(task_new, .9)))
     if a.write_device:
         device["executor"] = constants
         with open(dev_path + ".tmp", "w") as f:

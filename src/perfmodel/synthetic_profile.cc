@@ -32,7 +32,13 @@ TaskWork EstimateTaskWork(const ModelSpec& model, int module_index, TaskPhase ph
   double tokens;
   int fwd_kernels;
   if (m.is_transformer()) {
-    tokens = double(samples) * m.sequence_tokens();
+    // The GEMMs' rows: every token the module runs, an LLM's prefix (projected encoder tokens)
+    // included, not only its text (omni-small's LLM runs 256 text + 1696 prefix tokens).
+    double run = m.sequence_tokens();
+    if (m.kind == ModuleKind::kLlm)
+      for (const std::string& in : model.InputsOf(m.name))
+        run += InputTokensOut(model, in);
+    tokens = double(samples) * run;
     fwd_kernels = law.kernels_per_block_fwd * m.depth + 6;
   } else {
     tokens = c.parameters > 1 ? c.forward_flops.value() / (2 * c.parameters) : samples;

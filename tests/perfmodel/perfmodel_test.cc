@@ -551,6 +551,32 @@ TEST(ExecutorOverhead, ParameterTensorsAsTheModelsBuildThem) {
   EXPECT_EQ(EstimateParameterTensors(llm), 98);
 }
 
+TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
+  // vision (224/16: 196 patch tokens, no pooling) -> projector -> llm with 256 text tokens:
+  // the LLM's GEMMs run 452 rows per sample (omni-small's ran 1952 while the law saw 256).
+  ModelSpec m;
+  m.name = "mini-llava";
+  m.batch_size = 4;
+  ModuleSpec v;
+  v.name = "vision";
+  v.kind = ModuleKind::kVit;
+  v.width = 768, v.depth = 2, v.heads = 12, v.image_size = 224, v.patch_size = 16;
+  v.channels = 3, v.pool = Pooling::kNone;
+  ModuleSpec p;
+  p.name = "proj";
+  p.kind = ModuleKind::kProjector;
+  p.projector = ProjectorKind::kLinear;
+  p.in_dim = 768, p.out_dim = 1024;
+  ModuleSpec l;
+  l.name = "llm";
+  l.kind = ModuleKind::kLlm;
+  l.width = 1024, l.depth = 2, l.heads = 16, l.seq_len = 256, l.vocab_size = 1000;
+  m.modules = {v, p, l};
+  m.edges = {{"vision", "proj"}, {"proj", "llm"}};
+  EXPECT_EQ(EstimateTaskWork(m, 2, TaskPhase::kForward, 4).tokens, 4.0 * (256 + 196));
+  EXPECT_EQ(EstimateTaskWork(m, 0, TaskPhase::kForward, 4).tokens, 4.0 * 196);
+}
+
 TEST(Calibration, ConvergesGeometricallyToTheTrueRatio) {
   Calibration cal;
   const double truth = 1.3;  // the GPU is 30% slower than the profile says
