@@ -115,13 +115,14 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
     }
   } reset{this};
 
-  // Note [executor overhead]: only a whole step pays the per-step work (the planner simulates
-  // single phases, which compare without it).
-  const bool whole_step = program_tasks_.size() == graph_.size();
+  // Note [executor overhead]: only a whole step pays the per-step work (the planner's phase
+  // search turns it off: its candidates are sums of phases).
+  const bool whole_step = options.step_overhead && program_tasks_.size() == graph_.size();
   const StepOverheadModel& overhead = model_.step_overhead();
   r.overhead_before = TimeUs(whole_step ? overhead.before_us : 0);
   r.overhead_after = TimeUs(whole_step ? overhead.after_us : 0);
-  double now = r.overhead_before.value(), sm_time = 0, memory = 0, peak = 0;
+  const double extra = r.overhead_before.value() + r.overhead_after.value();
+  double now = 0, sm_time = 0, memory = 0, peak = 0;
   int64_t events = 0;
   r.busy.resize(program.phases.size());
   for (size_t pi = 0; pi < program.phases.size(); ++pi) {
@@ -222,7 +223,7 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
         sms_time[j] += tr.sms * dt;
         sm_time += tr.useful_sms * dt;
       }
-      if (options.stop_after_us > 0 && now > options.stop_after_us) {
+      if (options.stop_after_us > 0 && now + extra > options.stop_after_us) {
         r.step = TimeUs(std::numeric_limits<double>::infinity());
         r.events = events;
         return r;
@@ -253,9 +254,20 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
       r.busy[pi][j] = TimeUs(busy[j]);
     r.phase_end.push_back(TimeUs(now));
   }
-  const double span = now - r.overhead_before.value();
-  r.step = TimeUs(now + r.overhead_after.value());
-  r.utilization = span > 0 ? sm_time / (double(total_sms) * span) : 0;
+  // The phases ran from 0; they start after the zeroing. The step sums in the planner's order
+  // (phases, then the per-step work), so a baseline it reports is bit-equal to a whole run.
+  const double before = r.overhead_before.value();
+  if (before > 0) {
+    for (TaskTiming& tt : r.tasks)
+      if (tt.phase >= 0) {
+        tt.start = TimeUs(tt.start.value() + before);
+        tt.end = TimeUs(tt.end.value() + before);
+      }
+    for (TimeUs& e : r.phase_end)
+      e = TimeUs(e.value() + before);
+  }
+  r.step = TimeUs(now + before + r.overhead_after.value());
+  r.utilization = now > 0 ? sm_time / (double(total_sms) * now) : 0;
   r.peak_activation = Bytes(peak);
   r.events = events;
   return r;

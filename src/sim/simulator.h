@@ -70,6 +70,9 @@ struct SimOptions {
   bool record_tasks = true;  // false: only step, utilization, memory (faster for search)
   // Stop early (result.step = +inf) once simulated time exceeds this; the planner's pruning.
   double stop_after_us = 0;  // 0: never
+  // Add the executor's per-step work to a whole-step program (Note [executor overhead]); the
+  // planner's phase search leaves it out so one-phase and multi-phase candidates compare alike.
+  bool step_overhead = true;
 };
 
 class Simulator {

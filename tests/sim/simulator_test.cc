@@ -121,6 +121,14 @@ TEST(Golden, ExecutorOverheadWrapsAWholeStepAndTheOptimizerTasksTakeNoTime) {
   // Utilization over the phases' span only: 4 SMs x 600 + 4 x 300 over 8 x 600.
   EXPECT_DOUBLE_EQ(r.utilization, (4.0 * 600 + 4.0 * 300) / (8.0 * 600));
   EXPECT_EQ(r.events, 12);
+  // The planner's phase search turns the per-step work off.
+  Simulator sim(toy.graph, *toy.perf);
+  SimOptions off;
+  off.step_overhead = false;
+  SimResult bare = *sim.Run(prog, off);
+  EXPECT_EQ(bare.overhead_before.value(), 0);
+  EXPECT_EQ(bare.step.value(), 600);
+  EXPECT_EQ(bare.tasks[toy.graph.Find("a.fwd.0")].start.value(), 0);
 
   // One phase of a step (what the planner simulates) pays no per-step work; an optimizer task
   // that waits for nothing ends at once, and the next task of its partition starts at 0.
