@@ -176,8 +176,8 @@ def main():
     print("Source `{}`; executor constants fitted on {} graph-temporal: `{}`.\n".format(
         os.path.relpath(path, ROOT), a.fit, json.dumps(constants)))
     print("Measured step = zero (gradients zeroed, before the first task) + span (first task to "
-          "last) + optimizer (clip + AdamW, after); predicted by the old model (no executor "
-          "terms: its span includes the optimizer tasks, zero and optimizer are 0) and with them. "
+          "last) + optimizer (clip + AdamW, after); predicted without the executor "
+          "terms (its span includes the optimizer tasks; zero and optimizer are 0) and with them. "
           "ms.\n")
     print("| model | plan | measured step = zero + span + opt | loss tasks meas | without: span "
           "(loss) | with: zero + span + opt (loss) | err without | err with |")
