@@ -148,6 +148,7 @@ def main():
             json.dump(fitted, f)
 
         rows, err_old, err_new, hold_old, hold_new, err_suite = [], [], [], [], [], []
+        far_old, far_new = [], []  # other architectures too (not a batch variant of the fit)
         task_old, task_new = [], []
         for m in d["models"]:
             for x in m["modes"]:
@@ -164,6 +165,9 @@ def main():
                 if m["model"] != a.fit:
                     hold_old.append(eo)
                     hold_new.append(en)
+                if not m["model"].startswith(a.fit):
+                    far_old.append(eo)
+                    far_new.append(en)
                 pt_old = {t["task"]: (t["end_us"] - t["start_us"]) / 1e3 for t in old["tasks"]}
                 pt_new = {t["task"]: (t["end_us"] - t["start_us"]) / 1e3 for t in new["tasks"]}
                 for t in x["tasks"]:
@@ -197,6 +201,8 @@ def main():
         len(err_old), q(err_old, .5), q(err_old, .9), q(err_new, .5), q(err_new, .9)))
     print("| hold-out: {} plans of the other models | {:.1%} / {:.1%} | {:.1%} / {:.1%} |".format(
         len(hold_old), q(hold_old, .5), q(hold_old, .9), q(hold_new, .5), q(hold_new, .9)))
+    print("| hold-out, other architectures only: {} plans | {:.1%} / {:.1%} | {:.1%} / {:.1%} |"
+          .format(len(far_old), q(far_old, .5), q(far_old, .9), q(far_new, .5), q(far_new, .9)))
     print("| task error, {} tasks, loss tasks included (context) | {:.1%} / {:.1%} | "
           "{:.1%} / {:.1%} |".format(len(task_old), q(task_old, .5), q(task_old, .9),
                                      q(task_new, .5), q(task_new, .9)))
