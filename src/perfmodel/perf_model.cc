@@ -62,7 +62,8 @@ namespace mosaic {
 //   step = zero + phases (optimizer tasks instant) + optimizer
 //   zero = tensors * zero_grad_us_per_tensor + 4 B * params / (eff * BW)
 //   optimizer = optimizer_bytes_per_param * params / (eff * BW)   (clip 12 B + AdamW 28 B)
-// and an eager loss task takes max(kernels * eager_op_us, bytes / (eff * BW)) (synthetic law).
+// and an eager loss task takes max(kernels * eager_op_us, bytes / (eff * BW)) (synthetic law;
+// a next-token loss moves 26 B per logit forward, 38 backward).
 // A profile's measured step_overhead (zero_grad_us, optimizer_us) replaces the law's zero and
 // optimizer. The constants in configs/devices/h100-sxm.json are fitted on clip-b16's graph
 // temporal step alone (bench/model_error.py --fit); docs/planning.md section 10 shows the

@@ -100,9 +100,16 @@ TimeUs EagerLossTime(const ModelSpec& model, const DeviceSpec& device, int modul
   const int kernels = (phase == TaskPhase::kBackward ? 12 : 6) * pairs;
   double bytes = w.bytes.value();
   if (m.loss == LossKind::kNextToken && !inputs.empty()) {
+    // models/losses.cc NextTokenLoss, per logit: forward bf16 -> fp32 (2 + 4), the reshape's
+    // copy of the narrowed logits (4 + 4), log-softmax (two reads and a write, 12); backward
+    // the NLL gradient (4), log-softmax's (four passes, 16), the narrow's zero-filled copy back
+    // (12) and fp32 -> bf16 (6). Counted from the code, not fitted: llava-small measured 23 and
+    // 35 bytes per logit at 75% of the bandwidth.
     const ModuleSpec* llm = model.Find(inputs[0]);
-    if (llm && llm->kind == ModuleKind::kLlm)
-      bytes += 14.0 * samples * llm->seq_len * double(llm->vocab_size);
+    if (llm && llm->kind == ModuleKind::kLlm) {
+      const double per_logit = phase == TaskPhase::kBackward ? 38.0 : 26.0;
+      bytes += per_logit * samples * llm->seq_len * double(llm->vocab_size);
+    }
   }
   const double total_sms = std::max(1, device.sm_count.value());
   const double bw = device.memory_bandwidth.value() > 0 ? device.memory_bandwidth.value() : 1e11;

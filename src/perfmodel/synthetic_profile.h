@@ -43,7 +43,8 @@ int EstimateParameterTensors(const ModuleSpec& module);
 // The law's time for (module, phase) on `samples` samples and `sms` SMs. With the device's
 // executor constants a loss task runs eagerly (Note [executor overhead]): the longer of its
 // kernels' host launches (eager_op_us each; 6 forward, 12 backward per input beyond the
-// anchor) and its GPU work, a next-token loss moving 14 bytes per logit each way.
+// anchor) and its GPU work, a next-token loss moving 26 bytes per logit forward and 38
+// backward, at the executor's bandwidth efficiency.
 TimeUs SyntheticTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
                      TaskPhase phase, int samples, double sms, const SyntheticLaw& law = {});
 

@@ -506,6 +506,8 @@ TEST(ExecutorOverhead, ZeroAndOptimizerFromParametersAndTensors) {
   EXPECT_DOUBLE_EQ(dp.step_overhead().after_us, 9 + 2 * 4024.0);
 }
 
+ModelSpec MiniLlava();  // below
+
 TEST(ExecutorOverhead, EagerLossIsTheLongerOfItsLaunchesAndItsTraffic) {
   ModelSpec m = ClipB16();
   DeviceSpec d = H100();
@@ -526,6 +528,21 @@ TEST(ExecutorOverhead, EagerLossIsTheLongerOfItsLaunchesAndItsTraffic) {
   three.modules.insert(three.modules.begin() + 2, audio);
   three.edges.push_back({"audio", "loss"});
   EXPECT_DOUBLE_EQ(SyntheticTime(three, d, 3, TaskPhase::kForward, 32, 132).value(), 120);
+  // A next-token loss over 4 x 256 x 1000 logits at 1 TB/s (the toy's) and efficiency 0.5:
+  // forward 26 B per logit, 53.248 us, over 6 launches of 5 us; backward 38 B, 77.824 us, over
+  // 12 launches; on half the SMs (4 of the toy's 8, which all feed DRAM) twice the time.
+  ModelSpec lm = MiniLlava();
+  DeviceSpec toy = ToyDevice();
+  ExecutorSpec slow;
+  slow.eager_op_us = 5;
+  slow.bandwidth_efficiency = 0.5;
+  toy.executor = slow;
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kForward, 4, 8).value(), 53.248);
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kBackward, 4, 8).value(), 77.824);
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kBackward, 4, 4).value(), 2 * 77.824);
+  slow.eager_op_us = 20;  // launches dominate: 6 x 20
+  toy.executor = slow;
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kForward, 4, 8).value(), 120);
   // Encoders keep the graph law.
   DeviceSpec plain = H100();
   EXPECT_EQ(SyntheticTime(m, d, 0, TaskPhase::kForward, 32, 64).value(),
@@ -551,9 +568,9 @@ TEST(ExecutorOverhead, ParameterTensorsAsTheModelsBuildThem) {
   EXPECT_EQ(EstimateParameterTensors(llm), 98);
 }
 
-TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
-  // vision (224/16: 196 patch tokens, no pooling) -> projector -> llm with 256 text tokens:
-  // the LLM's GEMMs run 452 rows per sample (omni-small's ran 1952 while the law saw 256).
+// vision (224/16: 196 patch tokens, no pooling) -> projector -> llm (256 text tokens, a
+// vocabulary of 1000) -> next-token loss.
+ModelSpec MiniLlava() {
   ModelSpec m;
   m.name = "mini-llava";
   m.batch_size = 4;
@@ -571,8 +588,18 @@ TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
   l.name = "llm";
   l.kind = ModuleKind::kLlm;
   l.width = 1024, l.depth = 2, l.heads = 16, l.seq_len = 256, l.vocab_size = 1000;
-  m.modules = {v, p, l};
-  m.edges = {{"vision", "proj"}, {"proj", "llm"}};
+  ModuleSpec loss;
+  loss.name = "loss";
+  loss.kind = ModuleKind::kLoss;
+  loss.loss = LossKind::kNextToken;
+  m.modules = {v, p, l, loss};
+  m.edges = {{"vision", "proj"}, {"proj", "llm"}, {"llm", "loss"}};
+  return m;
+}
+
+TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
+  // The LLM's GEMMs run 452 rows per sample (omni-small's ran 1952 while the law saw 256).
+  ModelSpec m = MiniLlava();
   EXPECT_EQ(EstimateTaskWork(m, 2, TaskPhase::kForward, 4).tokens, 4.0 * (256 + 196));
   EXPECT_EQ(EstimateTaskWork(m, 0, TaskPhase::kForward, 4).tokens, 4.0 * 196);
 }
