@@ -22,6 +22,9 @@ struct SyntheticLaw {
   double half_efficiency_tokens = 400;  // tokens per micro-batch at which efficiency is half
   double bandwidth_sms = 48;            // SMs needed to saturate DRAM bandwidth
   int kernels_per_block_fwd = 15;       // graph nodes per transformer block, forward (backward: 2x)
+  // Wider GEMMs run closer to peak: a transformer's efficiency scales by (width / 768)^this.
+  double width_exponent = 0.4;
+  double reference_width = 768;
 };
 
 // Work of one (module, phase) task on `samples` samples.

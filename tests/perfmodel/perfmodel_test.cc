@@ -604,6 +604,24 @@ TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
   EXPECT_EQ(EstimateTaskWork(m, 0, TaskPhase::kForward, 4).tokens, 4.0 * 196);
 }
 
+TEST(SyntheticLaw, WiderGemmsRunCloserToPeak) {
+  // With no bandwidth or launch term the law is compute alone, so the width factor shows as
+  // the ratio: (1024 / 768)^-0.4 for the 1024-wide LLM, 1 for the 768-wide ViT.
+  ModelSpec m = MiniLlava();
+  DeviceSpec d = H100();
+  d.memory_bandwidth = BytesPerSec(1e30);
+  d.launch_overhead = TimeUs(0);
+  SyntheticLaw flat;
+  flat.width_exponent = 0;
+  const SyntheticLaw law;  // the default, fitted (Note [synthetic scaling law])
+  EXPECT_EQ(law.width_exponent, 0.4);
+  const double llm = SyntheticTime(m, d, 2, TaskPhase::kForward, 4, 64, law).value() /
+                     SyntheticTime(m, d, 2, TaskPhase::kForward, 4, 64, flat).value();
+  EXPECT_NEAR(llm, std::pow(1024.0 / 768, -0.4), 1e-9);
+  EXPECT_NEAR(SyntheticTime(m, d, 0, TaskPhase::kBackward, 4, 64, law).value(),
+              SyntheticTime(m, d, 0, TaskPhase::kBackward, 4, 64, flat).value(), 1e-9);
+}
+
 TEST(Calibration, ConvergesGeometricallyToTheTrueRatio) {
   Calibration cal;
   const double truth = 1.3;  // the GPU is 30% slower than the profile says
