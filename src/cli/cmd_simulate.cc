@@ -43,7 +43,12 @@ int Run(const SimulateFlags& f) {
                 GibText(mem.budget_bytes).c_str(),
                 fits.ok() ? "fits" : ("DOES NOT FIT: " + fits.message()).c_str());
   }
-  double start = 0;
+  if (r.overhead_before.value() > 0 || r.overhead_after.value() > 0) {
+    std::printf("executor: gradients zeroed %.3f ms before the tasks, clipping + AdamW %.3f ms "
+                "after them\n",
+                r.overhead_before.value() / 1000, r.overhead_after.value() / 1000);
+  }
+  double start = r.overhead_before.value();
   for (size_t i = 0; i < s->program.phases.size(); ++i) {
     const SimPhase& ph = s->program.phases[i];
     const double end = r.phase_end[i].value();

@@ -8,8 +8,10 @@
 #include <string>
 
 #include "cli/planning_inputs.h"
+#include "core/cost.h"
 #include "core/file_io.h"
 #include "core/plan.h"
+#include "perfmodel/synthetic_profile.h"
 #include "sim/timeline.h"
 
 namespace mosaic::cli {
@@ -39,6 +41,19 @@ inline Json SimulationToJson(const PlanSimulation& s) {
                    {"budget_bytes", mem.budget_bytes},
                    {"fits", mem.fits}};
   doc["events"] = s.result.events;
+  // Note [executor overhead] (perfmodel/perf_model.cc): the engine's per-step work around the
+  // tasks, and the sizes its law is written in.
+  double parameters = 0;
+  int tensors = 0;
+  for (size_t m = 0; m < s.inputs.model.modules.size(); ++m) {
+    if (!s.inputs.model.modules[m].has_parameters()) continue;
+    parameters += EstimateModuleCost(s.inputs.model, static_cast<int>(m), 1).parameters;
+    tensors += EstimateParameterTensors(s.inputs.model.modules[m]);
+  }
+  doc["overhead"] = {{"before_us", s.result.overhead_before.value()},
+                     {"after_us", s.result.overhead_after.value()},
+                     {"parameters", parameters},
+                     {"parameter_tensors", tensors}};
   Json tasks = Json::array();
   for (const Task& t : s.graph.tasks()) {
     const TaskTiming& tt = s.result.tasks[t.index];

@@ -70,6 +70,26 @@ StatusOr<DeviceSpec> ParseDeviceSpec(const Json& doc) {
         ic.RejectUnknownKeys({"bandwidth_gbps", "latency_us"});
       },
       /*required=*/false);
+  r.Child(
+      "executor",
+      [&](JsonReader ex) {
+        ExecutorSpec e;
+        if (ex.Optional("zero_grad_us_per_tensor", &e.zero_grad_us_per_tensor, 0.0))
+          ex.ExpectNonNegative("zero_grad_us_per_tensor", e.zero_grad_us_per_tensor);
+        if (ex.Optional("eager_op_us", &e.eager_op_us, 0.0))
+          ex.ExpectNonNegative("eager_op_us", e.eager_op_us);
+        if (ex.Optional("optimizer_bytes_per_param", &e.optimizer_bytes_per_param, 40.0))
+          ex.ExpectNonNegative("optimizer_bytes_per_param", e.optimizer_bytes_per_param);
+        if (ex.Optional("bandwidth_efficiency", &e.bandwidth_efficiency, 1.0) &&
+            !(e.bandwidth_efficiency > 0 && e.bandwidth_efficiency <= 1)) {
+          ex.Error("bandwidth_efficiency",
+                   "must be in (0, 1], got " + std::to_string(e.bandwidth_efficiency));
+        }
+        ex.RejectUnknownKeys({"zero_grad_us_per_tensor", "eager_op_us",
+                              "optimizer_bytes_per_param", "bandwidth_efficiency"});
+        d.executor = e;
+      },
+      /*required=*/false);
   if (measured > 0 && bf16 > 0 && measured > bf16) {
     r.Error("measured_tflops_bf16", "measured peak " + std::to_string(measured) +
                                         " exceeds the datasheet peak_tflops_bf16");
@@ -77,7 +97,7 @@ StatusOr<DeviceSpec> ParseDeviceSpec(const Json& doc) {
   r.RejectUnknownKeys({"name", "kind", "sm_count", "sm_granularity", "sm_groups", "memory_gib",
                        "peak_tflops_bf16", "peak_tflops_fp32", "measured_tflops_bf16",
                        "memory_bandwidth_gbps", "l2_cache_mib", "launch_overhead_us",
-                       "interconnect"});
+                       "interconnect", "executor"});
   if (!errors.empty()) return errors.ToStatus();
   d.memory = Bytes(memory_gib * kGiB);
   d.peak_flops_bf16 = FlopsPerSec(bf16 * 1e12);
@@ -116,6 +136,12 @@ Json ToJson(const DeviceSpec& d) {
   if (d.link_bandwidth.value() > 0) {
     j["interconnect"] = {{"bandwidth_gbps", d.link_bandwidth.value() / 1e9},
                          {"latency_us", d.link_latency.value()}};
+  }
+  if (d.executor) {
+    j["executor"] = {{"zero_grad_us_per_tensor", d.executor->zero_grad_us_per_tensor},
+                     {"eager_op_us", d.executor->eager_op_us},
+                     {"optimizer_bytes_per_param", d.executor->optimizer_bytes_per_param},
+                     {"bandwidth_efficiency", d.executor->bandwidth_efficiency}};
   }
   return j;
 }

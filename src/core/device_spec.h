@@ -7,6 +7,7 @@
 //    "memory_bandwidth_gbps": 3350, "l2_cache_mib": 50, "launch_overhead_us": 4}
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "core/json_reader.h"
@@ -16,6 +17,24 @@
 namespace mosaic {
 
 enum class DeviceKind { kGpu, kCpu };
+
+// What Mosaic's GPU engine (engine/plan_executor.cc, engine/step_timing.cc) does in a step
+// besides the plan's tasks, as constants of the device it drives (Note [executor overhead] in
+// perfmodel/perf_model.cc). Optional in the JSON ("executor": {...}); without it the model
+// predicts the plan's tasks only, as before.
+struct ExecutorSpec {
+  // Gradients are zeroed one tensor at a time from the host before the first task: each costs
+  // this much host time (plus its bytes at the efficiency below).
+  double zero_grad_us_per_tensor = 0;
+  // The loss runs eagerly (no graph): each of its kernels costs this much host time, and the
+  // task takes the longer of its launches and its GPU work.
+  double eager_op_us = 0;
+  // Gradient clipping and fused AdamW run once, after the last phase, on the whole GPU: this
+  // many DRAM bytes per parameter (clip 12: norm + scale; AdamW 28).
+  double optimizer_bytes_per_param = 40;
+  // Fraction of the datasheet DRAM bandwidth the zeroing and optimizer kernels reach.
+  double bandwidth_efficiency = 1;
+};
 const char* ToString(DeviceKind k);
 
 struct DeviceSpec {
@@ -36,6 +55,8 @@ struct DeviceSpec {
   // Between devices of one host (0 when unknown or single device).
   BytesPerSec link_bandwidth{0};
   TimeUs link_latency{0};
+  // Executor overhead constants; absent: tasks only (no per-step work, optimizer in the plan).
+  std::optional<ExecutorSpec> executor;
 
   // SMs left over after the split into whole granules (H100: 132 - 15*8 = 12).
   SmCount remainder() const {

@@ -117,8 +117,18 @@ StatusOr<Profile> ParseProfile(const Json& doc) {
         p.pairs.push_back(std::move(s));
       },
       /*required=*/false);
+  r.Child(
+      "step_overhead",
+      [&](JsonReader so) {
+        for (auto [key, out] : {std::make_pair("zero_grad_us", &p.step_overhead.zero_grad_us),
+                                std::make_pair("optimizer_us", &p.step_overhead.optimizer_us)}) {
+          if (so.Has(key) && so.Optional(key, out, -1.0)) so.ExpectNonNegative(key, *out);
+        }
+        so.RejectUnknownKeys({"zero_grad_us", "optimizer_us"});
+      },
+      /*required=*/false);
   r.RejectUnknownKeys({"model", "device", "precision", "micro_batch_size", "source", "driver",
-                       "torch", "created", "entries", "pairs"});
+                       "torch", "created", "entries", "pairs", "step_overhead"});
   if (!errors.empty()) return errors.ToStatus();
   return p;
 }
@@ -170,6 +180,12 @@ Json ToJson(const Profile& p) {
                        {"time_b_us", s.time_b.value()}});
     }
     j["pairs"] = pairs;
+  }
+  if (p.step_overhead.zero_grad_us >= 0 || p.step_overhead.optimizer_us >= 0) {
+    Json so = Json::object();
+    if (p.step_overhead.zero_grad_us >= 0) so["zero_grad_us"] = p.step_overhead.zero_grad_us;
+    if (p.step_overhead.optimizer_us >= 0) so["optimizer_us"] = p.step_overhead.optimizer_us;
+    j["step_overhead"] = so;
   }
   return j;
 }

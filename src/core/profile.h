@@ -10,7 +10,8 @@
 //    "pairs": [
 //      {"a": {"module": "vision", "phase": "fwd", "sms": 104},
 //       "b": {"module": "text", "phase": "fwd", "sms": 28},
-//       "time_a_us": 6900, "time_b_us": 2700}]}
+//       "time_a_us": 6900, "time_b_us": 2700}],
+//    "step_overhead": {"zero_grad_us": 2400, "optimizer_us": 2390}}   (optional, measured)
 //
 // `sms: 0` in a pair member means a shared stream on the whole GPU.
 #pragma once
@@ -51,6 +52,14 @@ struct ColocationSample {
   TimeUs time_b{0};
 };
 
+// The executor's work outside the plan's tasks, measured on the GPU for this model (optional;
+// Note [executor overhead] in perfmodel/perf_model.cc). Each value < 0 means not measured: the
+// model then uses the law from the device spec's "executor" constants.
+struct StepOverhead {
+  double zero_grad_us = -1;  // zeroing every gradient from the host, before the first task
+  double optimizer_us = -1;  // gradient clipping + fused AdamW over all parameters, after
+};
+
 struct Profile {
   std::string model;
   std::string device;
@@ -62,6 +71,7 @@ struct Profile {
   std::string created;
   std::vector<ProfileEntry> entries;
   std::vector<ColocationSample> pairs;
+  StepOverhead step_overhead;  // "step_overhead": {"zero_grad_us": .., "optimizer_us": ..}
 
   // The entry for (module, phase), or nullptr.
   const ProfileEntry* Find(const std::string& module, TaskPhase phase) const;

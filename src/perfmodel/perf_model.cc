@@ -52,6 +52,24 @@ namespace mosaic {
 // alone; the factor is symmetric in the other tasks (permuting them permutes the outputs); f_i <=
 // (1 + kappa (n - 1)) * n.
 
+// Note [executor overhead]
+// The engine's step (engine/plan_executor.cc, engine/step_timing.cc) is more than the plan's
+// tasks: before the first task the host zeroes every gradient, one kernel per parameter tensor;
+// the loss runs eagerly (no graph), so its many small kernels cost host launch time; and the
+// optimizer tasks of the plan are no-ops: gradient clipping and one fused AdamW over all
+// parameters run once after the last phase, on the caller's stream, alone on the GPU. With the
+// device's "executor" constants the model predicts that step:
+//   step = zero + phases (optimizer tasks instant) + optimizer
+//   zero = tensors * zero_grad_us_per_tensor + 4 B * params / (eff * BW)
+//   optimizer = optimizer_bytes_per_param * params / (eff * BW)   (clip 12 B + AdamW 28 B)
+// and an eager loss task takes max(kernels * eager_op_us, bytes / (eff * BW)) (synthetic law;
+// a next-token loss moves 26 B per logit forward, 38 backward).
+// A profile's measured step_overhead (zero_grad_us, optimizer_us) replaces the law's zero and
+// optimizer. The constants in configs/devices/h100-sxm.json are fitted on clip-b16's graph
+// temporal step alone (bench/model_error.py --fit); docs/planning.md section 10 shows the
+// decomposition of the measured steps that motivates each term and the hold-out check. With
+// world_size > 1 the gradient all-reduces join the optimizer's time (not overlapped).
+
 namespace {
 
 bool IsBatchLevel(const ModuleSpec& m) {
@@ -229,6 +247,33 @@ StatusOr<PerfModel> PerfModel::Build(const ModelSpec& model, const DeviceSpec& d
   }
   for (int k = 0; k < 3 * n; ++k)
     pm.weight_pow_[k] = std::pow(pm.weight_[k], pm.gamma_);
+  if (device.executor) {
+    // Note [executor overhead]
+    StepOverheadModel& o = pm.overhead_;
+    o.serial_optimizer = true;
+    double allreduce = 0;
+    for (int m = 0; m < n; ++m) {
+      if (!model.modules[m].has_parameters()) continue;
+      const double params = EstimateModuleCost(model, m, 1).parameters;
+      o.parameters += params;
+      o.parameter_tensors += EstimateParameterTensors(model.modules[m]);
+      allreduce += AllReduceTime(params, device, options.world_size).value();
+    }
+    const ExecutorSpec& ex = *device.executor;
+    const double bw = ex.bandwidth_efficiency * pm.bandwidth_;  // bytes per microsecond
+    o.measured_before = profile.step_overhead.zero_grad_us >= 0;
+    o.measured_after = profile.step_overhead.optimizer_us >= 0;
+    o.before_us = o.measured_before
+                      ? profile.step_overhead.zero_grad_us
+                      : o.parameter_tensors * ex.zero_grad_us_per_tensor + 4.0 * o.parameters / bw;
+    o.after_us = (o.measured_after ? profile.step_overhead.optimizer_us
+                                   : ex.optimizer_bytes_per_param * o.parameters / bw) +
+                 allreduce;
+    if (calibration) {
+      o.before_us *= calibration->step_factor();
+      o.after_us *= calibration->step_factor();
+    }
+  }
   pm.source_ = measured == 0 ? "synthetic" : synthetic == 0 ? "measured" : "measured+synthetic";
   return pm;
 }

@@ -64,6 +64,17 @@ struct TaskRate {
   double rate = 0;         // fraction of the task done per microsecond
 };
 
+// The executor's work in a step outside the plan's tasks (Note [executor overhead]); all zero
+// without the device's "executor" constants.
+struct StepOverheadModel {
+  bool serial_optimizer = false;  // optimizer tasks are no-ops in their phase; `after` runs them
+  double before_us = 0;           // gradients zeroed before the first task
+  double after_us = 0;            // clipping + AdamW (+ all-reduces when world_size > 1)
+  double parameters = 0;          // what the law used
+  int parameter_tensors = 0;
+  bool measured_before = false, measured_after = false;  // from the profile's step_overhead
+};
+
 class PerfModel {
  public:
   static StatusOr<PerfModel> Build(const ModelSpec& model, const DeviceSpec& device,
@@ -106,6 +117,13 @@ class PerfModel {
   // partition holds. Deterministic; output i belongs to input i.
   void Evaluate(const RunningTask* tasks, int n, double shared_pool_sms, TaskRate* out) const;
 
+  // Per-step executor overhead; the simulator adds it to whole-step programs.
+  const StepOverheadModel& step_overhead() const { return overhead_; }
+  // Whether a task of this kind takes no time in its phase (the optimizer, run after the step).
+  bool instant(int kind) const {
+    return overhead_.serial_optimizer && kind % 3 == int(TaskPhase::kOptimizer);
+  }
+
   double contention() const { return kappa_; }
   double shared_weight_exponent() const { return gamma_; }
   double shared_weight(int kind) const { return weight_[kind]; }  // FLOPs per kernel
@@ -124,6 +142,7 @@ class PerfModel {
   double bandwidth_ = 1;  // bytes per microsecond
   std::string source_;
   double static_bytes_ = 0;
+  StepOverheadModel overhead_;
   std::vector<bool> present_;
   std::vector<ScalingCurve> curves_;        // calibrated
   std::vector<std::vector<double>> table_;  // curves_ at integer SMs 0..sm_count

@@ -22,6 +22,9 @@ struct SyntheticLaw {
   double half_efficiency_tokens = 400;  // tokens per micro-batch at which efficiency is half
   double bandwidth_sms = 48;            // SMs needed to saturate DRAM bandwidth
   int kernels_per_block_fwd = 15;       // graph nodes per transformer block, forward (backward: 2x)
+  // Wider GEMMs run closer to peak: a transformer's efficiency scales by (width / 768)^this.
+  double width_exponent = 0.4;
+  double reference_width = 768;
 };
 
 // Work of one (module, phase) task on `samples` samples.
@@ -35,7 +38,16 @@ struct TaskWork {
 TaskWork EstimateTaskWork(const ModelSpec& model, int module_index, TaskPhase phase, int samples,
                           const SyntheticLaw& law = {});
 
-// The law's time for (module, phase) on `samples` samples and `sms` SMs.
+// Parameter tensors of a module as src/models builds it (each is one gradient the executor
+// zeroes with its own kernel): 12 per LayerNorm block with biases (2 norms, qkv, out, fc1, fc2),
+// 6 per RMSNorm/SwiGLU block without biases, plus embeddings, norms and heads.
+int EstimateParameterTensors(const ModuleSpec& module);
+
+// The law's time for (module, phase) on `samples` samples and `sms` SMs. With the device's
+// executor constants a loss task runs eagerly (Note [executor overhead]): the longer of its
+// kernels' host launches (eager_op_us each; 6 forward, 12 backward per input beyond the
+// anchor) and its GPU work, a next-token loss moving 26 bytes per logit forward and 38
+// backward, at the executor's bandwidth efficiency.
 TimeUs SyntheticTime(const ModelSpec& model, const DeviceSpec& device, int module_index,
                      TaskPhase phase, int samples, double sms, const SyntheticLaw& law = {});
 

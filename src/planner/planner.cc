@@ -663,7 +663,9 @@ StatusOr<PlanReport> RunPlanner(const ModelSpec& model, const DeviceSpec& device
     c.step_us = eval.Evaluate(layout);
     c.strategy = what;
     found.push_back({ci, c});
-    return c.step_us;
+    // Reported like the ranked plans (whole steps): with the executor's per-step work.
+    const StepOverheadModel& o = contexts[ci]->perf->step_overhead();
+    return c.step_us + o.before_us + o.after_us;
   };
 
   std::map<std::tuple<int, int, std::vector<int>>, PhaseChoice> phase_cache;

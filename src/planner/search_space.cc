@@ -303,6 +303,7 @@ double PhaseEvaluator::Evaluate(const PhaseLayout& layout, double bound) {
     program.phases.push_back(ToSimPhase(*ctx_, kind_, layout, &tasks_, /*with_ids=*/false));
     SimOptions options;
     options.record_tasks = false;
+    options.step_overhead = false;  // phases compare without the executor's per-step work
     // Stop once past the bound (a little slack so ties with the bound stay exact).
     if (bound < kInfeasible) options.stop_after_us = bound * (1 + 1e-6);
     ++ctx_->simulations;

@@ -24,7 +24,8 @@ namespace mosaic {
 // timeline bit for bit. Memory freed and allocated at one instant is freed first.
 //
 // SM-time utilization is the integral over the step of the SMs kept busy (a dedicated task
-// holds its quota; a shared task its share, counted up to its demand) over SMs * step time.
+// holds its quota; a shared task its share, counted up to its demand) over SMs * the phases'
+// span (the executor's per-step work, Note [executor overhead], is left out of it).
 
 StatusOr<SimProgram> CompilePlan(const Plan& plan, const TaskGraph& graph,
                                  const DeviceSpec& device) {
@@ -114,6 +115,13 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
     }
   } reset{this};
 
+  // Note [executor overhead]: only a whole step pays the per-step work (the planner's phase
+  // search turns it off: its candidates are sums of phases).
+  const bool whole_step = options.step_overhead && program_tasks_.size() == graph_.size();
+  const StepOverheadModel& overhead = model_.step_overhead();
+  r.overhead_before = TimeUs(whole_step ? overhead.before_us : 0);
+  r.overhead_after = TimeUs(whole_step ? overhead.after_us : 0);
+  const double extra = r.overhead_before.value() + r.overhead_after.value();
   double now = 0, sm_time = 0, memory = 0, peak = 0;
   int64_t events = 0;
   r.busy.resize(program.phases.size());
@@ -127,23 +135,51 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
     std::vector<double> remaining(np, 0), start(np, 0), sms_time(np, 0);
     std::vector<double> busy(np, 0);
     std::vector<int> slot(np, -1);  // partition -> index into run_/rate_
+    // Starts partition j's head task if it is ready; an instant task (the optimizer under the
+    // executor model) ends at once and the next one is tried. True when one ended.
     auto try_start = [&](int j) {
       const SimPartition& p = ph.partitions[j];
-      if (current[j] >= 0 || head[j] >= static_cast<int>(p.tasks.size())) return;
-      int t = p.tasks[head[j]];
-      if (preds_[t] > 0) return;
-      current[j] = t;
-      remaining[j] = 1.0;
-      start[j] = now;
-      sms_time[j] = 0;
-      ++events;
-      if (tasks[t].id.phase == TaskPhase::kForward) {
-        memory += model_.activation_bytes(kind_[t]).value();
-        peak = std::max(peak, memory);
+      bool ended = false;
+      while (current[j] < 0 && head[j] < static_cast<int>(p.tasks.size())) {
+        int t = p.tasks[head[j]];
+        if (preds_[t] > 0) break;
+        if (model_.instant(kind_[t])) {
+          events += 2;
+          if (options.record_tasks) {
+            TaskTiming& tt = r.tasks[t];
+            tt.phase = static_cast<int>(pi);
+            tt.partition = j;
+            tt.start = tt.end = TimeUs(now);
+          }
+          for (int e : graph_.out_edges(t))
+            --preds_[graph_.edges()[e].to];
+          ++head[j];
+          ended = true;
+          continue;
+        }
+        current[j] = t;
+        remaining[j] = 1.0;
+        start[j] = now;
+        sms_time[j] = 0;
+        ++events;
+        if (tasks[t].id.phase == TaskPhase::kForward) {
+          memory += model_.activation_bytes(kind_[t]).value();
+          peak = std::max(peak, memory);
+        }
+        break;
+      }
+      return ended;
+    };
+    // An instant task ending may release a partition tried earlier: repeat until none ends.
+    auto start_all = [&] {
+      bool again = true;
+      while (again) {
+        again = false;
+        for (int j = 0; j < np; ++j)
+          again = try_start(j) || again;
       }
     };
-    for (int j = 0; j < np; ++j)
-      try_start(j);
+    start_all();
     while (true) {
       run_.clear();
       for (int j = 0; j < np; ++j) {
@@ -187,7 +223,7 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
         sms_time[j] += tr.sms * dt;
         sm_time += tr.useful_sms * dt;
       }
-      if (options.stop_after_us > 0 && now > options.stop_after_us) {
+      if (options.stop_after_us > 0 && now + extra > options.stop_after_us) {
         r.step = TimeUs(std::numeric_limits<double>::infinity());
         r.events = events;
         return r;
@@ -211,15 +247,26 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
         current[j] = -1;
         ++head[j];
       }
-      for (int j = 0; j < np; ++j)
-        try_start(j);
+      start_all();
     }
     r.busy[pi].resize(np);
     for (int j = 0; j < np; ++j)
       r.busy[pi][j] = TimeUs(busy[j]);
     r.phase_end.push_back(TimeUs(now));
   }
-  r.step = TimeUs(now);
+  // The phases ran from 0; they start after the zeroing. The step sums in the planner's order
+  // (phases, then the per-step work), so a baseline it reports is bit-equal to a whole run.
+  const double before = r.overhead_before.value();
+  if (before > 0) {
+    for (TaskTiming& tt : r.tasks)
+      if (tt.phase >= 0) {
+        tt.start = TimeUs(tt.start.value() + before);
+        tt.end = TimeUs(tt.end.value() + before);
+      }
+    for (TimeUs& e : r.phase_end)
+      e = TimeUs(e.value() + before);
+  }
+  r.step = TimeUs(now + before + r.overhead_after.value());
   r.utilization = now > 0 ? sm_time / (double(total_sms) * now) : 0;
   r.peak_activation = Bytes(peak);
   r.events = events;

@@ -55,8 +55,13 @@ struct SimResult {
   std::vector<TaskTiming> tasks;          // indexed by task index
   std::vector<std::vector<TimeUs>> busy;  // [phase][partition]: time running a task
   std::vector<TimeUs> phase_end;          // when each phase's last task ended
-  TimeUs step{0};                         // end of the last phase
-  double utilization = 0;                 // SM-time kept busy / (SMs * step), Note [simulation ...]
+  // A whole-step program (every task of the graph) also pays the executor's per-step work
+  // (PerfModel::step_overhead, Note [executor overhead]): the phases start after `before` and
+  // the step ends `after` past the last phase. Zero without the device's executor constants.
+  TimeUs overhead_before{0};
+  TimeUs overhead_after{0};
+  TimeUs step{0};                         // end of the last phase, plus overhead_after
+  double utilization = 0;  // SM-time kept busy / (SMs * phases' span), Note [simulation ...]
   Bytes peak_activation{0};               // activations held between forward and backward, at most
   int64_t events = 0;                     // task starts + task ends
 };
@@ -65,6 +70,9 @@ struct SimOptions {
   bool record_tasks = true;  // false: only step, utilization, memory (faster for search)
   // Stop early (result.step = +inf) once simulated time exceeds this; the planner's pruning.
   double stop_after_us = 0;  // 0: never
+  // Add the executor's per-step work to a whole-step program (Note [executor overhead]); the
+  // planner's phase search leaves it out so one-phase and multi-phase candidates compare alike.
+  bool step_overhead = true;
 };
 
 class Simulator {

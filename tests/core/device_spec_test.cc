@@ -10,6 +10,35 @@ namespace {
 using testing::BrokenCase;
 using testing::LoadSource;
 
+TEST(DeviceSpec, ExecutorConstantsAreOptionalAndRoundTrip) {
+  Json doc = LoadSource("configs/devices/h100-sxm.json");
+  doc.erase("executor");
+  StatusOr<DeviceSpec> plain = ParseDeviceSpec(doc);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->executor.has_value());
+  EXPECT_FALSE(ToJson(*plain).contains("executor"));
+  doc["executor"] = {{"zero_grad_us_per_tensor", 7.5}, {"eager_op_us", 12}};
+  StatusOr<DeviceSpec> d = ParseDeviceSpec(doc);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(d->executor.has_value());
+  EXPECT_EQ(d->executor->zero_grad_us_per_tensor, 7.5);
+  EXPECT_EQ(d->executor->eager_op_us, 12);
+  EXPECT_EQ(d->executor->optimizer_bytes_per_param, 40);  // defaults
+  EXPECT_EQ(d->executor->bandwidth_efficiency, 1);
+  StatusOr<DeviceSpec> back = ParseDeviceSpec(ToJson(*d));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(ToJson(*back), ToJson(*d));
+  doc["executor"] = {{"bandwidth_efficiency", 1.5}};
+  StatusOr<DeviceSpec> bad = ParseDeviceSpec(doc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("executor.bandwidth_efficiency"), std::string::npos)
+      << bad.status();
+  doc["executor"] = {{"zero_grad_us", 1}};
+  bad = ParseDeviceSpec(doc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("zero_grad_us"), std::string::npos) << bad.status();
+}
+
 TEST(DeviceSpec, H100QuotasFollowOneSplit) {
   StatusOr<DeviceSpec> d = ParseDeviceSpec(LoadSource("configs/devices/h100-sxm.json"));
   ASSERT_TRUE(d.ok()) << d.status();

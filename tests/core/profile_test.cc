@@ -44,6 +44,25 @@ TEST(Profile, RoundTripIsExact) {
   EXPECT_EQ(ToJson(*p), original);
 }
 
+TEST(Profile, MeasuredStepOverheadIsOptionalAndRoundTrips) {
+  Json doc = ValidProfile();
+  StatusOr<Profile> none = ParseProfile(doc);
+  ASSERT_TRUE(none.ok());
+  EXPECT_LT(none->step_overhead.zero_grad_us, 0);  // not measured
+  EXPECT_LT(none->step_overhead.optimizer_us, 0);
+  doc["step_overhead"] = {{"zero_grad_us", 2400.5}, {"optimizer_us", 2390}};
+  StatusOr<Profile> p = ParseProfile(doc);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->step_overhead.zero_grad_us, 2400.5);
+  EXPECT_EQ(p->step_overhead.optimizer_us, 2390);
+  EXPECT_EQ(ToJson(*p), doc);
+  doc["step_overhead"] = {{"optimizer_us", -1}};
+  StatusOr<Profile> bad = ParseProfile(doc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("step_overhead.optimizer_us"), std::string::npos)
+      << bad.status();
+}
+
 class BrokenProfile : public ::testing::TestWithParam<BrokenCase> {};
 
 TEST_P(BrokenProfile, FailsWithPathAndReason) {

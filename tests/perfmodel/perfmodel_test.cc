@@ -456,6 +456,172 @@ TEST(PerfModel, WorldSizeAddsAnAllReduceToTheOptimizer) {
   EXPECT_DOUBLE_EQ(many.Isolated(fwd, 132).value(), one.Isolated(fwd, 132).value());
 }
 
+// Note [executor overhead]: two linear projectors of 1000 x 1000 (+ bias): 1 001 000
+// parameters and 2 tensors each. Device: 1 TB/s = 1e6 bytes/us, at efficiency 0.5: 5e5.
+TEST(ExecutorOverhead, ZeroAndOptimizerFromParametersAndTensors) {
+  ModelSpec m = ToyModel({"a", "b"}, {});
+  for (ModuleSpec& s : m.modules)
+    s.in_dim = s.out_dim = 1000;
+  DeviceSpec d = ToyDevice();
+  Profile p = ToyProfile(m, d, {{"a.fwd", {100}}, {"a.bwd", {200}}, {"a.opt", {10}},
+                                {"b.fwd", {50}}, {"b.bwd", {100}}, {"b.opt", {10}}}, 8);
+  PerfModel plain = *PerfModel::Build(m, d, p, 8);
+  EXPECT_FALSE(plain.step_overhead().serial_optimizer);
+  EXPECT_EQ(plain.step_overhead().before_us, 0);
+  EXPECT_EQ(plain.step_overhead().after_us, 0);
+  EXPECT_FALSE(plain.instant(PerfModel::Kind(0, TaskPhase::kOptimizer)));
+
+  ExecutorSpec ex;
+  ex.zero_grad_us_per_tensor = 5;
+  ex.optimizer_bytes_per_param = 40;
+  ex.bandwidth_efficiency = 0.5;
+  d.executor = ex;
+  PerfModel pm = *PerfModel::Build(m, d, p, 8);
+  const StepOverheadModel& o = pm.step_overhead();
+  EXPECT_TRUE(o.serial_optimizer);
+  EXPECT_EQ(o.parameters, 2002000);
+  EXPECT_EQ(o.parameter_tensors, 4);
+  // zero: 4 tensors x 5 us + 4 B x 2 002 000 / 5e5 B/us = 20 + 16.016 us.
+  EXPECT_DOUBLE_EQ(o.before_us, 36.016);
+  // optimizer: 40 B x 2 002 000 / 5e5 B/us = 160.16 us.
+  EXPECT_DOUBLE_EQ(o.after_us, 160.16);
+  EXPECT_TRUE(pm.instant(PerfModel::Kind(1, TaskPhase::kOptimizer)));
+  EXPECT_FALSE(pm.instant(PerfModel::Kind(1, TaskPhase::kBackward)));
+  // The tasks' own curves are unchanged.
+  EXPECT_EQ(pm.Isolated(PerfModel::Kind(0, TaskPhase::kBackward), 8).value(), 200);
+
+  // A profile's measured values replace the law; a data-parallel run adds its all-reduces.
+  p.step_overhead.zero_grad_us = 7;
+  p.step_overhead.optimizer_us = 9;
+  PerfModel measured = *PerfModel::Build(m, d, p, 8);
+  EXPECT_EQ(measured.step_overhead().before_us, 7);
+  EXPECT_EQ(measured.step_overhead().after_us, 9);
+  EXPECT_TRUE(measured.step_overhead().measured_before && measured.step_overhead().measured_after);
+  d.link_bandwidth = BytesPerSec(1e9);  // 1e3 B/us
+  d.link_latency = TimeUs(10);
+  PerfModelOptions two;
+  two.world_size = 2;
+  PerfModel dp = *PerfModel::Build(m, d, p, 8, two);
+  // Per module 4 B x 1 001 000 x 2 x 1/2 / 1e3 B/us + 2 x 1 x 10 us = 4024 us.
+  EXPECT_DOUBLE_EQ(dp.step_overhead().after_us, 9 + 2 * 4024.0);
+}
+
+ModelSpec MiniLlava();  // below
+
+TEST(ExecutorOverhead, EagerLossIsTheLongerOfItsLaunchesAndItsTraffic) {
+  ModelSpec m = ClipB16();
+  DeviceSpec d = H100();
+  const int loss = 2;
+  const double before = SyntheticTime(m, d, loss, TaskPhase::kForward, 32, 132).value();
+  EXPECT_LT(before, 30);  // 6 graph nodes x 4 us + almost nothing
+  ExecutorSpec ex;
+  ex.eager_op_us = 10;
+  d.executor = ex;
+  // One pair (two inputs): 6 kernels forward, 12 backward, 10 us each; the contrastive loss
+  // of 32 x 512 features moves far less than 60 us of bytes.
+  EXPECT_DOUBLE_EQ(SyntheticTime(m, d, loss, TaskPhase::kForward, 32, 132).value(), 60);
+  EXPECT_DOUBLE_EQ(SyntheticTime(m, d, loss, TaskPhase::kBackward, 32, 132).value(), 120);
+  // A third input: two pairs against the anchor.
+  ModelSpec three = m;
+  ModuleSpec audio = three.modules[1];
+  audio.name = "audio";
+  three.modules.insert(three.modules.begin() + 2, audio);
+  three.edges.push_back({"audio", "loss"});
+  EXPECT_DOUBLE_EQ(SyntheticTime(three, d, 3, TaskPhase::kForward, 32, 132).value(), 120);
+  // A next-token loss over 4 x 256 x 1000 logits at 1 TB/s (the toy's) and efficiency 0.5:
+  // forward 26 B per logit, 53.248 us, over 6 launches of 5 us; backward 38 B, 77.824 us, over
+  // 12 launches; on half the SMs (4 of the toy's 8, which all feed DRAM) twice the time.
+  ModelSpec lm = MiniLlava();
+  DeviceSpec toy = ToyDevice();
+  ExecutorSpec slow;
+  slow.eager_op_us = 5;
+  slow.bandwidth_efficiency = 0.5;
+  toy.executor = slow;
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kForward, 4, 8).value(), 53.248);
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kBackward, 4, 8).value(), 77.824);
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kBackward, 4, 4).value(), 2 * 77.824);
+  slow.eager_op_us = 20;  // launches dominate: 6 x 20
+  toy.executor = slow;
+  EXPECT_DOUBLE_EQ(SyntheticTime(lm, toy, 3, TaskPhase::kForward, 4, 8).value(), 120);
+  // Encoders keep the graph law.
+  DeviceSpec plain = H100();
+  EXPECT_EQ(SyntheticTime(m, d, 0, TaskPhase::kForward, 32, 64).value(),
+            SyntheticTime(m, plain, 0, TaskPhase::kForward, 32, 64).value());
+}
+
+TEST(ExecutorOverhead, ParameterTensorsAsTheModelsBuildThem) {
+  ModelSpec m = ClipB16();
+  // ViT: 12 blocks x 12 + patch conv weight + bias + positions + ln_pre (2) + ln_post (2) +
+  // proj (no class token with the default pooling? the spec's pool decides).
+  const ModuleSpec& v = m.modules[0];
+  const int cls = v.pool == Pooling::kCls || v.drop_cls ? 1 : 0;
+  EXPECT_EQ(EstimateParameterTensors(v), 144 + 2 + 1 + cls + 4 + 1);
+  // Text: 12 x 12 + token embedding + positions + ln_final (2) + proj.
+  EXPECT_EQ(EstimateParameterTensors(m.modules[1]), 149);
+  EXPECT_EQ(EstimateParameterTensors(m.modules[2]), 1);  // the temperature
+  ModuleSpec llm;
+  llm.kind = ModuleKind::kLlm;
+  llm.depth = 16;
+  // 16 x 6 (RMSNorm, SwiGLU, no biases) + embedding + final norm + LM head.
+  EXPECT_EQ(EstimateParameterTensors(llm), 99);
+  llm.tie_embeddings = true;
+  EXPECT_EQ(EstimateParameterTensors(llm), 98);
+}
+
+// vision (224/16: 196 patch tokens, no pooling) -> projector -> llm (256 text tokens, a
+// vocabulary of 1000) -> next-token loss.
+ModelSpec MiniLlava() {
+  ModelSpec m;
+  m.name = "mini-llava";
+  m.batch_size = 4;
+  ModuleSpec v;
+  v.name = "vision";
+  v.kind = ModuleKind::kVit;
+  v.width = 768, v.depth = 2, v.heads = 12, v.image_size = 224, v.patch_size = 16;
+  v.channels = 3, v.pool = Pooling::kNone;
+  ModuleSpec p;
+  p.name = "proj";
+  p.kind = ModuleKind::kProjector;
+  p.projector = ProjectorKind::kLinear;
+  p.in_dim = 768, p.out_dim = 1024;
+  ModuleSpec l;
+  l.name = "llm";
+  l.kind = ModuleKind::kLlm;
+  l.width = 1024, l.depth = 2, l.heads = 16, l.seq_len = 256, l.vocab_size = 1000;
+  ModuleSpec loss;
+  loss.name = "loss";
+  loss.kind = ModuleKind::kLoss;
+  loss.loss = LossKind::kNextToken;
+  m.modules = {v, p, l, loss};
+  m.edges = {{"vision", "proj"}, {"proj", "llm"}, {"llm", "loss"}};
+  return m;
+}
+
+TEST(SyntheticLaw, AnLlmsEfficiencyCountsItsPrefixTokens) {
+  // The LLM's GEMMs run 452 rows per sample (omni-small's ran 1952 while the law saw 256).
+  ModelSpec m = MiniLlava();
+  EXPECT_EQ(EstimateTaskWork(m, 2, TaskPhase::kForward, 4).tokens, 4.0 * (256 + 196));
+  EXPECT_EQ(EstimateTaskWork(m, 0, TaskPhase::kForward, 4).tokens, 4.0 * 196);
+}
+
+TEST(SyntheticLaw, WiderGemmsRunCloserToPeak) {
+  // With no bandwidth or launch term the law is compute alone, so the width factor shows as
+  // the ratio: (1024 / 768)^-0.4 for the 1024-wide LLM, 1 for the 768-wide ViT.
+  ModelSpec m = MiniLlava();
+  DeviceSpec d = H100();
+  d.memory_bandwidth = BytesPerSec(1e30);
+  d.launch_overhead = TimeUs(0);
+  SyntheticLaw flat;
+  flat.width_exponent = 0;
+  const SyntheticLaw law;  // the default, fitted (Note [synthetic scaling law])
+  EXPECT_EQ(law.width_exponent, 0.4);
+  const double llm = SyntheticTime(m, d, 2, TaskPhase::kForward, 4, 64, law).value() /
+                     SyntheticTime(m, d, 2, TaskPhase::kForward, 4, 64, flat).value();
+  EXPECT_NEAR(llm, std::pow(1024.0 / 768, -0.4), 1e-9);
+  EXPECT_NEAR(SyntheticTime(m, d, 0, TaskPhase::kBackward, 4, 64, law).value(),
+              SyntheticTime(m, d, 0, TaskPhase::kBackward, 4, 64, flat).value(), 1e-9);
+}
+
 TEST(Calibration, ConvergesGeometricallyToTheTrueRatio) {
   Calibration cal;
   const double truth = 1.3;  // the GPU is 30% slower than the profile says

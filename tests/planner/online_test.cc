@@ -43,8 +43,14 @@ MeasuredStep Measure(const Plan& plan, const PlanningInputs& truth) {
 }
 
 TEST(OnlinePlanner, ConvergesFromAWrongProfileAndReplans) {
-  const PlanningInputs truth = LoadZooInputs("clip-b16");
+  PlanningInputs truth = LoadZooInputs("clip-b16");
   ASSERT_EQ(truth.profile.source, "measured");
+  // The task-only model (no executor constants, Note [executor overhead]): there the plan's
+  // optimizer tasks take time on their partition, and the too-fast text tower lures the planner
+  // into a plan with the text backward and optimizer on 8 dedicated SMs, truly slow. Under the
+  // executor model the optimizer runs after the step and the same distortion picks plain
+  // streams, nearly the best plan, leaving nothing to re-plan; the logic tested is the same.
+  truth.device.executor.reset();
   const PlanningInputs wrong = Distorted(truth, "text", 1.0 / 3);
   PlannerOptions po;
   po.top_k = 1;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 
 #include "core/plan.h"
 #include "perfmodel/perf_model.h"
@@ -28,7 +29,9 @@ struct Toy {
   TaskGraph graph;
   std::unique_ptr<PerfModel> perf;
   Toy(std::vector<std::pair<std::string, std::string>> edges, int micro_batches,
-      std::map<std::string, ToyTask> tasks, std::map<std::string, int> buffers = {}) {
+      std::map<std::string, ToyTask> tasks, std::map<std::string, int> buffers = {},
+      std::optional<ExecutorSpec> executor = std::nullopt) {
+    device.executor = executor;
     model = ToyModel({"a", "b"}, edges);
     Profile p = ToyProfile(model, device, tasks, model.batch_size / micro_batches);
     PerfModelOptions o;
@@ -88,6 +91,56 @@ TEST(Golden, TwoDedicatedPartitions) {
   // SM-time: 4 SMs x 620 + 4 x 320 over 8 x 620.
   EXPECT_DOUBLE_EQ(r.utilization, (4.0 * 620 + 4.0 * 320) / (8.0 * 620));
   EXPECT_EQ(r.events, 12);
+}
+
+// Note [executor overhead]: the toy's two 4 x 4 linear projectors hold 20 parameters and 2
+// tensors each. With 5 us per zeroed tensor at full bandwidth (1e6 B/us): zero = 4 x 5 +
+// 4 B x 40 / 1e6 = 20.00016 us, optimizer = 40 B x 40 / 1e6 = 0.0016 us.
+TEST(Golden, ExecutorOverheadWrapsAWholeStepAndTheOptimizerTasksTakeNoTime) {
+  ExecutorSpec ex;
+  ex.zero_grad_us_per_tensor = 5;
+  Toy toy({}, 1, kTimes, {}, ex);
+  SimProgram prog;
+  prog.phases.push_back(
+      {"step",
+       {toy.Part("A", PartitionKind::kDedicated, 4, {"a.fwd.0", "a.bwd.0", "a.opt"}),
+        toy.Part("B", PartitionKind::kDedicated, 4, {"b.fwd.0", "b.bwd.0", "b.opt"})}});
+  SimResult r = toy.Run(prog);
+  const double z = 20 + 160 / 1e6;
+  EXPECT_DOUBLE_EQ(r.overhead_before.value(), z);
+  EXPECT_DOUBLE_EQ(r.overhead_after.value(), 1600 / 1e6);
+  // TwoDedicatedPartitions shifted by z, each optimizer task instant where its partition
+  // reaches it: a 0-200-600, a.opt at 600; b 0-100-300, b.opt at 300.
+  EXPECT_DOUBLE_EQ(toy.Start(r, "a.fwd.0").value(), z);
+  EXPECT_DOUBLE_EQ(toy.End(r, "a.bwd.0").value(), z + 600);
+  EXPECT_DOUBLE_EQ(toy.Start(r, "a.opt").value(), z + 600);
+  EXPECT_DOUBLE_EQ(toy.End(r, "a.opt").value(), z + 600);
+  EXPECT_DOUBLE_EQ(toy.End(r, "b.opt").value(), z + 300);
+  EXPECT_DOUBLE_EQ(r.phase_end[0].value(), z + 600);
+  EXPECT_DOUBLE_EQ(r.step.value(), z + 600 + 1600 / 1e6);
+  // Utilization over the phases' span only: 4 SMs x 600 + 4 x 300 over 8 x 600.
+  EXPECT_DOUBLE_EQ(r.utilization, (4.0 * 600 + 4.0 * 300) / (8.0 * 600));
+  EXPECT_EQ(r.events, 12);
+  // The planner's phase search turns the per-step work off.
+  Simulator sim(toy.graph, *toy.perf);
+  SimOptions off;
+  off.step_overhead = false;
+  SimResult bare = *sim.Run(prog, off);
+  EXPECT_EQ(bare.overhead_before.value(), 0);
+  EXPECT_EQ(bare.step.value(), 600);
+  EXPECT_EQ(bare.tasks[toy.graph.Find("a.fwd.0")].start.value(), 0);
+
+  // One phase of a step (what the planner simulates) pays no per-step work; an optimizer task
+  // that waits for nothing ends at once, and the next task of its partition starts at 0.
+  SimProgram part;
+  part.phases.push_back(
+      {"opt-first", {toy.Part("A", PartitionKind::kShared, 0, {"a.opt", "b.opt", "a.fwd.0"})}});
+  SimResult q = toy.Run(part);
+  EXPECT_EQ(q.overhead_before.value(), 0);
+  EXPECT_EQ(q.overhead_after.value(), 0);
+  EXPECT_DOUBLE_EQ(toy.End(q, "b.opt").value(), 0);
+  EXPECT_DOUBLE_EQ(toy.Start(q, "a.fwd.0").value(), 0);
+  EXPECT_DOUBLE_EQ(q.step.value(), 100);
 }
 
 TEST(Golden, SharedStreamsRedivideWhenATaskEnds) {
