@@ -73,8 +73,8 @@ Status Export(const ExportFlags& f) {
       tensor = tensor.to(dtype);
     MOSAIC_RETURN_IF_ERROR(interop::WriteSafetensors(f.out, t));
   } else if (f.format == "whisper") {
-    auto encoder =
-        std::dynamic_pointer_cast<models::AudioEncoderImpl>(model->module(model->IndexOf(audio->name)));
+    auto encoder = std::dynamic_pointer_cast<models::AudioEncoderImpl>(
+        model->module(model->IndexOf(audio->name)));
     if (!encoder) return Internal("module \"" + audio->name + "\" is not an audio encoder");
     MOSAIC_RETURN_IF_ERROR(interop::ExportWhisperEncoder(*encoder, f.out, dtype));
   } else {

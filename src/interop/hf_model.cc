@@ -993,8 +993,7 @@ Status WhisperFits(const ModuleSpec& a) {
   return Status::Ok();
 }
 
-StatusOr<TensorMap> WhisperToMosaic(const ModuleSpec& audio, const TensorMap& hf,
-                                    int64_t* unused) {
+StatusOr<TensorMap> WhisperToMosaic(const ModuleSpec& audio, const TensorMap& hf, int64_t* unused) {
   MOSAIC_ASSIGN_OR_RETURN(WhisperLayout layout, DetectWhisperLayout(hf));
   TensorMap encoder;
   int64_t skipped = 0;
@@ -1096,8 +1095,7 @@ Status ExportWhisperEncoder(const models::AudioEncoderImpl& encoder, const std::
                             torch::ScalarType dtype) {
   if (dtype != torch::kFloat && dtype != torch::kBFloat16 && dtype != torch::kHalf)
     return InvalidArgument("export dtype must be float32, bfloat16 or float16");
-  MOSAIC_ASSIGN_OR_RETURN(TensorMap hf,
-                          MosaicToWhisper(encoder.spec(), ModuleParameters(encoder)));
+  MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, MosaicToWhisper(encoder.spec(), ModuleParameters(encoder)));
   Json config = WhisperConfigFromSpec(encoder.spec());
   for (auto& [name, t] : hf)
     t = t.to(dtype);
@@ -1135,16 +1133,18 @@ std::string HfInitReport::Summary() const {
   std::string s = "loaded " + join(loaded);
   if (!random.empty()) s += "; randomly initialised: " + join(random);
   if (unused_tensors > 0)
-    s += "; " + std::to_string(unused_tensors) + " tensors of the folder not used (" +
-         unused_what + ")";
+    s += "; " + std::to_string(unused_tensors) + " tensors of the folder not used (" + unused_what +
+         ")";
   return s;
 }
 
 StatusOr<HfInitReport> InitFromHf(const std::string& folder, models::MultimodalModelImpl& model) {
   HfInitReport report;
-  MOSAIC_ASSIGN_OR_RETURN(Json config, LoadFolderConfig(folder));
-  const bool whisper = config.is_object() && config.contains("model_type") &&
-                       config["model_type"] == "whisper";
+  // Without a readable config.json the folder is read as the spec's own architecture.
+  StatusOr<Json> read = LoadFolderConfig(folder);
+  const Json config = read.ok() ? *read : Json();
+  const bool whisper =
+      config.is_object() && config.contains("model_type") && config["model_type"] == "whisper";
   if (!whisper) {
     MOSAIC_RETURN_IF_ERROR(LoadHfWeights(folder, model));
     for (const ModuleSpec& m : model.spec().modules)

@@ -14,16 +14,14 @@ AudioEncoderImpl::AudioEncoderImpl(const ModuleSpec& spec) : spec_(spec) {
                                  SinusoidalPositions(spec.frames / 2, C, torch::kCPU).unsqueeze(0),
                                  /*requires_grad=*/!spec.freeze_positions);
   const double eps = spec.norm_eps > 0 ? spec.norm_eps : 1e-5;
-  blocks = register_module(
-      "blocks",
-      TransformerStack(BlockOptions(C, spec.heads)
-                           .mlp_dim(spec.mlp_dim)
-                           .norm_eps(eps)
-                           .activation(spec.activation)
-                           .key_bias(spec.key_bias),
-                       spec.depth));
-  ln_post = register_module("ln_post",
-                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
+  blocks = register_module("blocks", TransformerStack(BlockOptions(C, spec.heads)
+                                                          .mlp_dim(spec.mlp_dim)
+                                                          .norm_eps(eps)
+                                                          .activation(spec.activation)
+                                                          .key_bias(spec.key_bias),
+                                                      spec.depth));
+  ln_post =
+      register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   if (spec.output_dim > 0) {
     proj = register_module(
         "proj", torch::nn::Linear(torch::nn::LinearOptions(C, spec.output_dim).bias(false)));
@@ -38,7 +36,7 @@ torch::Tensor AudioEncoderImpl::forward(const torch::Tensor& mels) {
               ", F even), got ", mels.sizes());
   torch::Tensor x = Activate(conv1(mels), spec_.activation);  // (B, C, F)
   x = Activate(conv2(x), spec_.activation);                   // (B, C, F/2)
-  x = x.transpose(1, 2);                               // (B, F/2, C)
+  x = x.transpose(1, 2);                                      // (B, F/2, C)
   x = x + positions.narrow(1, 0, x.size(1));
   x = blocks(x);  // (B, F/2, C)
   if (spec_.norm_before_pool) x = ln_post(x);

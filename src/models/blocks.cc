@@ -123,9 +123,10 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
     qkv_out = qkv(x);
   } else {
     const torch::Tensor& b = qkv->bias;
-    qkv_out = torch::linear(x, qkv->weight,
-                            torch::cat({b.narrow(0, 0, H * hd), torch::zeros({KV * hd}, b.options()),
-                                        b.narrow(0, (H + KV) * hd, KV * hd)}));
+    qkv_out =
+        torch::linear(x, qkv->weight,
+                      torch::cat({b.narrow(0, 0, H * hd), torch::zeros({KV * hd}, b.options()),
+                                  b.narrow(0, (H + KV) * hd, KV * hd)}));
   }
   torch::Tensor q =
       qkv_out.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);  // (B, H, T, hd)

@@ -335,14 +335,15 @@ std::string WhisperPrefix(const std::string& name) {
   return name == "whisper" ? "model.encoder." : name == "whisper-classifier" ? "encoder." : "";
 }
 
-// Mosaic's gradients mapped back to HF names, compared with HF's; positions (frozen, like HF's
-// embed_positions) must have none and the k-bias rows exactly zero (MosaicToWhisper checks).
+// Mosaic's gradients mapped back to HF names, compared with HF's (the k-bias rows must be exactly
+// zero: MosaicToWhisper checks). Frozen positions (freeze_positions, Whisper's definition) have
+// no gradient; trainable ones (what transformers 5.23's from_pretrained gives) match HF's.
 void ExpectWhisperGradientsMatch(models::AudioEncoderImpl& encoder, const TensorMap& ref) {
-  EXPECT_FALSE(encoder.positions.requires_grad());
-  EXPECT_FALSE(encoder.positions.grad().defined());
+  const bool frozen = !encoder.positions.requires_grad();
+  EXPECT_EQ(encoder.positions.grad().defined(), !frozen);
   TensorMap grads;
   for (const auto& p : encoder.named_parameters(/*recurse=*/true)) {
-    if (p.key() == "positions") {
+    if (p.key() == "positions" && frozen) {
       grads.emplace(p.key(), torch::zeros_like(p.value()));
       continue;
     }
@@ -354,7 +355,7 @@ void ExpectWhisperGradientsMatch(models::AudioEncoderImpl& encoder, const Tensor
   int compared = 0;
   double worst = 0;
   for (const auto& [name, g] : *hf) {
-    if (name == "embed_positions.weight") continue;  // no gradient in HF either
+    if (name == "embed_positions.weight" && frozen) continue;
     auto it = ref.find("grad." + name);
     ASSERT_NE(it, ref.end()) << "HF has no gradient for " << name;
     ExpectClose(g, it->second, "grad of " + name, /*print=*/false);
@@ -364,8 +365,9 @@ void ExpectWhisperGradientsMatch(models::AudioEncoderImpl& encoder, const Tensor
   int in_ref = 0;
   for (const auto& [name, t] : ref)
     in_ref += name.rfind("grad.", 0) == 0;
-  EXPECT_EQ(compared, in_ref);
-  EXPECT_EQ(compared, 36);  // 4 conv + 2 x 15 per layer (no k bias) + 2 final LayerNorm
+  EXPECT_EQ(compared, in_ref - (frozen ? 1 : 0));
+  // 4 conv + 2 x 15 per layer (no k bias) + 2 final LayerNorm, + the positions when trained
+  EXPECT_EQ(compared, frozen ? 36 : 37);
   std::printf("compared %d gradients, max |diff| %.3g\n", compared, worst);
 }
 
@@ -385,9 +387,11 @@ std::pair<torch::Tensor, torch::Tensor> RunWhisper(models::AudioEncoderImpl& enc
   return {hidden, pooled->forward(ref.at("input.input_features"))};
 }
 
-void CheckWhisper(const std::string& name, int64_t unused) {
+void CheckWhisper(const std::string& name, int64_t unused, bool train_positions = false) {
   auto w = ImportWhisperEncoder(Ref(name), torch::kCPU);
   ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_FALSE(w->encoder->positions.requires_grad());
+  if (train_positions) w->encoder->positions.requires_grad_(true);  // freeze_positions false
   EXPECT_EQ(w->unused_tensors, unused);
   TensorMap ref = Reference(name);
   auto [hidden, pooled] = RunWhisper(*w->encoder, ref);
@@ -405,6 +409,9 @@ TEST(HfParity, WhisperForAudioClassificationShardedMatchesTransformers) {
 }
 TEST(HfParity, WhisperEncoderFolderMatchesTransformers) {
   CheckWhisper("whisper-encoder", 0);
+}
+TEST(HfParity, WhisperTrainablePositionsMatchTransformers) {
+  CheckWhisper("whisper-encoder", 0, /*train_positions=*/true);
 }
 
 // The bound can fail: a swapped q/k projection, a reversed position table, or GELU(tanh) in
@@ -476,7 +483,7 @@ TEST(HfRoundTrip, WhisperEncoderIsBitIdenticalAndLoadsInTransformers) {
   CheckWhisperRoundTrip("whisper", torch::kBFloat16);
 }
 
-TEST(HfMappingErrors, WhisperTensorsAndConfigsAreChecked) {
+TEST(HfWhisperErrors, TensorsAndConfigsAreChecked) {
   auto config = LoadJsonFile(Ref("whisper") + "/config.json");
   ASSERT_TRUE(config.ok());
   auto audio = WhisperAudioSpec(*config, "config.json");
@@ -492,7 +499,8 @@ TEST(HfMappingErrors, WhisperTensorsAndConfigsAreChecked) {
   EXPECT_EQ(error(*weights), "accepted");
   TensorMap w = *weights;
   w.erase("model.encoder.layers.1.self_attn.v_proj.bias");
-  EXPECT_EQ(error(w), "missing tensor \"model.encoder.layers.1.self_attn.v_proj.bias\" (shape [32])");
+  EXPECT_EQ(error(w),
+            "missing tensor \"model.encoder.layers.1.self_attn.v_proj.bias\" (shape [32])");
   w = *weights;
   w["model.encoder.layers.0.self_attn.k_proj.bias"] = torch::zeros({32});
   EXPECT_EQ(error(w),
@@ -569,9 +577,11 @@ TEST(HfInit, WhisperFolderFillsTheAudioModule) {
   const TensorMap after = MosaicParameters(**model);
   for (const auto& p : alone->encoder->named_parameters(/*recurse=*/true))
     EXPECT_TRUE(torch::equal(after.at("audio." + p.key()), p.value())) << p.key();
-  for (const auto& [n, t] : before)
-    if (n.rfind("audio.", 0) != 0 || n == "audio.proj.weight")
+  for (const auto& [n, t] : before) {
+    if (n.rfind("audio.", 0) != 0 || n == "audio.proj.weight") {
       EXPECT_TRUE(torch::equal(after.at(n), t)) << n;
+    }
+  }
 
   auto refuse = [&](const std::string& edit) {
     Json j = Json::parse(kWhisperClap);
@@ -583,13 +593,16 @@ TEST(HfInit, WhisperFolderFillsTheAudioModule) {
     return r.ok() ? std::string("accepted") : r.status().message();
   };
   EXPECT_EQ(refuse(R"({"heads": 2})"),
-            Ref("whisper") + ": module \"audio\": heads (encoder_attention_heads) is 2, the "
-                             "Whisper config's is 4");
-  EXPECT_EQ(refuse(R"({"activation": "gelu_tanh"})"),
-            Ref("whisper") + ": module \"audio\": Whisper's encoder needs \"activation\": \"gelu\"");
+            Ref("whisper") +
+                ": module \"audio\": heads (encoder_attention_heads) is 2, the "
+                "Whisper config's is 4");
+  EXPECT_EQ(
+      refuse(R"({"activation": "gelu_tanh"})"),
+      Ref("whisper") + ": module \"audio\": Whisper's encoder needs \"activation\": \"gelu\"");
   EXPECT_EQ(refuse(R"({"depth": 1})"),
-            Ref("whisper") + ": module \"audio\": depth (encoder_layers) is 1, the Whisper "
-                             "config's is 2");
+            Ref("whisper") +
+                ": module \"audio\": depth (encoder_layers) is 1, the Whisper "
+                "config's is 2");
 }
 
 // --- mapping errors name the tensor ---------------------------------------------------------
@@ -660,8 +673,10 @@ TEST(HfConfig, UnsupportedConfigsAreClearErrors) {
     EXPECT_FALSE(spec.ok());
     return spec.ok() ? "" : spec.status().message();
   };
-  EXPECT_EQ(error(R"({"model_type": "bert"})"),
-            "config.json: model_type: \"bert\" is not supported (clip, llama, llava)");
+  EXPECT_EQ(
+      error(R"({"model_type": "bert"})"),
+      "config.json: model_type: \"bert\" is not supported (clip, llama, llava; whisper into an "
+      "audio module)");
   EXPECT_EQ(error(R"({"model_type": "clip", "text_config": {}})"),
             "config.json: vision_config: expected an object");
   EXPECT_EQ(error(R"({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,

@@ -210,7 +210,7 @@ def make_whisper(out):
       whisper-encoder     WhisperEncoder alone (no prefix): what Mosaic's export writes
     The reference: log-mel input features, last_hidden_state, its mean over positions (the pooled
     feature), and the gradient of every encoder parameter of loss = mean(last_hidden_state * probe)
-    (embed_positions has none: Whisper does not train it)."""
+    (embed_positions included, though WhisperEncoder's constructor freezes it)."""
     torch.manual_seed(0)
     n_mels, positions, batch = 8, 12, 2
     config = WhisperConfig(
@@ -239,11 +239,16 @@ def make_whisper(out):
     features = torch.randn(batch, n_mels, 2 * positions, generator=gen)
     hidden = encoder(input_features=features).last_hidden_state
     probe = torch.randn(hidden.shape, generator=gen)
+    # WhisperEncoder freezes embed_positions (requires_grad False, as OpenAI's buffer), but
+    # transformers 5.23's from_pretrained leaves them trainable: record their gradient too.
+    assert not encoder.embed_positions.weight.requires_grad
+    encoder.embed_positions.weight.requires_grad_(True)
+    hidden = encoder(input_features=features).last_hidden_state
     (hidden * probe).mean().backward()
     ref = {"input.input_features": features, "input.probe": probe,
            "out.last_hidden_state": hidden, "out.pooled": hidden.mean(1)}
     ref.update(grads(encoder))
-    assert "grad.embed_positions.weight" not in ref
+    assert "grad.embed_positions.weight" in ref
     for name in ("whisper", "whisper-classifier", "whisper-encoder"):
         save_file({k: v.detach().contiguous() for k, v in ref.items()},
                   os.path.join(out, name, "reference.safetensors"))
