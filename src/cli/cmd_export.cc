@@ -1,6 +1,6 @@
 // `mosaic export`: writes a Mosaic training checkpoint as a Hugging Face folder (config.json +
-// model.safetensors) that transformers loads (CLIPModel, LlamaForCausalLM), or as an OpenCLIP
-// state dict (docs/interop.md).
+// model.safetensors) that transformers loads (CLIPModel, LlamaForCausalLM, LLaVA), an OpenCLIP
+// state dict, or the model's audio module as a WhisperEncoder folder (docs/interop.md).
 //
 //   mosaic train --init hf/clip --steps 500 --checkpoint-dir runs/a
 //   mosaic export --model hf/clip --checkpoint runs/a/step-00000500.ckpt -o finetuned/
@@ -43,9 +43,16 @@ Status Export(const ExportFlags& f) {
   } else {
     MOSAIC_ASSIGN_OR_RETURN(spec, LoadModelSpec(train::ResolveModelPath(f.model, f.configs)));
   }
-  MOSAIC_ASSIGN_OR_RETURN(interop::HfArchitecture arch, interop::HfArchitectureOf(spec));
-  if (f.format == "open_clip" && arch != interop::HfArchitecture::kClip)
-    return InvalidArgument("--format open_clip: the model is not a CLIP model");
+  const ModuleSpec* audio = nullptr;
+  if (f.format == "whisper") {
+    // The audio module alone, as transformers' WhisperEncoder.
+    MOSAIC_ASSIGN_OR_RETURN(audio, interop::WhisperTarget(spec));
+    MOSAIC_RETURN_IF_ERROR(interop::WhisperFits(*audio));
+  } else {
+    MOSAIC_ASSIGN_OR_RETURN(interop::HfArchitecture arch, interop::HfArchitectureOf(spec));
+    if (f.format == "open_clip" && arch != interop::HfArchitecture::kClip)
+      return InvalidArgument("--format open_clip: the model is not a CLIP model");
+  }
   const torch::ScalarType dtype = f.dtype == "bf16"   ? torch::kBFloat16
                                   : f.dtype == "fp16" ? torch::kHalf
                                                       : torch::kFloat;
@@ -65,10 +72,18 @@ Status Export(const ExportFlags& f) {
     for (auto& [name, tensor] : t)
       tensor = tensor.to(dtype);
     MOSAIC_RETURN_IF_ERROR(interop::WriteSafetensors(f.out, t));
+  } else if (f.format == "whisper") {
+    auto encoder = std::dynamic_pointer_cast<models::AudioEncoderImpl>(
+        model->module(model->IndexOf(audio->name)));
+    if (!encoder) return Internal("module \"" + audio->name + "\" is not an audio encoder");
+    MOSAIC_RETURN_IF_ERROR(interop::ExportWhisperEncoder(*encoder, f.out, dtype));
   } else {
     MOSAIC_RETURN_IF_ERROR(interop::ExportHfModel(*model, f.out, dtype));
   }
-  std::cout << "wrote " << f.out << " (" << (f.format == "hf" ? "Hugging Face folder" : "OpenCLIP")
+  std::cout << "wrote " << f.out << " ("
+            << (f.format == "hf"        ? "Hugging Face folder"
+                : f.format == "whisper" ? "WhisperEncoder folder of module " + audio->name
+                                        : std::string("OpenCLIP"))
             << ", " << model->ParameterCount() << " parameters, step " << state.step << ")\n";
   return Status::Ok();
 }
@@ -89,8 +104,10 @@ void AddExportCommand(CLI::App& app) {
                   "Output: a folder (hf: config.json + model.safetensors) or a .safetensors file "
                   "(open_clip)")
       ->required();
-  sub->add_option("--format", f->format, "hf (transformers) or open_clip")
-      ->check(CLI::IsMember({"hf", "open_clip"}))
+  sub->add_option("--format", f->format,
+                  "hf (transformers), open_clip, or whisper (the audio module as transformers' "
+                  "WhisperEncoder)")
+      ->check(CLI::IsMember({"hf", "open_clip", "whisper"}))
       ->capture_default_str();
   sub->add_option("--dtype", f->dtype, "Weights dtype: fp32, bf16 or fp16")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))

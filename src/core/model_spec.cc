@@ -244,7 +244,8 @@ void ReadTransformer(const JsonReader& r, ModuleSpec& m) {
   if (r.Optional("norm_eps", &m.norm_eps, default_eps) && !(m.norm_eps > 0 && m.norm_eps < 1)) {
     r.Error("norm_eps", "must be in (0, 1)");
   }
-  if (m.kind == ModuleKind::kVit || m.kind == ModuleKind::kText) ReadActivation(r, m);
+  if (m.kind == ModuleKind::kVit || m.kind == ModuleKind::kText || m.kind == ModuleKind::kAudio)
+    ReadActivation(r, m);
   std::string pool;
   const char* default_pool = m.kind == ModuleKind::kVit ? "cls" : "mean";
   if (m.kind == ModuleKind::kText) default_pool = "last";
@@ -361,8 +362,12 @@ void ReadModule(const JsonReader& r, ModuleSpec& m) {
         r.Error("frames",
                 std::to_string(m.frames) + " must be even (the stride-2 conv front end halves it)");
       }
+      r.Optional("key_bias", &m.key_bias, true);
+      r.Optional("freeze_positions", &m.freeze_positions, false);
+      r.Optional("norm_before_pool", &m.norm_before_pool, false);
       r.RejectUnknownKeys({"name", "kind", "width", "depth", "heads", "mlp_dim", "output_dim",
-                           "pool", "n_mels", "frames", "norm_eps"});
+                           "pool", "n_mels", "frames", "norm_eps", "activation", "key_bias",
+                           "freeze_positions", "norm_before_pool"});
       break;
     case ModuleKind::kProjector: {
       std::string p;
@@ -640,6 +645,9 @@ Json ToJson(const ModelSpec& spec) {
       case ModuleKind::kAudio:
         o["n_mels"] = m.n_mels;
         o["frames"] = m.frames;
+        if (!m.key_bias) o["key_bias"] = false;
+        if (m.freeze_positions) o["freeze_positions"] = true;
+        if (m.norm_before_pool) o["norm_before_pool"] = true;
         break;
       case ModuleKind::kProjector:
         o["projector"] = ToString(m.projector);

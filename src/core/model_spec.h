@@ -65,7 +65,7 @@ struct ModuleSpec {
   Pooling pool = Pooling::kCls;
   // Options that pretrained checkpoints need (src/interop); the defaults are Mosaic's own
   // architecture, and ToJson writes them only when they differ from the default.
-  Activation activation = Activation::kGeluTanh;  // vit, text, projector (mlp2)
+  Activation activation = Activation::kGeluTanh;  // vit, text, audio, projector (mlp2)
   double norm_eps = 0;  // LayerNorm (vit, text: default 1e-5) or RMSNorm (llm: default 1e-6) eps
 
   // vit
@@ -97,6 +97,12 @@ struct ModuleSpec {
   // audio: log-mel frames in, a stride-2 conv front end halves them
   int n_mels = 0;
   int frames = 0;
+  // Options of Whisper's encoder (src/interop; defaults: Mosaic's own audio encoder). The
+  // activation applies to the conv front end and the MLP.
+  bool key_bias = true;           // false: attention has no k bias (held at zero, never trained)
+  bool freeze_positions = false;  // true: the position table is not trained (no gradient)
+  bool norm_before_pool = false;  // true: the final LayerNorm on every position, then the mean
+                                  // (Whisper); false: the mean, then the LayerNorm
 
   // projector
   ProjectorKind projector = ProjectorKind::kMlp2;

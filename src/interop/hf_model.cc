@@ -492,8 +492,12 @@ StatusOr<ModelSpec> SpecFromHfConfig(const Json& config, const std::string& sour
   if (*model_type == "clip") return with_source(ClipSpec(c));
   if (*model_type == "llama") return with_source(LlamaSpec(c));
   if (*model_type == "llava") return with_source(LlavaSpec(c));
+  if (*model_type == "whisper")
+    return InvalidArgument(source +
+                           ": a Whisper folder holds an audio encoder, not a whole model: give "
+                           "--model SPEC with an audio module for it to fill (docs/interop.md)");
   return InvalidArgument(source + ": model_type: \"" + *model_type +
-                         "\" is not supported (clip, llama, llava)");
+                         "\" is not supported (clip, llama, llava; whisper into an audio module)");
 }
 
 StatusOr<HfArchitecture> HfArchitectureOf(const ModelSpec& spec) {
@@ -556,7 +560,13 @@ StatusOr<TensorMap> ToMosaic(const std::vector<TensorRule>& rules, const TensorM
   std::set<std::string> used;
   for (const TensorRule& r : rules) {
     std::vector<torch::Tensor> parts;
+    std::vector<size_t> zero_parts;
     for (size_t i = 0; i < r.hf.size(); ++i) {
+      if (r.hf[i].empty()) {  // rows no HF tensor holds (Whisper's k bias): zeros
+        zero_parts.push_back(parts.size());
+        parts.emplace_back();
+        continue;
+      }
       auto it = hf.find(r.hf[i]);
       if (it == hf.end())
         return InvalidArgument("missing tensor \"" + r.hf[i] + "\" (shape " +
@@ -567,6 +577,11 @@ StatusOr<TensorMap> ToMosaic(const std::vector<TensorRule>& rules, const TensorM
       used.insert(r.hf[i]);
       torch::Tensor t = r.transpose ? it->second.t() : it->second;
       parts.push_back(t.reshape({t.dim() == 0 ? 1 : t.size(0), -1}));
+    }
+    for (size_t k : zero_parts) {
+      const Shape& shape = r.hf_shapes[k];
+      const torch::Tensor& like = parts[k == 0 ? 1 : 0];
+      parts[k] = torch::zeros(shape, like.options()).reshape({shape.empty() ? 1 : shape[0], -1});
     }
     torch::Tensor joined = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
     out.emplace(r.mosaic, joined.reshape(r.mosaic_shape).contiguous());
@@ -599,8 +614,16 @@ StatusOr<TensorMap> FromMosaic(const std::vector<TensorRule>& rules, const Tenso
       int64_t n = 1;
       for (int64_t d : r.hf_shapes[i])
         n *= d;
-      out.emplace(r.hf[i], flat.narrow(0, offset, n).reshape(r.hf_shapes[i]).contiguous());
+      torch::Tensor part = flat.narrow(0, offset, n);
       offset += n;
+      if (r.hf[i].empty()) {  // rows no HF tensor holds: they must be zero to be dropped
+        if (part.count_nonzero().item<int64_t>() != 0)
+          return InvalidArgument("Mosaic tensor \"" + r.mosaic + "\": elements " +
+                                 std::to_string(offset - n) + ".." + std::to_string(offset - 1) +
+                                 " have no counterpart and are not zero");
+        continue;
+      }
+      out.emplace(r.hf[i], part.reshape(r.hf_shapes[i]).contiguous());
     }
   }
   for (const auto& [name, t] : mosaic)
@@ -847,6 +870,320 @@ Status ExportHfModel(const models::MultimodalModelImpl& model, const std::string
     return IoError(folder + ": cannot create (" + std::strerror(errno) + ")");
   MOSAIC_RETURN_IF_ERROR(WriteModelWeights(folder, hf, max_shard_bytes));
   return WriteJsonFile(JoinPath(folder, "config.json"), config);
+}
+
+// --- Whisper's audio encoder ------------------------------------------------------------------
+
+namespace {
+
+// Whisper's encoder tensors under `p` onto an audio module's parameters (names relative to the
+// module: "conv1.weight", "blocks.layers.0.attn.qkv.bias", ...).
+std::vector<TensorRule> WhisperRules(const ModuleSpec& a, const std::string& p) {
+  const int64_t C = a.width, H = a.mlp_dim, M = a.n_mels, T = a.frames / 2;
+  std::vector<TensorRule> r;
+  r.push_back({"conv1.weight", {C, M, 3}, {p + "conv1.weight"}, {{C, M, 3}}});
+  r.push_back({"conv1.bias", {C}, {p + "conv1.bias"}, {{C}}});
+  r.push_back({"conv2.weight", {C, C, 3}, {p + "conv2.weight"}, {{C, C, 3}}});
+  r.push_back({"conv2.bias", {C}, {p + "conv2.bias"}, {{C}}});
+  r.push_back({"positions", {1, T, C}, {p + "embed_positions.weight"}, {{T, C}}});
+  for (int i = 0; i < a.depth; ++i) {
+    const std::string mb = "blocks.layers." + std::to_string(i);
+    const std::string hb = p + "layers." + std::to_string(i);
+    AddLayerNorm(r, mb + ".ln1", hb + ".self_attn_layer_norm", C);
+    r.push_back({mb + ".attn.qkv.weight",
+                 {3 * C, C},
+                 {hb + ".self_attn.q_proj.weight", hb + ".self_attn.k_proj.weight",
+                  hb + ".self_attn.v_proj.weight"},
+                 {{C, C}, {C, C}, {C, C}}});
+    // k_proj has no bias: its rows of Mosaic's fused bias are zeros (key_bias false keeps them).
+    r.push_back({mb + ".attn.qkv.bias",
+                 {3 * C},
+                 {hb + ".self_attn.q_proj.bias", "", hb + ".self_attn.v_proj.bias"},
+                 {{C}, {C}, {C}}});
+    AddLinear(r, mb + ".attn.out", hb + ".self_attn.out_proj", C, C, true);
+    AddLayerNorm(r, mb + ".ln2", hb + ".final_layer_norm", C);
+    AddLinear(r, mb + ".mlp.fc1", hb + ".fc1", H, C, true);
+    AddLinear(r, mb + ".mlp.fc2", hb + ".fc2", C, H, true);
+  }
+  AddLayerNorm(r, "ln_post", p + "layer_norm", C);
+  return r;
+}
+
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// Where a folder's encoder tensors are, and which other tensors it may hold (not used).
+struct WhisperLayout {
+  std::string prefix;
+  std::vector<std::string> unused;  // name prefixes of the decoder / classification head
+};
+
+StatusOr<WhisperLayout> DetectWhisperLayout(const TensorMap& hf) {
+  bool model_encoder = false, encoder = false;
+  for (const auto& [name, t] : hf) {
+    model_encoder |= StartsWith(name, "model.encoder.");
+    encoder |= StartsWith(name, "encoder.");
+  }
+  if (model_encoder && encoder)
+    return InvalidArgument(
+        "tensors under both \"model.encoder.\" and \"encoder.\": two Whisper encoders");
+  // WhisperForConditionalGeneration: model.encoder.*, model.decoder.*, proj_out (tied: absent).
+  if (model_encoder) return WhisperLayout{"model.encoder.", {"model.decoder.", "proj_out."}};
+  // WhisperModel: encoder.*, decoder.*; WhisperForAudioClassification: encoder.*, projector.*,
+  // classifier.*, layer_weights.
+  if (encoder)
+    return WhisperLayout{"encoder.", {"decoder.", "projector.", "classifier.", "layer_weights"}};
+  return WhisperLayout{"", {}};  // WhisperEncoder saved on its own
+}
+
+}  // namespace
+
+StatusOr<ModuleSpec> WhisperAudioSpec(const Json& config, const std::string& source) {
+  if (!config.is_object()) return InvalidArgument(source + ": expected a JSON object");
+  ConfigReader c(config, "");
+  auto build = [&]() -> StatusOr<ModuleSpec> {
+    MOSAIC_ASSIGN_OR_RETURN(std::string type, c.StringOr("model_type", ""));
+    if (type != "whisper")
+      return InvalidArgument("model_type: \"" + type + "\" is not a Whisper config (whisper)");
+    ModuleSpec a;
+    a.name = "audio";
+    a.kind = ModuleKind::kAudio;
+    MOSAIC_ASSIGN_OR_RETURN(a.width, c.Int("d_model"));
+    MOSAIC_ASSIGN_OR_RETURN(a.depth, c.Int("encoder_layers"));
+    MOSAIC_ASSIGN_OR_RETURN(a.heads, c.Int("encoder_attention_heads"));
+    MOSAIC_ASSIGN_OR_RETURN(a.mlp_dim, c.Int("encoder_ffn_dim"));
+    MOSAIC_ASSIGN_OR_RETURN(a.n_mels, c.Int("num_mel_bins"));
+    MOSAIC_ASSIGN_OR_RETURN(int positions, c.Int("max_source_positions"));
+    a.frames = 2 * positions;  // the stride-2 conv halves the frames onto the positions
+    MOSAIC_ASSIGN_OR_RETURN(std::string act, c.StringOr("activation_function", "gelu"));
+    if (act != "gelu")
+      return InvalidArgument(c.Where("activation_function") + ": \"" + act +
+                             "\" is not supported (only \"gelu\", which Whisper's conv front "
+                             "end uses too)");
+    a.activation = Activation::kGelu;
+    a.norm_eps = 1e-5;  // nn.LayerNorm's default: WhisperConfig has no eps
+    a.key_bias = false;
+    a.freeze_positions = true;
+    a.norm_before_pool = true;
+    a.pool = Pooling::kNone;  // WhisperEncoder's output: last_hidden_state
+    return a;
+  };
+  auto a = build();
+  if (!a.ok()) return a.status().WithPrefix(source);
+  return a;
+}
+
+Status WhisperFits(const ModuleSpec& a) {
+  const std::string who = "module \"" + a.name + "\": ";
+  if (a.kind != ModuleKind::kAudio)
+    return InvalidArgument(who + "Whisper's encoder is an audio module, not " + ToString(a.kind));
+  std::vector<std::string> need;
+  if (a.activation != Activation::kGelu) need.push_back("\"activation\": \"gelu\"");
+  if (a.key_bias) need.push_back("\"key_bias\": false");
+  if (!a.freeze_positions) need.push_back("\"freeze_positions\": true");
+  if (a.pool != Pooling::kNone && !a.norm_before_pool) need.push_back("\"norm_before_pool\": true");
+  if (a.norm_eps > 0 && a.norm_eps != 1e-5) need.push_back("\"norm_eps\": 1e-5");
+  if (!need.empty()) {
+    std::string list;
+    for (size_t i = 0; i < need.size(); ++i)
+      list += (i ? ", " : "") + need[i];
+    return InvalidArgument(who + "Whisper's encoder needs " + list);
+  }
+  return Status::Ok();
+}
+
+StatusOr<TensorMap> WhisperToMosaic(const ModuleSpec& audio, const TensorMap& hf, int64_t* unused) {
+  MOSAIC_ASSIGN_OR_RETURN(WhisperLayout layout, DetectWhisperLayout(hf));
+  TensorMap encoder;
+  int64_t skipped = 0;
+  for (const auto& [name, t] : hf) {
+    bool skip = false;
+    for (const std::string& u : layout.unused)
+      skip |= StartsWith(name, u);
+    if (skip) {
+      ++skipped;
+    } else {
+      encoder.emplace(name, t);
+    }
+  }
+  if (unused) *unused = skipped;
+  return ToMosaic(WhisperRules(audio, layout.prefix), encoder, "Whisper encoder");
+}
+
+StatusOr<TensorMap> MosaicToWhisper(const ModuleSpec& audio, const TensorMap& mosaic) {
+  MOSAIC_RETURN_IF_ERROR(WhisperFits(audio));
+  TensorMap encoder = mosaic;
+  encoder.erase("proj.weight");
+  return FromMosaic(WhisperRules(audio, ""), encoder);
+}
+
+Json WhisperConfigFromSpec(const ModuleSpec& a) {
+  // WhisperEncoder reads the encoder fields; the decoder ones are WhisperConfig's defaults
+  // (there is no decoder in the folder).
+  return Json{{"architectures", {"WhisperEncoder"}},
+              {"model_type", "whisper"},
+              {"d_model", a.width},
+              {"encoder_layers", a.depth},
+              {"encoder_attention_heads", a.heads},
+              {"encoder_ffn_dim", a.mlp_dim},
+              {"num_mel_bins", a.n_mels},
+              {"max_source_positions", a.frames / 2},
+              {"activation_function", "gelu"},
+              {"dropout", 0.0},
+              {"attention_dropout", 0.0},
+              {"activation_dropout", 0.0},
+              {"encoder_layerdrop", 0.0}};
+}
+
+namespace {
+
+TensorMap ModuleParameters(const torch::nn::Module& module) {
+  TensorMap out;
+  for (const auto& p : module.named_parameters(/*recurse=*/true))
+    out.emplace(p.key(), p.value().detach().to(torch::kCPU));
+  return out;
+}
+
+// Copies `mosaic` (names relative to `module`) into it; its parameters without a tensor are
+// listed in *left (they keep their values).
+Status CopyIntoModule(const TensorMap& mosaic, const std::string& source, torch::nn::Module& module,
+                      std::vector<std::string>* left) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> seen;
+  for (auto& p : module.named_parameters(/*recurse=*/true)) {
+    auto it = mosaic.find(p.key());
+    if (it == mosaic.end()) {
+      left->push_back(p.key());
+      continue;
+    }
+    if (it->second.sizes() != p.value().sizes())
+      return Internal(source + ": parameter \"" + p.key() + "\" is " + ShapeText(p.value()) +
+                      ", its weights " + ShapeText(it->second));
+    p.value().copy_(it->second);
+    seen.insert(p.key());
+  }
+  for (const auto& [name, t] : mosaic)
+    if (!seen.count(name))
+      return Internal(source + ": weights for \"" + name + "\", which the module lacks");
+  return Status::Ok();
+}
+
+StatusOr<Json> LoadFolderConfig(const std::string& folder) {
+  return LoadJsonFile(JoinPath(folder, "config.json"));
+}
+
+}  // namespace
+
+StatusOr<WhisperImport> ImportWhisperEncoder(const std::string& folder, torch::Device device) {
+  const std::string config_path = JoinPath(folder, "config.json");
+  MOSAIC_ASSIGN_OR_RETURN(Json config, LoadJsonFile(config_path));
+  WhisperImport out;
+  MOSAIC_ASSIGN_OR_RETURN(out.spec, WhisperAudioSpec(config, config_path));
+  MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, ReadModelWeights(folder));
+  auto mosaic = WhisperToMosaic(out.spec, hf, &out.unused_tensors);
+  if (!mosaic.ok()) return mosaic.status().WithPrefix(folder);
+  out.encoder = models::AudioEncoder(out.spec);
+  std::vector<std::string> left;
+  MOSAIC_RETURN_IF_ERROR(CopyIntoModule(*mosaic, folder, *out.encoder, &left));
+  if (!left.empty()) return Internal(folder + ": no weight for \"" + left.front() + "\"");
+  out.encoder->to(device);
+  return out;
+}
+
+Status ExportWhisperEncoder(const models::AudioEncoderImpl& encoder, const std::string& folder,
+                            torch::ScalarType dtype) {
+  if (dtype != torch::kFloat && dtype != torch::kBFloat16 && dtype != torch::kHalf)
+    return InvalidArgument("export dtype must be float32, bfloat16 or float16");
+  MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, MosaicToWhisper(encoder.spec(), ModuleParameters(encoder)));
+  Json config = WhisperConfigFromSpec(encoder.spec());
+  for (auto& [name, t] : hf)
+    t = t.to(dtype);
+  config["dtype"] = dtype == torch::kFloat      ? "float32"
+                    : dtype == torch::kBFloat16 ? "bfloat16"
+                                                : "float16";
+  config["torch_dtype"] = config["dtype"];
+  if (::mkdir(folder.c_str(), 0755) != 0 && errno != EEXIST)
+    return IoError(folder + ": cannot create (" + std::strerror(errno) + ")");
+  MOSAIC_RETURN_IF_ERROR(WriteModelWeights(folder, hf, 0));
+  return WriteJsonFile(JoinPath(folder, "config.json"), config);
+}
+
+StatusOr<const ModuleSpec*> WhisperTarget(const ModelSpec& spec) {
+  std::vector<const ModuleSpec*> audio;
+  for (const ModuleSpec& m : spec.modules)
+    if (m.kind == ModuleKind::kAudio) audio.push_back(&m);
+  if (audio.size() == 1) return audio[0];
+  for (const ModuleSpec* m : audio)
+    if (m->name == "audio") return m;
+  return InvalidArgument("model \"" + spec.name + "\": " +
+                         (audio.empty() ? std::string("has no audio module for Whisper's encoder")
+                                        : std::to_string(audio.size()) +
+                                              " audio modules and none named \"audio\": which "
+                                              "one does Whisper's encoder fill?"));
+}
+
+std::string HfInitReport::Summary() const {
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i)
+      s += (i ? ", " : "") + v[i];
+    return s;
+  };
+  std::string s = "loaded " + join(loaded);
+  if (!random.empty()) s += "; randomly initialised: " + join(random);
+  if (unused_tensors > 0)
+    s += "; " + std::to_string(unused_tensors) + " tensors of the folder not used (" + unused_what +
+         ")";
+  return s;
+}
+
+StatusOr<HfInitReport> InitFromHf(const std::string& folder, models::MultimodalModelImpl& model) {
+  HfInitReport report;
+  // Without a readable config.json the folder is read as the spec's own architecture.
+  StatusOr<Json> read = LoadFolderConfig(folder);
+  const Json config = read.ok() ? *read : Json();
+  const bool whisper =
+      config.is_object() && config.contains("model_type") && config["model_type"] == "whisper";
+  if (!whisper) {
+    MOSAIC_RETURN_IF_ERROR(LoadHfWeights(folder, model));
+    for (const ModuleSpec& m : model.spec().modules)
+      if (m.has_parameters()) report.loaded.push_back(m.name);
+    return report;
+  }
+  const std::string config_path = JoinPath(folder, "config.json");
+  MOSAIC_ASSIGN_OR_RETURN(ModuleSpec from_config, WhisperAudioSpec(config, config_path));
+  auto target = WhisperTarget(model.spec());
+  if (!target.ok()) return target.status().WithPrefix(folder);
+  const ModuleSpec& a = **target;
+  Status fits = WhisperFits(a);
+  if (!fits.ok()) return fits.WithPrefix(folder);
+  const std::pair<const char*, std::pair<int, int>> sizes[] = {
+      {"width (d_model)", {a.width, from_config.width}},
+      {"depth (encoder_layers)", {a.depth, from_config.depth}},
+      {"heads (encoder_attention_heads)", {a.heads, from_config.heads}},
+      {"mlp_dim (encoder_ffn_dim)", {a.mlp_dim, from_config.mlp_dim}},
+      {"n_mels (num_mel_bins)", {a.n_mels, from_config.n_mels}},
+      {"frames (2 x max_source_positions)", {a.frames, from_config.frames}}};
+  for (const auto& [what, v] : sizes) {
+    if (v.first != v.second)
+      return InvalidArgument(folder + ": module \"" + a.name + "\": " + what + " is " +
+                             std::to_string(v.first) + ", the Whisper config's is " +
+                             std::to_string(v.second));
+  }
+  MOSAIC_ASSIGN_OR_RETURN(TensorMap hf, ReadModelWeights(folder));
+  auto mosaic = WhisperToMosaic(a, hf, &report.unused_tensors);
+  if (!mosaic.ok()) return mosaic.status().WithPrefix(folder);
+  auto module = model.module(model.IndexOf(a.name));
+  std::vector<std::string> left;
+  MOSAIC_RETURN_IF_ERROR(CopyIntoModule(*mosaic, folder, *module, &left));
+  report.loaded.push_back(a.name + " (Whisper encoder)");
+  for (const ModuleSpec& m : model.spec().modules)
+    if (m.name != a.name && m.has_parameters()) report.random.push_back(m.name);
+  for (const std::string& p : left)
+    report.random.push_back(a.name + "." + p);
+  report.unused_what = "decoder / classification head";
+  return report;
 }
 
 }  // namespace mosaic::interop

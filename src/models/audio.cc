@@ -11,13 +11,17 @@ AudioEncoderImpl::AudioEncoderImpl(const ModuleSpec& spec) : spec_(spec) {
   conv2 = register_module(
       "conv2", torch::nn::Conv1d(torch::nn::Conv1dOptions(C, C, 3).stride(2).padding(1)));
   positions = register_parameter("positions",
-                                 SinusoidalPositions(spec.frames / 2, C, torch::kCPU).unsqueeze(0));
+                                 SinusoidalPositions(spec.frames / 2, C, torch::kCPU).unsqueeze(0),
+                                 /*requires_grad=*/!spec.freeze_positions);
   const double eps = spec.norm_eps > 0 ? spec.norm_eps : 1e-5;
-  blocks = register_module(
-      "blocks",
-      TransformerStack(BlockOptions(C, spec.heads).mlp_dim(spec.mlp_dim).norm_eps(eps), spec.depth));
-  ln_post = register_module("ln_post",
-                            torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
+  blocks = register_module("blocks", TransformerStack(BlockOptions(C, spec.heads)
+                                                          .mlp_dim(spec.mlp_dim)
+                                                          .norm_eps(eps)
+                                                          .activation(spec.activation)
+                                                          .key_bias(spec.key_bias),
+                                                      spec.depth));
+  ln_post =
+      register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C}).eps(eps)));
   if (spec.output_dim > 0) {
     proj = register_module(
         "proj", torch::nn::Linear(torch::nn::LinearOptions(C, spec.output_dim).bias(false)));
@@ -30,13 +34,14 @@ torch::Tensor AudioEncoderImpl::forward(const torch::Tensor& mels) {
                   mels.size(2) <= spec_.frames,
               spec_.name, ": mels must be (B, ", spec_.n_mels, ", F <= ", spec_.frames,
               ", F even), got ", mels.sizes());
-  torch::Tensor x = torch::gelu(conv1(mels), "tanh");  // (B, C, F)
-  x = torch::gelu(conv2(x), "tanh");                   // (B, C, F/2)
-  x = x.transpose(1, 2);                               // (B, F/2, C)
+  torch::Tensor x = Activate(conv1(mels), spec_.activation);  // (B, C, F)
+  x = Activate(conv2(x), spec_.activation);                   // (B, C, F/2)
+  x = x.transpose(1, 2);                                      // (B, F/2, C)
   x = x + positions.narrow(1, 0, x.size(1));
-  x = blocks(x);                                    // (B, F/2, C)
+  x = blocks(x);  // (B, F/2, C)
+  if (spec_.norm_before_pool) x = ln_post(x);
   if (spec_.pool != Pooling::kNone) x = x.mean(1);  // (B, C): audio has no class token
-  x = ln_post(x);
+  if (!spec_.norm_before_pool) x = ln_post(x);
   if (proj) x = proj(x);
   return x;
 }

@@ -118,7 +118,16 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& o) : options_(o) {
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const int64_t H = options_.heads(), KV = options_.kv_heads(), hd = C / H;
-  torch::Tensor qkv_out = qkv(x);  // (B, T, (H + 2 KV) hd)
+  torch::Tensor qkv_out;  // (B, T, (H + 2 KV) hd)
+  if (options_.key_bias() || !qkv->bias.defined()) {
+    qkv_out = qkv(x);
+  } else {
+    const torch::Tensor& b = qkv->bias;
+    qkv_out =
+        torch::linear(x, qkv->weight,
+                      torch::cat({b.narrow(0, 0, H * hd), torch::zeros({KV * hd}, b.options()),
+                                  b.narrow(0, (H + KV) * hd, KV * hd)}));
+  }
   torch::Tensor q =
       qkv_out.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);  // (B, H, T, hd)
   torch::Tensor k =
@@ -211,6 +220,7 @@ TransformerBlockImpl::TransformerBlockImpl(const BlockOptions& o) : options_(o) 
                                                    .kv_heads(o.kv_heads())
                                                    .causal(o.causal())
                                                    .bias(o.bias())
+                                                   .key_bias(o.key_bias())
                                                    .rope_theta(o.rope_theta())));
   if (o.mlp() == MlpKind::kGelu) {
     gelu_mlp = register_module("mlp", GeluMlp(o.width(), mlp_dim, o.epilogue(), o.activation()));

@@ -57,7 +57,11 @@ struct AttentionOptions {
   TORCH_ARG(int64_t, heads);
   TORCH_ARG(int64_t, kv_heads) = 0;  // grouped-query attention; 0: same as heads
   TORCH_ARG(bool, causal) = false;
-  TORCH_ARG(bool, bias) = true;       // biases on the q/k/v and output projections
+  TORCH_ARG(bool, bias) = true;  // biases on the q/k/v and output projections
+  // false (with bias): the k rows of qkv.bias are held at zero: the forward uses zeros in their
+  // place, so they get an exactly-zero gradient and AdamW never moves them (Whisper's k_proj has
+  // no bias; the parameter keeps its fused (H + 2 KV) hd shape).
+  TORCH_ARG(bool, key_bias) = true;
   TORCH_ARG(double, rope_theta) = 0;  // > 0: rotary positions on q and k
 };
 
@@ -129,7 +133,8 @@ struct BlockOptions {
   TORCH_ARG(double, rope_theta) = 0;
   TORCH_ARG(NormKind, norm) = NormKind::kLayerNorm;
   TORCH_ARG(MlpKind, mlp) = MlpKind::kGelu;
-  TORCH_ARG(bool, bias) = true;  // linear biases (false for the LLaMA-style decoder)
+  TORCH_ARG(bool, bias) = true;      // linear biases (false for the LLaMA-style decoder)
+  TORCH_ARG(bool, key_bias) = true;  // AttentionOptions::key_bias
   TORCH_ARG(GeluEpilogue, epilogue) = GeluEpilogue::kAuto;
   TORCH_ARG(Activation, activation) = Activation::kGeluTanh;  // the GELU MLP's activation
   TORCH_ARG(double, norm_eps) = 0;  // 0: 1e-5 for LayerNorm, 1e-6 for RMSNorm

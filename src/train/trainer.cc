@@ -391,9 +391,17 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
   MOSAIC_ASSIGN_OR_RETURN(models::MultimodalModel model,
                           models::BuildMultimodalModel(spec, device));
   if (!options.init.empty()) {
-    MOSAIC_RETURN_IF_ERROR(init_is_file ? interop::LoadOpenClipWeights(options.init, *model)
-                                        : interop::LoadHfWeights(options.init, *model));
-    log << "mosaic train: weights from " << options.init << " (tokenizer " << tok_path << ")\n";
+    std::string filled;
+    if (init_is_file) {
+      MOSAIC_RETURN_IF_ERROR(interop::LoadOpenClipWeights(options.init, *model));
+    } else {
+      // A Whisper folder fills the audio module only; the report says what stays random.
+      MOSAIC_ASSIGN_OR_RETURN(interop::HfInitReport report,
+                              interop::InitFromHf(options.init, *model));
+      if (!report.random.empty() || report.unused_tensors > 0) filled = ": " + report.Summary();
+    }
+    log << "mosaic train: weights from " << options.init << " (tokenizer " << tok_path << ")"
+        << filled << "\n";
   }
   model->train();
   if (options.inject_nonfinite.step >= 0 && options.inject_nonfinite.target != "loss" &&

@@ -197,6 +197,40 @@ TEST(ModelSpec, DefaultsAreFilledAndSaved) {
   EXPECT_EQ(saved["modules"][0]["pool"], "cls");
 }
 
+// Whisper's encoder options on an audio module (src/interop): parsed, written only when not the
+// default, and read back the same; unknown values refused with their path.
+TEST(ModelSpec, WhisperAudioOptionsParseAndRoundTrip) {
+  Json doc = LoadSource("configs/models/omni-small.json");
+  Json& a = doc["modules"][1];
+  ASSERT_EQ(a["kind"], "audio");
+  a["activation"] = "gelu";
+  a["key_bias"] = false;
+  a["freeze_positions"] = true;
+  a["norm_before_pool"] = true;
+  StatusOr<ModelSpec> spec = ParseModelSpec(doc);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const ModuleSpec& m = spec->modules[1];
+  EXPECT_EQ(m.activation, Activation::kGelu);
+  EXPECT_FALSE(m.key_bias);
+  EXPECT_TRUE(m.freeze_positions);
+  EXPECT_TRUE(m.norm_before_pool);
+  Json saved = ToJson(*spec);
+  EXPECT_EQ(saved["modules"][1]["key_bias"], false);
+  EXPECT_EQ(saved["modules"][1]["activation"], "gelu");
+  EXPECT_EQ(ToJson(*ParseModelSpec(saved)), saved);
+  Json plain = ToJson(*ParseModelSpec(LoadSource("configs/models/omni-small.json")));
+  for (const char* key : {"activation", "key_bias", "freeze_positions", "norm_before_pool"})
+    EXPECT_FALSE(plain["modules"][1].contains(key)) << key;
+  a["key_bias"] = "no";
+  a["activation"] = "relu";
+  StatusOr<ModelSpec> bad = ParseModelSpec(doc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("modules[1].key_bias"), std::string::npos)
+      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("modules[1].activation"), std::string::npos)
+      << bad.status().message();
+}
+
 TEST(ModelSpec, PretrainedCheckpointOptionsParseAndRoundTrip) {
   Json doc = LoadSource("configs/models/clip-tiny.json");
   doc["modules"][0]["activation"] = "quick_gelu";

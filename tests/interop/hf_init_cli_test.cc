@@ -90,9 +90,9 @@ TEST(TrainInit, FineTunesAnHfLlavaFolderAndExportsIt) {
                  "--checkpoint-dir " + dir + "/ckpt");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("model hf-llava"), std::string::npos) << r.out;
-  auto e = testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + Ref("llava") +
-                               " --checkpoint " + dir + "/ckpt/step-00000002.ckpt -o " + dir +
-                               "/hf");
+  auto e =
+      testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + Ref("llava") +
+                          " --checkpoint " + dir + "/ckpt/step-00000002.ckpt -o " + dir + "/hf");
   ASSERT_EQ(e.code, 0) << e.out;
   auto before = ReadModelWeights(Ref("llava"));
   auto after = ReadModelWeights(dir + "/hf");
@@ -107,6 +107,65 @@ TEST(TrainInit, FineTunesAnHfLlavaFolderAndExportsIt) {
                                 "/tests/interop/check_export.py " + dir + "/hf");
   EXPECT_EQ(py.code, 0) << py.out;
   EXPECT_NE(py.out.find("export ok: LlavaForConditionalGeneration"), std::string::npos) << py.out;
+}
+
+// A Whisper folder fills the audio module of a spec (vision + text + Whisper-sized audio,
+// contrastive): the log says what stays random; fine-tuning moves the encoder but not its
+// frozen positions; `mosaic export --format whisper` writes a WhisperEncoder folder that
+// transformers loads, strictly, into the original WhisperForConditionalGeneration's encoder.
+TEST(TrainInit, FineTunesAWhisperEncoderInsideASpecAndExportsIt) {
+  char tmpl[] = "/tmp/mosaic_init_XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string spec = dir + "/spec.json";
+  ASSERT_TRUE(WriteJsonFile(spec, Json::parse(R"({
+    "name": "tiny-whisper-clap", "batch_size": 4, "micro_batches": 1, "precision": "fp32",
+    "modules": [
+      {"name": "vision", "kind": "vit", "width": 32, "depth": 1, "heads": 2, "image_size": 16,
+       "patch_size": 8, "output_dim": 32, "pool": "cls"},
+      {"name": "text", "kind": "text", "width": 32, "depth": 1, "heads": 2, "seq_len": 16,
+       "vocab_size": 256, "output_dim": 32, "causal": true, "pool": "last"},
+      {"name": "audio", "kind": "audio", "width": 32, "depth": 2, "heads": 4, "mlp_dim": 48,
+       "n_mels": 8, "frames": 24, "output_dim": 32, "pool": "mean", "activation": "gelu",
+       "key_bias": false, "freeze_positions": true, "norm_before_pool": true},
+      {"name": "loss", "kind": "loss", "loss": "contrastive"}],
+    "edges": [["vision", "loss"], ["text", "loss"], ["audio", "loss"]]})"))
+                  .ok());
+  auto r = Train("--model " + spec + " --init " + Ref("whisper") +
+                 " --steps 2 --eval-samples 8 --checkpoint-dir " + dir + "/ckpt");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("loaded audio (Whisper encoder); randomly initialised: vision, text, "
+                       "loss, audio.proj.weight; 28 tensors of the folder not used"),
+            std::string::npos)
+      << r.out;
+  auto e =
+      testing::RunCommand(std::string(MOSAIC_BIN) + " export --model " + spec + " --checkpoint " +
+                          dir + "/ckpt/step-00000002.ckpt" + " --format whisper -o " + dir + "/hf");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("WhisperEncoder folder of module audio"), std::string::npos) << e.out;
+  auto before = ReadModelWeights(Ref("whisper"));
+  auto after = ReadModelWeights(dir + "/hf");
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(after->size(), 37u);
+  EXPECT_FALSE(torch::equal(before->at("model.encoder.conv1.weight"), after->at("conv1.weight")));
+  EXPECT_TRUE(torch::equal(before->at("model.encoder.embed_positions.weight"),
+                           after->at("embed_positions.weight")));
+  auto py = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                                "/tests/interop/check_export.py " + dir + "/hf");
+  EXPECT_EQ(py.code, 0) << py.out;
+  EXPECT_NE(py.out.find("export ok: WhisperEncoder"), std::string::npos) << py.out;
+
+  // Without a spec there is no model to fill; a spec whose audio module does not fit is named.
+  auto alone = Train("--init " + Ref("whisper") + " --steps 1");
+  EXPECT_EQ(alone.code, 2) << alone.out;
+  EXPECT_NE(alone.out.find("a Whisper folder holds an audio encoder, not a whole model"),
+            std::string::npos)
+      << alone.out;
+  auto clip = Train("--model clip-tiny --init " + Ref("whisper") + " --steps 1");
+  EXPECT_EQ(clip.code, 2) << clip.out;
+  EXPECT_NE(clip.out.find("model \"clip-tiny\": has no audio module for Whisper's encoder"),
+            std::string::npos)
+      << clip.out;
 }
 
 TEST(TrainInit, MismatchedSpecNamesTheTensorAndExitsTwo) {

@@ -324,6 +324,287 @@ TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
   EXPECT_EQ(error.status().message(), "missing tensor \"visual.proj\" (shape [48, 24])");
 }
 
+// --- Whisper's audio encoder ----------------------------------------------------------------
+// The same encoder weights saved as WhisperForConditionalGeneration (model.encoder.*, a decoder
+// Mosaic does not read), WhisperForAudioClassification (encoder.*, head, 5 shards) and
+// WhisperEncoder alone; reference: last_hidden_state, its mean (the pooled feature) and every
+// encoder parameter's gradient of loss = mean(last_hidden_state * probe) (a mean, as Mosaic's
+// losses are, so that gradients are O(1e-2) like the other models' and 1e-5 is as strict).
+
+std::string WhisperPrefix(const std::string& name) {
+  return name == "whisper" ? "model.encoder." : name == "whisper-classifier" ? "encoder." : "";
+}
+
+// Mosaic's gradients mapped back to HF names, compared with HF's (the k-bias rows must be exactly
+// zero: MosaicToWhisper checks). Frozen positions (freeze_positions, Whisper's definition) have
+// no gradient; trainable ones (what transformers 5.23's from_pretrained gives) match HF's.
+void ExpectWhisperGradientsMatch(models::AudioEncoderImpl& encoder, const TensorMap& ref) {
+  const bool frozen = !encoder.positions.requires_grad();
+  EXPECT_EQ(encoder.positions.grad().defined(), !frozen);
+  TensorMap grads;
+  for (const auto& p : encoder.named_parameters(/*recurse=*/true)) {
+    if (p.key() == "positions" && frozen) {
+      grads.emplace(p.key(), torch::zeros_like(p.value()));
+      continue;
+    }
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    grads.emplace(p.key(), p.value().grad());
+  }
+  auto hf = MosaicToWhisper(encoder.spec(), grads);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  int compared = 0;
+  double worst = 0;
+  for (const auto& [name, g] : *hf) {
+    if (name == "embed_positions.weight" && frozen) continue;
+    auto it = ref.find("grad." + name);
+    ASSERT_NE(it, ref.end()) << "HF has no gradient for " << name;
+    ExpectClose(g, it->second, "grad of " + name, /*print=*/false);
+    worst = std::max(worst, MaxAbsDiff(g, it->second));
+    ++compared;
+  }
+  int in_ref = 0;
+  for (const auto& [name, t] : ref)
+    in_ref += name.rfind("grad.", 0) == 0;
+  EXPECT_EQ(compared, in_ref - (frozen ? 1 : 0));
+  // 4 conv + 2 x 15 per layer (no k bias) + 2 final LayerNorm, + the positions when trained
+  EXPECT_EQ(compared, frozen ? 36 : 37);
+  std::printf("compared %d gradients, max |diff| %.3g\n", compared, worst);
+}
+
+// The encoder's output on the reference input, and (with the same weights) the pooled feature.
+std::pair<torch::Tensor, torch::Tensor> RunWhisper(models::AudioEncoderImpl& encoder,
+                                                   const TensorMap& ref) {
+  torch::Tensor hidden = encoder.forward(ref.at("input.input_features"));
+  ModuleSpec pooled_spec = encoder.spec();
+  pooled_spec.pool = Pooling::kMean;
+  models::AudioEncoder pooled(pooled_spec);
+  {
+    torch::NoGradGuard no_grad;
+    auto from = encoder.named_parameters(/*recurse=*/true);
+    for (auto& p : pooled->named_parameters(/*recurse=*/true))
+      p.value().copy_(from[p.key()]);
+  }
+  return {hidden, pooled->forward(ref.at("input.input_features"))};
+}
+
+void CheckWhisper(const std::string& name, int64_t unused, bool train_positions = false) {
+  auto w = ImportWhisperEncoder(Ref(name), torch::kCPU);
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  EXPECT_FALSE(w->encoder->positions.requires_grad());
+  if (train_positions) w->encoder->positions.requires_grad_(true);  // freeze_positions false
+  EXPECT_EQ(w->unused_tensors, unused);
+  TensorMap ref = Reference(name);
+  auto [hidden, pooled] = RunWhisper(*w->encoder, ref);
+  ExpectClose(hidden, ref.at("out.last_hidden_state"), name + " last hidden state");
+  ExpectClose(pooled, ref.at("out.pooled"), name + " pooled feature");
+  (hidden * ref.at("input.probe")).mean().backward();
+  ExpectWhisperGradientsMatch(*w->encoder, ref);
+}
+
+TEST(HfParity, WhisperForConditionalGenerationEncoderMatchesTransformers) {
+  CheckWhisper("whisper", 28);  // model.decoder.*: 65 tensors saved, 37 of the encoder
+}
+TEST(HfParity, WhisperForAudioClassificationShardedMatchesTransformers) {
+  CheckWhisper("whisper-classifier", 4);  // projector, classifier (weight, bias)
+}
+TEST(HfParity, WhisperEncoderFolderMatchesTransformers) {
+  CheckWhisper("whisper-encoder", 0);
+}
+TEST(HfParity, WhisperTrainablePositionsMatchTransformers) {
+  CheckWhisper("whisper-encoder", 0, /*train_positions=*/true);
+}
+
+// The bound can fail: a swapped q/k projection, a reversed position table, or GELU(tanh) in
+// place of Whisper's exact GELU each move the output far beyond 1e-5.
+TEST(HfParity, WhisperWrongMappingsBreakTheBound) {
+  auto spec = LoadJsonFile(Ref("whisper") + "/config.json");
+  ASSERT_TRUE(spec.ok());
+  auto audio = WhisperAudioSpec(*spec, "config.json");
+  ASSERT_TRUE(audio.ok()) << audio.status().message();
+  auto weights = ReadModelWeights(Ref("whisper"));
+  ASSERT_TRUE(weights.ok());
+  TensorMap ref = Reference("whisper");
+  auto diff_with = [&](const ModuleSpec& a, const TensorMap& hf) {
+    auto mosaic = WhisperToMosaic(a, hf);
+    EXPECT_TRUE(mosaic.ok()) << mosaic.status().message();
+    models::AudioEncoder enc(a);
+    torch::NoGradGuard no_grad;
+    for (auto& p : enc->named_parameters(/*recurse=*/true))
+      p.value().copy_(mosaic->at(p.key()));
+    return MaxAbsDiff(enc(ref.at("input.input_features")), ref.at("out.last_hidden_state"));
+  };
+  EXPECT_LE(diff_with(*audio, *weights), kTol);
+  TensorMap swapped = *weights;
+  std::swap(swapped.at("model.encoder.layers.0.self_attn.q_proj.weight"),
+            swapped.at("model.encoder.layers.0.self_attn.k_proj.weight"));
+  TensorMap reversed = *weights;
+  reversed.at("model.encoder.embed_positions.weight") =
+      reversed.at("model.encoder.embed_positions.weight").flip(0);
+  ModuleSpec tanh = *audio;
+  tanh.activation = Activation::kGeluTanh;
+  const double d_swap = diff_with(*audio, swapped), d_rev = diff_with(*audio, reversed),
+               d_tanh = diff_with(tanh, *weights);
+  std::printf("q/k swapped %.3g, positions reversed %.3g, gelu(tanh) %.3g\n", d_swap, d_rev,
+              d_tanh);
+  EXPECT_GT(d_swap, 100 * kTol);
+  EXPECT_GT(d_rev, 100 * kTol);
+  EXPECT_GT(d_tanh, 10 * kTol);
+}
+
+// HF -> Mosaic -> HF: every encoder tensor bit-identical (from each layout to WhisperEncoder's
+// names); transformers' WhisperEncoder loads the export and computes the original's output
+// (check_export.py), also in bf16.
+void CheckWhisperRoundTrip(const std::string& name, torch::ScalarType dtype = torch::kFloat) {
+  auto w = ImportWhisperEncoder(Ref(name), torch::kCPU);
+  ASSERT_TRUE(w.ok()) << w.status().message();
+  const std::string out = TempDir();
+  Status s = ExportWhisperEncoder(*w->encoder, out, dtype);
+  ASSERT_TRUE(s.ok()) << s.message();
+  auto original = ReadModelWeights(Ref(name));
+  auto exported = ReadModelWeights(out);
+  ASSERT_TRUE(original.ok() && exported.ok());
+  EXPECT_EQ(exported->size(), 37u);  // 4 conv + positions + 2 x 15 + 2
+  const std::string prefix = WhisperPrefix(name);
+  for (const auto& [n, t] : *exported) {
+    ASSERT_TRUE(original->count(prefix + n)) << n;
+    EXPECT_TRUE(torch::equal(t, original->at(prefix + n).to(dtype))) << n;
+  }
+  if (dtype != torch::kFloat) return;
+  auto r = testing::RunCommand(std::string(MOSAIC_PYTHON) + " " + MOSAIC_SOURCE_DIR +
+                               "/tests/interop/check_export.py " + out + " " + Ref(name));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("export ok: WhisperEncoder"), std::string::npos) << r.out;
+}
+
+TEST(HfRoundTrip, WhisperEncoderIsBitIdenticalAndLoadsInTransformers) {
+  CheckWhisperRoundTrip("whisper");
+  CheckWhisperRoundTrip("whisper-classifier");
+  CheckWhisperRoundTrip("whisper-encoder");
+  CheckWhisperRoundTrip("whisper", torch::kBFloat16);
+}
+
+TEST(HfWhisperErrors, TensorsAndConfigsAreChecked) {
+  auto config = LoadJsonFile(Ref("whisper") + "/config.json");
+  ASSERT_TRUE(config.ok());
+  auto audio = WhisperAudioSpec(*config, "config.json");
+  ASSERT_TRUE(audio.ok());
+  EXPECT_EQ(audio->frames, 24);
+  EXPECT_EQ(audio->mlp_dim, 48);
+  auto weights = ReadModelWeights(Ref("whisper"));
+  ASSERT_TRUE(weights.ok());
+  auto error = [&](const TensorMap& w) {
+    auto r = WhisperToMosaic(*audio, w);
+    return r.ok() ? std::string("accepted") : r.status().message();
+  };
+  EXPECT_EQ(error(*weights), "accepted");
+  TensorMap w = *weights;
+  w.erase("model.encoder.layers.1.self_attn.v_proj.bias");
+  EXPECT_EQ(error(w),
+            "missing tensor \"model.encoder.layers.1.self_attn.v_proj.bias\" (shape [32])");
+  w = *weights;
+  w["model.encoder.layers.0.self_attn.k_proj.bias"] = torch::zeros({32});
+  EXPECT_EQ(error(w),
+            "extra tensor \"model.encoder.layers.0.self_attn.k_proj.bias\" (shape [32]) has no "
+            "place in the Whisper encoder the config describes");
+  w = *weights;
+  w["model.encoder.embed_positions.weight"] = torch::zeros({1500, 32});
+  EXPECT_EQ(error(w),
+            "tensor \"model.encoder.embed_positions.weight\" has shape [1500, 32], the config "
+            "implies [12, 32]");
+  w = *weights;
+  w["encoder.conv1.weight"] = w.at("model.encoder.conv1.weight");
+  EXPECT_EQ(error(w),
+            "tensors under both \"model.encoder.\" and \"encoder.\": two Whisper encoders");
+
+  auto with = [&](const std::string& edit) {
+    Json c = *config;
+    c.merge_patch(Json::parse(edit));
+    auto a = WhisperAudioSpec(c, "config.json");
+    return a.ok() ? std::string("accepted") : a.status().message();
+  };
+  EXPECT_EQ(with(R"({"activation_function": "relu"})"),
+            "config.json: activation_function: \"relu\" is not supported (only \"gelu\", which "
+            "Whisper's conv front end uses too)");
+  EXPECT_EQ(with(R"({"encoder_layers": 0})"),
+            "config.json: encoder_layers: expected a positive integer");
+  auto whole = SpecFromHfConfig(*config, "config.json");
+  ASSERT_FALSE(whole.ok());
+  EXPECT_NE(whole.status().message().find("a Whisper folder holds an audio encoder"),
+            std::string::npos);
+
+  // The export refuses a module that is not Whisper's encoder, naming the options.
+  ModuleSpec mosaic_audio = *audio;
+  mosaic_audio.activation = Activation::kGeluTanh;
+  mosaic_audio.key_bias = true;
+  mosaic_audio.freeze_positions = false;
+  mosaic_audio.pool = Pooling::kMean;
+  mosaic_audio.norm_before_pool = false;
+  EXPECT_EQ(WhisperFits(mosaic_audio).message(),
+            "module \"audio\": Whisper's encoder needs \"activation\": \"gelu\", \"key_bias\": "
+            "false, \"freeze_positions\": true, \"norm_before_pool\": true");
+}
+
+// A Whisper folder fills the audio module of a larger model (a vision + text + Whisper audio
+// contrastive spec): every encoder parameter equals the standalone import, the rest stays as
+// initialised and is reported; sizes that do not fit are named.
+constexpr char kWhisperClap[] = R"({
+  "name": "tiny-whisper-clap", "batch_size": 4, "micro_batches": 1, "precision": "fp32",
+  "modules": [
+    {"name": "vision", "kind": "vit", "width": 32, "depth": 1, "heads": 2, "image_size": 16,
+     "patch_size": 8, "output_dim": 32, "pool": "cls"},
+    {"name": "text", "kind": "text", "width": 32, "depth": 1, "heads": 2, "seq_len": 16,
+     "vocab_size": 256, "output_dim": 32, "causal": true, "pool": "last"},
+    {"name": "audio", "kind": "audio", "width": 32, "depth": 2, "heads": 4, "mlp_dim": 48,
+     "n_mels": 8, "frames": 24, "output_dim": 32, "pool": "mean", "activation": "gelu",
+     "key_bias": false, "freeze_positions": true, "norm_before_pool": true},
+    {"name": "loss", "kind": "loss", "loss": "contrastive"}],
+  "edges": [["vision", "loss"], ["text", "loss"], ["audio", "loss"]]})";
+
+TEST(HfInit, WhisperFolderFillsTheAudioModule) {
+  auto spec = ParseModelSpec(Json::parse(kWhisperClap));
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok());
+  const TensorMap before = MosaicParameters(**model);
+  auto report = InitFromHf(Ref("whisper"), **model);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->Summary(),
+            "loaded audio (Whisper encoder); randomly initialised: vision, text, loss, "
+            "audio.proj.weight; 28 tensors of the folder not used (decoder / classification "
+            "head)");
+  auto alone = ImportWhisperEncoder(Ref("whisper"), torch::kCPU);
+  ASSERT_TRUE(alone.ok());
+  const TensorMap after = MosaicParameters(**model);
+  for (const auto& p : alone->encoder->named_parameters(/*recurse=*/true))
+    EXPECT_TRUE(torch::equal(after.at("audio." + p.key()), p.value())) << p.key();
+  for (const auto& [n, t] : before) {
+    if (n.rfind("audio.", 0) != 0 || n == "audio.proj.weight") {
+      EXPECT_TRUE(torch::equal(after.at(n), t)) << n;
+    }
+  }
+
+  auto refuse = [&](const std::string& edit) {
+    Json j = Json::parse(kWhisperClap);
+    j["modules"][2].merge_patch(Json::parse(edit));
+    auto s = ParseModelSpec(j);
+    EXPECT_TRUE(s.ok()) << s.status().message();
+    auto m = models::BuildMultimodalModel(*s, torch::kCPU);
+    auto r = InitFromHf(Ref("whisper"), **m);
+    return r.ok() ? std::string("accepted") : r.status().message();
+  };
+  EXPECT_EQ(refuse(R"({"heads": 2})"),
+            Ref("whisper") +
+                ": module \"audio\": heads (encoder_attention_heads) is 2, the "
+                "Whisper config's is 4");
+  EXPECT_EQ(
+      refuse(R"({"activation": "gelu_tanh"})"),
+      Ref("whisper") + ": module \"audio\": Whisper's encoder needs \"activation\": \"gelu\"");
+  EXPECT_EQ(refuse(R"({"depth": 1})"),
+            Ref("whisper") +
+                ": module \"audio\": depth (encoder_layers) is 1, the Whisper "
+                "config's is 2");
+}
+
 // --- mapping errors name the tensor ---------------------------------------------------------
 
 class HfMappingErrors : public ::testing::Test {
@@ -392,8 +673,10 @@ TEST(HfConfig, UnsupportedConfigsAreClearErrors) {
     EXPECT_FALSE(spec.ok());
     return spec.ok() ? "" : spec.status().message();
   };
-  EXPECT_EQ(error(R"({"model_type": "bert"})"),
-            "config.json: model_type: \"bert\" is not supported (clip, llama, llava)");
+  EXPECT_EQ(
+      error(R"({"model_type": "bert"})"),
+      "config.json: model_type: \"bert\" is not supported (clip, llama, llava; whisper into an "
+      "audio module)");
   EXPECT_EQ(error(R"({"model_type": "clip", "text_config": {}})"),
             "config.json: vision_config: expected an object");
   EXPECT_EQ(error(R"({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,

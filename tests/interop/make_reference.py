@@ -17,7 +17,8 @@ import sys
 import torch
 import transformers
 from transformers import (CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, LlavaConfig,
-                          LlavaForConditionalGeneration)
+                          LlavaForConditionalGeneration, WhisperConfig,
+                          WhisperForAudioClassification, WhisperForConditionalGeneration)
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +203,57 @@ def make_llava(out, name):
               os.path.join(folder, "reference.safetensors"))
 
 
+def make_whisper(out):
+    """Whisper's audio encoder, saved three ways with the same encoder weights:
+      whisper             WhisperForConditionalGeneration (model.encoder.*, a decoder Mosaic skips)
+      whisper-classifier  WhisperForAudioClassification (encoder.*, projector/classifier), sharded
+      whisper-encoder     WhisperEncoder alone (no prefix): what Mosaic's export writes
+    The reference: log-mel input features, last_hidden_state, its mean over positions (the pooled
+    feature), and the gradient of every encoder parameter of loss = mean(last_hidden_state * probe)
+    (embed_positions included, though WhisperEncoder's constructor freezes it)."""
+    torch.manual_seed(0)
+    n_mels, positions, batch = 8, 12, 2
+    config = WhisperConfig(
+        vocab_size=64, num_mel_bins=n_mels, d_model=32, encoder_layers=2,
+        encoder_attention_heads=4, encoder_ffn_dim=48, decoder_layers=1,
+        decoder_attention_heads=4, decoder_ffn_dim=32, max_source_positions=positions,
+        max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        decoder_start_token_id=3, suppress_tokens=[], begin_suppress_tokens=[],
+        classifier_proj_size=16, num_labels=3,
+        init_std=0.2)  # weights large enough that GELU and attention are far from linear
+    config._attn_implementation = "eager"
+    model = WhisperForConditionalGeneration(config).float().train()
+    encoder = model.model.encoder
+    # Random LayerNorm affines, biases and position table, so that a swapped tensor cannot pass.
+    with torch.no_grad():
+        for n, p in encoder.named_parameters():
+            if "layer_norm" in n or n.endswith("bias") or "embed_positions" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(os.path.join(out, "whisper"))
+    classifier = WhisperForAudioClassification(config).float()
+    classifier.encoder.load_state_dict(encoder.state_dict())
+    classifier.save_pretrained(os.path.join(out, "whisper-classifier"), max_shard_size="20KB")
+    encoder.save_pretrained(os.path.join(out, "whisper-encoder"))
+
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(batch, n_mels, 2 * positions, generator=gen)
+    hidden = encoder(input_features=features).last_hidden_state
+    probe = torch.randn(hidden.shape, generator=gen)
+    # WhisperEncoder freezes embed_positions (requires_grad False, as OpenAI's buffer), but
+    # transformers 5.23's from_pretrained leaves them trainable: record their gradient too.
+    assert not encoder.embed_positions.weight.requires_grad
+    encoder.embed_positions.weight.requires_grad_(True)
+    hidden = encoder(input_features=features).last_hidden_state
+    (hidden * probe).mean().backward()
+    ref = {"input.input_features": features, "input.probe": probe,
+           "out.last_hidden_state": hidden, "out.pooled": hidden.mean(1)}
+    ref.update(grads(encoder))
+    assert "grad.embed_positions.weight" in ref
+    for name in ("whisper", "whisper-classifier", "whisper-encoder"):
+        save_file({k: v.detach().contiguous() for k, v in ref.items()},
+                  os.path.join(out, name, "reference.safetensors"))
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -218,6 +270,7 @@ def main():
     make_llama(out, "llama", tie=False, kv_heads=2)
     make_llama(out, "llama-tied", tie=True, kv_heads=4)
     make_llava(out, "llava")
+    make_whisper(out)
     with open(os.path.join(out, "versions.json"), "w") as f:
         json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
 

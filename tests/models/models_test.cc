@@ -264,5 +264,73 @@ TEST(AudioTest, FrontEndIsTwoConvsWithGeluSecondStrideTwo) {
   EXPECT_TRUE(torch::allclose(audio(mels), x, 1e-5, 1e-5));
 }
 
+// Whisper's options (src/interop): exact GELU on the convs and the MLP, the k rows of the qkv
+// bias held at zero (exactly zero gradient, so AdamW never moves them), frozen positions, and the
+// final LayerNorm before the mean.
+TEST(AudioTest, WhisperOptions) {
+  torch::manual_seed(18);
+  ModuleSpec m = TinyAudio(Pooling::kMean);
+  m.activation = Activation::kGelu;
+  m.key_bias = false;
+  m.freeze_positions = true;
+  m.norm_before_pool = true;
+  AudioEncoder audio(m);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : audio->named_parameters(/*recurse=*/true))
+      if (p.key().find("bias") != std::string::npos) p.value().normal_();
+  }
+  EXPECT_FALSE(audio->positions.requires_grad());
+  torch::Tensor mels = torch::randn({2, 5, 10});
+  // By hand: exact GELU, LayerNorm on every position, then the mean.
+  ModuleSpec none = m;
+  none.pool = Pooling::kNone;
+  none.depth = 0;
+  AudioEncoder front(none);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : front->named_parameters(/*recurse=*/true))
+      p.value().copy_(audio->named_parameters(/*recurse=*/true)[p.key()]);
+  }
+  torch::Tensor x =
+      torch::gelu(torch::conv1d(mels, front->conv1->weight, front->conv1->bias, 1, 1));
+  x = torch::gelu(torch::conv1d(x, front->conv2->weight, front->conv2->bias, 2, 1));
+  x = torch::layer_norm(x.transpose(1, 2) + front->positions, {8}, front->ln_post->weight,
+                        front->ln_post->bias);
+  EXPECT_TRUE(torch::allclose(front(mels), x, 1e-5, 1e-5));
+  ModuleSpec after = none;
+  after.pool = Pooling::kMean;
+  AudioEncoder pooled(after);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : pooled->named_parameters(/*recurse=*/true))
+      p.value().copy_(front->named_parameters(/*recurse=*/true)[p.key()]);
+  }
+  EXPECT_TRUE(torch::allclose(pooled(mels), x.mean(1), 1e-5, 1e-5));
+  // The k rows of the bias get an exactly-zero gradient (the forward uses zeros in their place).
+  Probe(audio(mels)).backward();
+  const torch::Tensor& qkv_bias =
+      audio->blocks->layers[0]->as<TransformerBlockImpl>()->attn->qkv->bias;
+  EXPECT_EQ(qkv_bias.grad().narrow(0, 8, 8).count_nonzero().item<int64_t>(), 0);
+  EXPECT_GT(qkv_bias.grad().narrow(0, 0, 8).abs().sum().item<double>(), 0);
+  EXPECT_FALSE(audio->positions.grad().defined());
+  torch::Tensor before = audio(mels).detach();
+  {
+    torch::NoGradGuard no_grad;
+    qkv_bias.narrow(0, 8, 8).add_(1.0);  // whatever they hold, the forward uses zeros
+  }
+  EXPECT_TRUE(torch::equal(audio(mels).detach(), before));
+  // Mosaic's default order differs: the mean, then the LayerNorm.
+  ModuleSpec mosaic = m;
+  mosaic.norm_before_pool = false;
+  AudioEncoder other(mosaic);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : other->named_parameters(/*recurse=*/true))
+      p.value().copy_(audio->named_parameters(/*recurse=*/true)[p.key()]);
+  }
+  EXPECT_FALSE(torch::allclose(other(mels), before, 1e-3, 1e-3));
+}
+
 }  // namespace
 }  // namespace mosaic::models
