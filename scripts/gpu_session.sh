@@ -5,12 +5,13 @@
 # named in $STEPS_TO_RUN, writing logs and results under $OUT:
 #   tests     ctest -L gpu (every layer; fixtures that need transformers are made here
 #             by the bundle script, not there: -FA)       -> $OUT/ctest-gpu.log
-#   profile   mosaic profile for the zoo models without a committed profile -> out/profiles/
-#             (and $OUT/profiles.tar)
+#   profile   mosaic profile for the zoo models without a committed profile for this GPU's
+#             device spec (h100-sxm or h200) -> out/profiles/<model>-<spec>.json (and $OUT/profiles.tar)
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #
 #   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
 #
+# NINJA_TARGETS (default: everything) builds less, e.g. "mosaic train_gpu_test".
 # Binaries run later in the same call, outside this script, need the bundled libraries too:
 #   export LD_LIBRARY_PATH=/tmp/tl:$LD_LIBRARY_PATH; build-gpu/cli/mosaic bench ...
 set -uo pipefail
@@ -25,6 +26,12 @@ for f in .deps/train/lib/*.so.*; do
   ldconfig -p | grep -q "^[[:space:]]*$b " || ln -sf "$PWD/$f" "/tmp/tl/$b"
 done
 export LD_LIBRARY_PATH=/tmp/tl:${LD_LIBRARY_PATH:-}
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+case "$gpu" in
+  *H200*) devspec=h200 ;;
+  *) devspec=h100-sxm ;;
+esac
+echo "[gpu] $gpu: device spec $devspec" >&2
 TP=$(python3 -c 'import torch,sys; sys.stdout.write(torch.utils.cmake_prefix_path)')
 t0=$(date +%s)
 if [[ ! -f build-gpu/build.ninja ]]; then
@@ -32,7 +39,7 @@ if [[ ! -f build-gpu/build.ninja ]]; then
     -DCMAKE_CUDA_ARCHITECTURES=90 -DMOSAIC_TORCH_PREFIX="$TP" -DCMAKE_PREFIX_PATH="$TP" \
     >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 fi
-if ! ninja -C build-gpu -j"$(nproc)" >"$OUT/build.log" 2>&1; then
+if ! ninja -C build-gpu -j"$(nproc)" ${NINJA_TARGETS:-} >"$OUT/build.log" 2>&1; then
   grep -E "error|FAILED" "$OUT/build.log" | head -40
   echo "[gpu] build failed" >&2
   exit 1
@@ -46,11 +53,11 @@ for step in ${STEPS_TO_RUN:-tests}; do
         >"$OUT/ctest-gpu.log" 2>&1
       grep -E "tests passed|Failed|\*\*\*|Passed|loss|plan" "$OUT/ctest-gpu.log" | tail -40 ;;
     profile)
-      for m in ${PROFILE_MODELS:-clip-b16-bs128 imagebind-like omni-small clip-l14}; do
-        [[ -f configs/profiles/$m-h100-sxm.json ]] && continue
-        "$BIN" profile -m "$m" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps 5 \
-          -o "out/profiles/$m-h100-sxm.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
-        mkdir -p "$OUT/profiles"; cp out/profiles/$m-h100-sxm.json "$OUT/profiles/" 2>/dev/null
+      for m in ${PROFILE_MODELS:-clip-b16 clip-b16-bs128 llava-small imagebind-like omni-small clip-l14}; do
+        [[ -f configs/profiles/$m-$devspec.json ]] && continue
+        "$BIN" profile -m "$m" --device "$devspec" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps 5 \
+          -o "out/profiles/$m-$devspec.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
+        mkdir -p "$OUT/profiles"; cp "out/profiles/$m-$devspec.json" "$OUT/profiles/" 2>/dev/null
         echo "[gpu] profiled $m at $(($(date +%s) - t0)) s" >&2
       done
       tar -cf "$OUT/profiles.tar" -C out profiles ;;

@@ -18,6 +18,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 missing=()
 while IFS= read -r line; do
   line=${line%%#*}
+  line=${line%"${line##*[![:space:]]}"}  # a comment after a pin leaves spaces behind
   [[ -z "${line// }" ]] && continue
   name=${line%%=*}
   if ! dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q "install ok installed"; then

@@ -2,6 +2,7 @@
 #include "engine/plan_executor.h"
 
 #include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_zero.h>
 #include <ATen/ops/_foreach_norm.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -394,9 +395,13 @@ StatusOr<torch::Tensor> PlanExecutor::ForwardBackward(const models::Batch& batch
   const bool gpu = device_.is_cuda();
   try {
     {
+      // One multi-tensor kernel for every gradient: zeroing them one by one cost a host launch
+      // per tensor (about 7 us each, 2 ms for clip-b16's ~300 tensors) with the GPU idle.
       torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> grads;
       for (const torch::Tensor& p : model_->parameters())
-        if (p.grad().defined()) p.mutable_grad().zero_();
+        if (p.grad().defined()) grads.push_back(p.mutable_grad());
+      if (!grads.empty()) at::_foreach_zero_(grads);
     }
     cudaStream_t caller = nullptr;
     if (gpu) {
