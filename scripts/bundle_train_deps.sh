@@ -41,6 +41,10 @@ for h in archive.h archive_entry.h sndfile.h sndfile.hh sentencepiece_processor.
   cp "/usr/include/$h" "$D/include/"
 done
 cp /usr/include/x86_64-linux-gnu/jconfig.h "$D/include/" 2>/dev/null || cp /usr/include/jconfig.h "$D/include/"
+# The header-only libraries and GoogleTest's sources (the wrapper project builds gtest itself).
+mkdir -p .deps/include
+cp -r /usr/include/nlohmann /usr/include/CLI .deps/include/
+rm -rf .deps/googletest && cp -r /usr/src/googletest .deps/
 # ICU (interop's CLIP tokenizer) and Gloo's headers (dist; the library itself is inside libtorch).
 cp -r /usr/include/unicode /usr/include/gloo "$D/include/"
 

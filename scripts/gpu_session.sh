@@ -18,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT" out/profiles
-[[ -d .deps/train ]] || tar -xzf .deps.tgz
+[[ -d .deps/train && -d .deps/googletest ]] || tar -xzf .deps.tgz
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p /tmp/tl
 for f in .deps/train/lib/*.so.*; do
