@@ -10,6 +10,7 @@
 #
 # Env: MOSAIC_BIN (default build-gpu/src/cli/mosaic), STEPS (20), PROFILES (a folder of measured
 # profiles named <model>-<device>.json used where configs/profiles has none), MOSAIC_COMMIT,
+# RAW (folder of the raw per-model results; COLLECT=0 skips the merge, for a suite run in parts),
 # MODEL_TIMEOUT (s per model, 300), HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
 # session. Writes $OUT/results.json and $OUT/suite.log.
 set -uo pipefail
@@ -18,7 +19,7 @@ OUT=${OUT:-bench/out}
 BIN=${MOSAIC_BIN:-build-gpu/src/cli/mosaic}
 STEPS=${STEPS:-20}
 PROFILES=${PROFILES:-out/profiles}
-RAW=$(mktemp -d)
+RAW=${RAW:-$(mktemp -d)}  # RAW=dir: keep one model's raw results there (a suite split over calls)
 mkdir -p "$OUT"
 # The commit measured: MOSAIC_COMMIT, else git's HEAD (resolved, not .git/HEAD's "ref: ..." text).
 export MOSAIC_COMMIT=${MOSAIC_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}
@@ -46,4 +47,4 @@ elif [[ "${HF:-1}" == 1 ]]; then
   PYTHONUNBUFFERED=1 python3 bench/hf_clip_baseline.py --batch-sizes 32 128 --steps "$STEPS" \
     -o "$RAW/hf-clip.json" 2>&1 | tee -a "$OUT/suite.log"
 fi
-python3 bench/collect_results.py "$RAW" -o "$OUT/results.json" 2>&1 | tee -a "$OUT/suite.log"
+[[ "${COLLECT:-1}" == 1 ]] && python3 bench/collect_results.py "$RAW" -o "$OUT/results.json" 2>&1 | tee -a "$OUT/suite.log"

@@ -233,6 +233,9 @@ TEST(TrainGpu, PlannedNonFiniteSkipsOrStopsNamingTheModule) {
 // Peak bytes torch's caching allocator reserved from the device (what a memory fraction caps)
 // while `run` ran, starting from an empty cache.
 int64_t PeakReservedBytes(const std::function<void()>& run) {
+  // The caching allocator's per-device stats exist once CUDA is initialized in this process
+  // (before, resetPeakStats throws "Invalid device argument").
+  torch::zeros({1}, torch::kCUDA);
   torch::cuda::synchronize();
   c10::cuda::CUDACachingAllocator::emptyCache();
   c10::cuda::CUDACachingAllocator::resetPeakStats(0);
