@@ -19,9 +19,10 @@ OUT=${OUT:-bench/out}
 BIN=${MOSAIC_BIN:-build-gpu/src/cli/mosaic}
 STEPS=${STEPS:-20}
 PROFILES=${PROFILES:-out/profiles}
-RAW=${RAW:-$(mktemp -d)}  # RAW=dir: keep one model's raw results there (a suite split over calls)
+RAW=${RAW:-$(mktemp -d)}  # RAW=dir: keep the raw per-model results there (a suite split over calls)
 mkdir -p "$OUT"
 # The commit measured: MOSAIC_COMMIT, else git's HEAD (resolved, not .git/HEAD's "ref: ..." text).
+# A copied working tree may carry stale git metadata (the device tool's does): pass MOSAIC_COMMIT.
 export MOSAIC_COMMIT=${MOSAIC_COMMIT:-$(git rev-parse HEAD 2>/dev/null || true)}
 models=("$@")
 if [[ ${#models[@]} -eq 0 ]]; then

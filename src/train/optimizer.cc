@@ -38,6 +38,26 @@ StatusOr<std::unique_ptr<torch::optim::AdamW>> MakeAdamW(
                                                torch::optim::AdamWOptions(config.lr));
 }
 
+int64_t CreateAdamWState(torch::optim::AdamW& optimizer) {
+  int64_t bytes = 0;
+  for (auto& group : optimizer.param_groups()) {
+    const bool amsgrad = static_cast<torch::optim::AdamWOptions&>(group.options()).amsgrad();
+    for (const torch::Tensor& p : group.params()) {
+      auto& slot = optimizer.state()[p.unsafeGetTensorImpl()];
+      if (slot) continue;
+      // The same state torch::optim::AdamW::step creates for a parameter it meets first.
+      auto state = std::make_unique<torch::optim::AdamWParamState>();
+      state->step(0);
+      state->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      state->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      if (amsgrad) state->max_exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      bytes += (amsgrad ? 3 : 2) * p.numel() * p.element_size();
+      slot = std::move(state);
+    }
+  }
+  return bytes;
+}
+
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);

@@ -36,6 +36,13 @@ StatusOr<std::unique_ptr<torch::optim::AdamW>> MakeAdamW(
     const torch::OrderedDict<std::string, torch::Tensor>& named_parameters,
     const AdamWConfig& config);
 
+// Creates AdamW's moments (zeros, step 0: what its first step would create) for every
+// parameter that has none yet, so that the optimizer's memory is taken now. A graph plan calls
+// it before capturing: a plan that does not fit then runs out of memory while capturing, where
+// the trainer falls back to a smaller plan, not at the first optimizer step. Returns the bytes
+// it allocated.
+int64_t CreateAdamWState(torch::optim::AdamW& optimizer);
+
 // Sets the learning rate of every group.
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr);
 

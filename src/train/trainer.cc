@@ -486,6 +486,10 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
     }
   }
 
+  // A graph plan captures on its first step: the optimizer's memory is taken before, so that a
+  // plan that does not fit fails while capturing, where it falls back (CreateAdamWState).
+  if (planned && device.is_cuda()) CreateAdamWState(*optimizer);
+
   if (dist != nullptr) {
     // Same seed (or the same checkpoint) on every rank: the replicas start identical.
     MOSAIC_RETURN_IF_ERROR(

@@ -25,6 +25,9 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "engine/fused_adamw.h"
 #include "engine/plan_executor.h"
@@ -197,7 +200,7 @@ TEST(ExecutorGpuCurve, LossCurveFollowsEager) {
   for (const std::string name : {"clip-b16", "llava-small"}) {
     SCOPED_TRACE(name);
     const ModelSpec spec = Zoo(name);
-    const int steps = name == "clip-b16" ? 100 : 30;
+    const int steps = 100;  // issue 6: 100 steps follow the same loss curve
     torch::manual_seed(0);
     auto model = models::BuildMultimodalModel(spec, kCuda);
     ASSERT_TRUE(model.ok()) << model.status();
@@ -207,10 +210,12 @@ TEST(ExecutorGpuCurve, LossCurveFollowsEager) {
     for (const torch::Tensor& p : (*model)->parameters())
       initial.push_back(p.detach().clone());
     const models::Batch batch = models::SyntheticBatch(spec, spec.batch_size, kCuda, 13);
-    // Runs: eager, eager again (its distance to the first is the noise floor of bf16 training
-    // with non-deterministic reductions), colocated graphs.
-    std::vector<double> curve[3];
-    for (int run = 0; run < 3; ++run) {
+    // Runs: eager `eager_runs` times (how far they drift apart is the noise floor of bf16
+    // training with non-deterministic reductions), then the colocated graphs. clip-b16's eager
+    // runs and graphs match exactly (gap 0 on the H100 and the H200): one eager run is enough.
+    const int eager_runs = name == "clip-b16" ? 1 : 3;
+    std::vector<std::vector<double>> curve(eager_runs + 1);
+    for (int run = 0; run <= eager_runs; ++run) {
       {
         torch::NoGradGuard no_grad;
         auto params = (*model)->parameters();
@@ -219,11 +224,7 @@ TEST(ExecutorGpuCurve, LossCurveFollowsEager) {
           params[k].mutable_grad() = torch::Tensor();
         }
       }
-      const bool graph = run == 2;
-      if (!graph && name == "clip-b16" && run == 1) {
-        curve[1] = curve[0];  // clip-b16: eager and graphs matched exactly (gap 0, H100): no rerun
-        continue;
-      }
+      const bool graph = run == eager_runs;
       auto exec = PlanExecutor::Create(
           *model, graph ? Colocated(spec) : *TemporalPlan(spec, spec.micro_batches), batch, kCuda,
           {graph ? ExecMode::kGraph : ExecMode::kEager});
@@ -235,26 +236,32 @@ TEST(ExecutorGpuCurve, LossCurveFollowsEager) {
         curve[run].push_back(loss->item<double>());
       }
     }
-    const std::vector<double>& le = curve[0];
-    const std::vector<double>& lg = curve[2];
+    const std::vector<double>& lg = curve[eager_runs];
     // Per step, relative to the loss (floored at 0.4 nats: near zero a relative gap means
-    // nothing). The colocated graphs must stay within 5% or within 2x of how far two eager runs
-    // of the same steps drift apart (llava-small memorizes its fixed batch, 10.8 -> ~0.25 nats,
-    // and its bf16 curves then differ run to run: 0.259 vs 0.222 at the end of two eager runs
-    // on an H100).
+    // nothing). The colocated graphs must stay within 5% of every eager run, or within 2x of
+    // the widest gap between two eager runs (llava-small memorizes its fixed batch,
+    // 10.8 -> ~0.25 nats, and its bf16 curves then differ run to run: final losses 0.239 and
+    // 0.229 in two eager runs on the H200, gap 2.5%, 0.255 under graphs, gap 8.3%: one pair of
+    // eager runs underestimates the spread).
     auto gap = [&](const std::vector<double>& a, const std::vector<double>& b) {
       double worst = 0;
       for (int i = 0; i < steps; ++i)
         worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(a[i], 0.4));
       return worst;
     };
-    const double noise = gap(le, curve[1]);
-    const double worst = gap(le, lg);
-    std::cout << name << ": loss " << le.front() << " -> " << le.back() << " (eager), "
-              << curve[1].back() << " (eager again), " << lg.front() << " -> " << lg.back()
-              << " (colocated graphs); worst step gap " << worst << ", eager vs eager " << noise
-              << std::endl;
-    EXPECT_LT(le.back(), le.front() * 0.9) << "the loss must fall on a fixed batch";
+    double noise = 0, worst = 0;
+    std::ostringstream finals;
+    for (int a = 0; a < eager_runs; ++a) {
+      finals << curve[a].back() << " ";
+      worst = std::max(worst, gap(curve[a], lg));
+      for (int b = a + 1; b < eager_runs; ++b)
+        noise = std::max(noise, gap(curve[a], curve[b]));
+    }
+    std::cout << name << ": loss " << curve[0].front() << " -> " << finals.str() << "(eager x"
+              << eager_runs << "), " << lg.front() << " -> " << lg.back()
+              << " (colocated graphs); worst step gap " << worst << ", widest eager vs eager "
+              << noise << std::endl;
+    EXPECT_LT(curve[0].back(), curve[0].front() * 0.9) << "the loss must fall on a fixed batch";
     EXPECT_LE(worst, std::max(5e-2, 2 * noise));
   }
 }

@@ -20,7 +20,9 @@ TEST(WeightDecay, MatricesOnlyAndNeverEmbeddings) {
   EXPECT_FALSE(WantsWeightDecay("text.token_embed.weight", torch::zeros({10, 2})));
 }
 
-TEST(AdamW, TwoStepsMatchAHandComputation) {
+// Two steps against the hand computation; `create_state_first`: the moments made up front
+// (CreateAdamWState, what a graph plan does before capturing) change nothing.
+void ExpectTwoStepsMatchAHandComputation(bool create_state_first) {
   torch::NoGradGuard no_grad;
   torch::OrderedDict<std::string, torch::Tensor> params;
   auto w = torch::tensor({{0.5, -1.0}, {2.0, 0.25}}, torch::kFloat64).requires_grad_(true);
@@ -36,6 +38,11 @@ TEST(AdamW, TwoStepsMatchAHandComputation) {
   auto opt = MakeAdamW(params, c);
   ASSERT_TRUE(opt.ok()) << opt.status();
   ASSERT_EQ((*opt)->param_groups().size(), 2u);
+  if (create_state_first) {
+    EXPECT_EQ(CreateAdamWState(**opt), 2 * (4 + 2) * 8);  // exp_avg + exp_avg_sq, fp64
+    EXPECT_EQ((*opt)->state().size(), 2u);
+    EXPECT_EQ(CreateAdamWState(**opt), 0);  // every parameter has its state already
+  }
 
   const std::vector<std::vector<double>> grads_w = {{0.3, -0.6, 0.9, 0.05}, {-0.1, 0.2, 0.4, 1.0}};
   const std::vector<std::vector<double>> grads_b = {{1.0, -2.0}, {0.5, 0.5}};
@@ -72,6 +79,14 @@ TEST(AdamW, TwoStepsMatchAHandComputation) {
   for (auto& g : (*opt)->param_groups()) {
     EXPECT_EQ(static_cast<torch::optim::AdamWOptions&>(g.options()).lr(), 0.5);
   }
+}
+
+TEST(AdamW, TwoStepsMatchAHandComputation) {
+  ExpectTwoStepsMatchAHandComputation(false);
+}
+
+TEST(AdamW, StateCreatedUpFrontChangesNothing) {
+  ExpectTwoStepsMatchAHandComputation(true);
 }
 
 TEST(AdamW, NothingToTrainIsAnError) {
