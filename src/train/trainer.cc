@@ -629,8 +629,21 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
           exec_options.record_trace = true;
         }
       }
-      StatusOr<std::unique_ptr<engine::PlanExecutor>> made =
-          engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options);
+      // Test hook (capture_ballast_bytes): memory held while a graph plan captures.
+      auto create = [&](const Plan& plan) -> StatusOr<std::unique_ptr<engine::PlanExecutor>> {
+        torch::Tensor ballast;
+        if (options.capture_ballast_bytes > 0 && exec_options.mode == engine::ExecMode::kGraph &&
+            device.is_cuda()) {
+          try {
+            ballast = torch::empty({options.capture_ballast_bytes},
+                                   torch::TensorOptions().dtype(torch::kUInt8).device(device));
+          } catch (const c10::Error& e) {
+            return Internal(std::string("capture ballast: ") + e.what_without_backtrace());
+          }
+        }
+        return engine::PlanExecutor::Create(model, plan, whole, device, exec_options);
+      };
+      StatusOr<std::unique_ptr<engine::PlanExecutor>> made = create(choice.plan);
       // Out of memory while capturing: fall back to smaller plans (one module at a time as
       // graphs, then eagerly), saying so.
       for (const char* smaller : {"temporal-graph", "temporal-eager"}) {
@@ -647,7 +660,7 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
         exec_options.record_trace = false;
         online.reset();
         choice.summary += " (fallback: out of memory)";
-        made = engine::PlanExecutor::Create(model, choice.plan, whole, device, exec_options);
+        made = create(choice.plan);
       }
       MOSAIC_ASSIGN_OR_RETURN(executor, std::move(made));
       result.plan_summary = choice.summary + ", " + engine::ToString(choice.mode);

@@ -82,6 +82,10 @@ struct TrainOptions {
   // MOSAIC_INJECT_NONFINITE and MOSAIC_TEST_CHECKPOINT_PAUSE_MS).
   NonFiniteInjection inject_nonfinite;
   int checkpoint_write_pause_ms = 0;  // pause halfway through each checkpoint write, saying so
+  // Bytes held on the GPU while a graph plan captures, freed after: graphs that need more memory
+  // than eager training (what a plan the memory model underestimates does), so that a cap on
+  // GPU memory provokes a real out-of-memory during capture (the fallback's gpu test).
+  int64_t capture_ballast_bytes = 0;
   // Data-parallel training (docs/distributed.md): this process's membership in a run started by
   // torchrun; nullptr: one process. Every rank reads its slice of each global batch (batch_size
   // stays the global batch), gradients are averaged over ranks, contrastive losses gather every

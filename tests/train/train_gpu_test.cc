@@ -266,10 +266,12 @@ double GiB(int64_t bytes) {
   return static_cast<double>(bytes) / (1 << 30);
 }
 
-// A cap on GPU memory between what two plans need: the bigger plan runs out while capturing
-// (the optimizer's state is taken before the capture: CreateAdamWState), the trainer falls
-// back to the smaller one, says so, and trains. Each fallback the measured numbers make room
-// for is provoked; at least one must be.
+// Out of memory while capturing falls back to a smaller plan, says so, and trains. Two ways to
+// run out, each under a cap on GPU memory (torch's per-process memory fraction): between what
+// two plans need, where the measured peaks leave room (on the H200 the three plans' peaks are
+// within 1.5%: graphs cost no memory over eager training there); and always with a ballast held
+// while graph plans capture (TrainOptions::capture_ballast_bytes: graphs that need more than
+// eager training), which makes both graph plans run out and the eager plan train.
 TEST(TrainGpu, OutOfMemoryWhileCapturingFallsBackToASmallerPlan) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   TrainOptions o;
@@ -288,6 +290,7 @@ TEST(TrainGpu, OutOfMemoryWhileCapturingFallsBackToASmallerPlan) {
   // What 3 steps of training under each plan reserve at the peak: captures, AdamW state and
   // evaluation included.
   std::map<std::string, int64_t> peak;
+  int64_t max_peak = 0;
   for (const char* plan : {"shared-streams", "temporal-graph", "temporal-eager"}) {
     TrainOptions t = o;
     t.plan = plan;
@@ -295,39 +298,40 @@ TEST(TrainGpu, OutOfMemoryWhileCapturingFallsBackToASmallerPlan) {
     Status trained = Status::Ok();
     peak[plan] = PeakReservedBytes([&]() { trained = Train(t).status(); });
     ASSERT_TRUE(trained.ok()) << plan << ": " << trained << "\n" << log.str();
+    max_peak = std::max(max_peak, peak[plan]);
     std::cerr << plan << ": peak " << GiB(peak[plan]) << " GiB reserved\n";
   }
   struct Case {
     std::string from, to;               // the plan asked for, the plan that trains
     std::vector<std::string> fallbacks;  // the plans fallen back to, in order
+    int64_t ballast = 0, cap = 0;        // bytes
   };
   std::vector<Case> cases;
-  auto room = [&](const std::string& big, const std::string& small) {
-    return peak[big] > peak[small] * 21 / 20;  // 5%: the cap sits in between with room
-  };
-  if (room("shared-streams", "temporal-graph"))
-    cases.push_back({"shared-streams", "temporal-graph", {"temporal-graph"}});
-  if (room("temporal-graph", "temporal-eager") && peak["shared-streams"] >= peak["temporal-graph"])
-    cases.push_back({"shared-streams", "temporal-eager", {"temporal-graph", "temporal-eager"}});
-  ASSERT_FALSE(cases.empty())
-      << "no plan needs 5% more memory than a smaller one: shared-streams "
-      << GiB(peak["shared-streams"]) << " GiB, temporal-graph " << GiB(peak["temporal-graph"])
-      << " GiB, temporal-eager " << GiB(peak["temporal-eager"]) << " GiB";
+  // A cap halfway (geometric mean) between the peak of the last plan that must fail and the
+  // plan that trains, where the peaks differ by over 5%.
+  if (peak["shared-streams"] > peak["temporal-graph"] * 21 / 20) {
+    cases.push_back({"shared-streams", "temporal-graph", {"temporal-graph"}, 0,
+                     static_cast<int64_t>(std::sqrt(static_cast<double>(peak["shared-streams"]) *
+                                                    static_cast<double>(peak["temporal-graph"])))});
+  }
+  // The ballast: half the largest peak, held while capturing; the cap a quarter of the largest
+  // peak above it. A graph plan then needs its peak + the ballast (over the cap), eager training
+  // its peak (under it); the ballast itself fits beside the weights and AdamW state.
+  cases.push_back({"shared-streams", "temporal-eager", {"temporal-graph", "temporal-eager"},
+                   max_peak / 2, max_peak + max_peak / 4});
 
   for (const Case& c : cases) {
     SCOPED_TRACE(c.from + " -> " + c.to);
-    // The cap: the geometric mean of the last plan that must fail and the plan that trains.
-    const std::string& last_failing = c.fallbacks.size() > 1 ? c.fallbacks.end()[-2] : c.from;
-    const int64_t cap = static_cast<int64_t>(std::sqrt(static_cast<double>(peak[last_failing]) *
-                                                       static_cast<double>(peak[c.to])));
-    std::cerr << c.from << " capped at " << GiB(cap) << " GiB\n";
+    std::cerr << c.from << ": capped at " << GiB(c.cap) << " GiB, ballast while capturing "
+              << GiB(c.ballast) << " GiB\n";
     log.str("");
     TrainOptions t = o;
     t.plan = c.from;
     t.steps = 50;
+    t.capture_ballast_bytes = c.ballast;
     StatusOr<TrainResult> r = Internal("not run");
     {
-      AllocatorCap limit(cap);
+      AllocatorCap limit(c.cap);
       r = Train(t);
     }
     ASSERT_TRUE(r.ok()) << r.status() << "\n" << log.str();
