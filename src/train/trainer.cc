@@ -637,8 +637,11 @@ StatusOr<TrainResult> Train(const TrainOptions& options) {
           try {
             ballast = torch::empty({options.capture_ballast_bytes},
                                    torch::TensorOptions().dtype(torch::kUInt8).device(device));
-          } catch (const c10::Error& e) {
-            return Internal(std::string("capture ballast: ") + e.what_without_backtrace());
+          } catch (const c10::Error&) {
+            // Not worded as an out of memory: the fallback is for captures, not for the hook.
+            return FailedPrecondition("test hook: the capture ballast of " +
+                                      std::to_string(options.capture_ballast_bytes) +
+                                      " bytes did not fit beside the model");
           }
         }
         return engine::PlanExecutor::Create(model, plan, whole, device, exec_options);

@@ -4,7 +4,8 @@
 // fp16 a NaN injected into a module's gradients halves the loss scale (--on-nonfinite auto) or
 // stops naming the module; the same policies on graph plans (--plan temporal-graph,
 // shared-streams); an out of memory while capturing a graph plan (a real one, under a cap on
-// torch's caching allocator) falls back to temporal-graph, then temporal-eager, and trains.
+// torch's caching allocator, with memory held during capture) falls back to temporal-graph,
+// then temporal-eager, and trains.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <gtest/gtest.h>
@@ -13,15 +14,12 @@
 #include <cmath>
 #include <functional>
 #include <iostream>
-#include <limits>
 #include <map>
 #include <numeric>
 #include <sstream>
 
 #include "core/file_io.h"
 
-#include "engine/plan_executor.h"
-#include "engine/standard_plans.h"
 #include "models/multimodal_model.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
