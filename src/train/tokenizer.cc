@@ -35,7 +35,7 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
+StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path, DummyPrefix rule) {
   Tokenizer tok;
   struct stat st;
   if (::stat(model_path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -54,6 +54,17 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
   if (!s.ok()) {
     return InvalidArgument(model_path + ": not a sentencepiece model (" + s.ToString() + ")");
   }
+  if (rule == DummyPrefix::kTransformers) {
+    // NormalizerSpec is ModelProto's field 3 and add_dummy_prefix is its field 3 (a bool);
+    // protobuf merges a repeated embedded message into the first, so appending
+    // {normalizer_spec: {add_dummy_prefix: false}} overrides that one flag and nothing else.
+    static constexpr char kNoDummyPrefix[] = {0x1a, 0x02, 0x18, 0x00};
+    tok.sp_no_prefix_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    auto s2 = tok.sp_no_prefix_->LoadFromSerializedProto(
+        *bytes + std::string(kNoDummyPrefix, sizeof(kNoDummyPrefix)));
+    if (!s2.ok()) return Internal(model_path + ": reloading without the dummy prefix failed (" +
+                                  s2.ToString() + ")");
+  }
   tok.path_ = model_path;
   // A model trained without a pad piece pads with unk; without bos/eos those are left out.
   tok.pad_id_ = tok.sp_->pad_id() >= 0 ? tok.sp_->pad_id() : tok.sp_->unk_id();
@@ -62,10 +73,20 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path) {
   return tok;
 }
 
+std::vector<int> Tokenizer::Pieces(const std::string& text) const {
+  // transformers' Metaspace replaces spaces by "▁" and then prepends one only when the text
+  // does not already start with it.
+  const bool starts_with_space =
+      !text.empty() && (text[0] == ' ' || text.rfind("\xe2\x96\x81", 0) == 0);
+  const auto& sp = sp_no_prefix_ && starts_with_space ? sp_no_prefix_ : sp_;
+  std::vector<int> pieces;
+  sp->Encode(text, &pieces).IgnoreError();  // Encode fails only on an unloaded model
+  return pieces;
+}
+
 std::vector<int64_t> Tokenizer::Encode(const std::string& text, int seq_len) const {
   if (clip_) return clip_->Encode(text, seq_len);
-  std::vector<int> pieces;
-  sp_->Encode(text, &pieces).IgnoreError();  // Encode fails only on an unloaded model
+  const std::vector<int> pieces = Pieces(text);
   std::vector<int64_t> ids;
   ids.reserve(seq_len);
   if (bos_id_ >= 0) ids.push_back(bos_id_);
@@ -82,8 +103,7 @@ std::vector<int64_t> Tokenizer::Encode(const std::string& text, int seq_len) con
 
 int Tokenizer::EncodedLength(const std::string& text, int seq_len) const {
   if (clip_) return std::min(static_cast<int>(clip_->EncodeIds(text).size()) + 2, seq_len);
-  std::vector<int> pieces;
-  sp_->Encode(text, &pieces).IgnoreError();
+  const std::vector<int> pieces = Pieces(text);
   int n = static_cast<int>(pieces.size()) + (bos_id_ >= 0) + (eos_id_ >= 0);
   return std::min(n, seq_len);
 }

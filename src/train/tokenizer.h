@@ -24,10 +24,20 @@ class ClipTokenizer;
 
 namespace mosaic::train {
 
+// Where a sentencepiece model with a dummy prefix ("▁" before the text, Llama's setting) and a
+// text that already starts with a space (or "▁") part ways:
+//  - kTransformers (default): as transformers' LlamaTokenizer (Metaspace, prepend_scheme
+//    "first"): no prefix is added to such a text, so " a" and "a" both give "▁a".
+//  - kSentencepiece: as libsentencepiece and Meta's reference: the prefix is always added,
+//    " a" gives "▁", "▁a".
+// The two agree on every other text; CLIP folders ignore the rule.
+enum class DummyPrefix { kTransformers, kSentencepiece };
+
 class Tokenizer {
  public:
   // A sentencepiece model file, or a folder holding CLIP's vocab.json + merges.txt.
-  static StatusOr<Tokenizer> Load(const std::string& model_path);
+  static StatusOr<Tokenizer> Load(const std::string& model_path,
+                                  DummyPrefix rule = DummyPrefix::kTransformers);
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
   ~Tokenizer();
@@ -46,7 +56,11 @@ class Tokenizer {
 
  private:
   Tokenizer();
+  // sentencepiece's pieces for `text` (no bos/eos), under rule_.
+  std::vector<int> Pieces(const std::string& text) const;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  // The same model without its dummy prefix: set when the rule is kTransformers.
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_no_prefix_;
   std::shared_ptr<const interop::ClipTokenizer> clip_;  // set for a CLIP BPE folder
   std::string path_;
   int pad_id_ = 0, bos_id_ = 1, eos_id_ = 2;

@@ -53,6 +53,13 @@ CORPUS = [
     " ".join(["the quick brown fox jumps over the lazy dog"] * 12),
     "".join(chr(c) for c in range(0x20, 0x7f)),
     "control\x00\x01\x7f chars",
+    " a photo of a cat",
+    " ",
+    "  hello  world  ",
+    " \u65e5\u672c \u8a9e",
+    "\u2581a literal metaspace",
+    " \u2581a",
+    "\ta tab first",
 ]
 
 
