@@ -45,11 +45,11 @@ if [[ "${have_torch%%+*}" != "$want_torch" ]]; then
   say "installing Python packages from requirements.txt (torch $want_torch, about 3 GB the first time)"
   "$PYTHON" -m pip install --disable-pip-version-check -q -r requirements.txt
 fi
-# Test references (tests/interop compare against Hugging Face transformers).
-want_tf=$(sed -n 's/^transformers==//p' requirements-test.txt)
-have_tf=$("$PYTHON" -c 'import transformers,sys; sys.stdout.write(transformers.__version__)' 2>/dev/null || true)
-if [[ "$have_tf" != "$want_tf" ]]; then
-  say "installing test packages from requirements-test.txt (transformers $want_tf)"
+# Test references (tests/interop compare against Hugging Face transformers and OpenCLIP).
+want_ref="$(sed -n 's/^transformers==//p' requirements-test.txt) $(sed -n 's/^open_clip_torch==//p' requirements-test.txt)"
+have_ref=$("$PYTHON" -c 'import sys, transformers, open_clip; sys.stdout.write(transformers.__version__ + " " + open_clip.__version__)' 2>/dev/null || true)
+if [[ "$have_ref" != "$want_ref" ]]; then
+  say "installing test packages from requirements-test.txt (transformers, open_clip: $want_ref)"
   "$PYTHON" -m pip install --disable-pip-version-check -q -r requirements-test.txt
 fi
 TORCH_PREFIX=$("$PYTHON" -c 'import torch,sys; sys.stdout.write(torch.utils.cmake_prefix_path)' 2>/dev/null)

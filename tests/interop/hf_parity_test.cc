@@ -48,13 +48,17 @@ void ExpectClose(const torch::Tensor& mosaic, const torch::Tensor& hf, const std
 }
 
 // Every HF parameter's gradient against Mosaic's (mapped back to HF names), and none missing.
-void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& ref) {
+// Mosaic's parameter names to the reference's (HF's by default, OpenCLIP's for OpenCLIP).
+using NameMap = StatusOr<TensorMap> (*)(const ModelSpec&, const TensorMap&);
+
+void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& ref,
+                          NameMap to_reference = &MosaicToHf) {
   TensorMap grads;
   for (const auto& p : model.named_parameters(/*recurse=*/true)) {
     ASSERT_TRUE(p.value().grad().defined()) << p.key();
     grads.emplace(p.key(), p.value().grad());
   }
-  auto hf = MosaicToHf(model.spec(), grads);
+  auto hf = to_reference(model.spec(), grads);
   ASSERT_TRUE(hf.ok()) << hf.status().message();
   int compared = 0;
   double worst = 0;
@@ -73,7 +77,7 @@ void ExpectGradientsMatch(models::MultimodalModelImpl& model, const TensorMap& r
   std::printf("compared %d gradients, max |diff| %.3g\n", compared, worst);
 }
 
-void CheckClipModel(HfImport* hf, const std::string& name) {
+void CheckClipModel(HfImport* hf, const std::string& name, NameMap to_reference = &MosaicToHf) {
   TensorMap ref = Reference(name);
   models::Batch batch;
   batch.images = ref.at("input.pixel_values");
@@ -93,7 +97,7 @@ void CheckClipModel(HfImport* hf, const std::string& name) {
   torch::Tensor logits = loss->scale() * F::normalize(img, unit).mm(F::normalize(txt, unit).t());
   ExpectClose(logits, ref.at("out.logits_per_image"), "logits_per_image");
   ExpectClose(out.loss, ref.at("out.loss"), "loss");
-  ExpectGradientsMatch(*hf->model, ref);
+  ExpectGradientsMatch(*hf->model, ref, to_reference);
 }
 
 void CheckClip(const std::string& name) {
@@ -322,6 +326,22 @@ TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
   auto error = OpenClipToMosaic(*spec, broken);
   ASSERT_FALSE(error.ok());
   EXPECT_EQ(error.status().message(), "missing tensor \"visual.proj\" (shape [48, 24])");
+}
+
+// OpenCLIP itself (open_clip.model.CLIP, make_reference.py) in the configuration of
+// clip-quickgelu, with its own random weights: Mosaic loads its state dict and computes its
+// features, logits and ClipLoss, and every gradient under OpenCLIP's names, within 1e-5.
+TEST(OpenClip, MatchesOpenClipItself) {
+  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  HfImport oc;
+  oc.spec = *spec;
+  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
+  ASSERT_TRUE(model.ok());
+  oc.model = *model;
+  Status s = LoadOpenClipWeights(Ref("open-clip") + "/open_clip_model.safetensors", *oc.model);
+  ASSERT_TRUE(s.ok()) << s.message();
+  CheckClipModel(&oc, "open-clip", &MosaicToOpenClip);
 }
 
 // --- Whisper's audio encoder ----------------------------------------------------------------

@@ -19,7 +19,8 @@ import transformers
 from transformers import (CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, LlavaConfig,
                           LlavaForConditionalGeneration, WhisperConfig,
                           WhisperForAudioClassification, WhisperForConditionalGeneration)
-from safetensors.torch import save_file
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_tokenizer_reference  # noqa: E402  (the BPE vocab for the fine-tuning folder)
@@ -118,6 +119,65 @@ def make_clip(out, name, hidden_act, eos_token_id, layer_norm_eps, shards, vocab
     ref.update(grads(model))
     save_file({k: v.detach().contiguous() for k, v in ref.items()},
               os.path.join(folder, "reference.safetensors"))
+
+
+def make_open_clip(out, hf_folder):
+    """OpenCLIP itself (open_clip.model.CLIP) in the configuration of the HF CLIP in hf_folder:
+    checks that open_clip_state_dict's names load into it strictly and compute what HF computes,
+    then saves OUT/open-clip/open_clip_model.safetensors (OpenCLIP's own random weights, its own
+    state_dict) and reference.safetensors (the same inputs, OpenCLIP's features, logits, ClipLoss
+    and gradients under OpenCLIP's names)."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    hf = CLIPModel.from_pretrained(hf_folder).float().train()
+    hf.config._attn_implementation = "eager"
+    t, v = hf.config.text_config, hf.config.vision_config
+    assert t.hidden_act == v.hidden_act == "quick_gelu" and t.layer_norm_eps == 1e-5
+    build = lambda: CLIP(  # noqa: E731
+        embed_dim=hf.config.projection_dim, quick_gelu=True,
+        vision_cfg=CLIPVisionCfg(layers=v.num_hidden_layers, width=v.hidden_size,
+                                 head_width=v.hidden_size // v.num_attention_heads,
+                                 mlp_ratio=v.intermediate_size / v.hidden_size,
+                                 patch_size=v.patch_size, image_size=v.image_size),
+        text_cfg=CLIPTextCfg(context_length=t.max_position_embeddings, vocab_size=t.vocab_size,
+                             width=t.hidden_size, heads=t.num_attention_heads,
+                             layers=t.num_hidden_layers, mlp_ratio=t.intermediate_size / t.hidden_size)).float().train()
+    model = build()
+    ref_hf = load_file(os.path.join(hf_folder, "reference.safetensors"))
+    pixels, ids = ref_hf["input.pixel_values"], ref_hf["input.input_ids"]
+    # The names Mosaic writes for OpenCLIP are OpenCLIP's: a strict load, and the same numbers.
+    model.load_state_dict(open_clip_state_dict(hf), strict=True)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(pixels), ref_hf["out.image_features"], atol=1e-5)
+        assert torch.allclose(model.encode_text(ids), ref_hf["out.text_features"], atol=1e-5)
+    # Then OpenCLIP's own initialization (LayerNorms perturbed as for HF) is the reference.
+    torch.manual_seed(2)
+    model = build()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".ln_" in n or n.startswith("ln_") or "visual.ln" in n:
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.3)
+    folder = os.path.join(out, "open-clip")
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "open_clip_model.safetensors"))
+    image = model.encode_image(pixels)
+    text = model.encode_text(ids)
+    image_n, text_n = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    scale = model.logit_scale.exp()
+    loss = ClipLoss()(image_n, text_n, scale)
+    loss.backward()
+    ref = {"input.pixel_values": pixels, "input.input_ids": ids,
+           "input.attention_mask": ref_hf["input.attention_mask"],
+           "out.image_features": image, "out.text_features": text,
+           "out.image_embeds": image_n, "out.text_embeds": text_n,
+           "out.logits_per_image": scale * image_n @ text_n.t(), "out.loss": loss.reshape(())}
+    ref.update(grads(model))
+    save_file({k: v.detach().contiguous() for k, v in ref.items()},
+              os.path.join(folder, "reference.safetensors"))
+    return open_clip.__version__
 
 
 def make_llama(out, name, tie, kv_heads):
@@ -271,8 +331,10 @@ def main():
     make_llama(out, "llama-tied", tie=True, kv_heads=4)
     make_llava(out, "llava")
     make_whisper(out)
+    open_clip_version = make_open_clip(out, os.path.join(out, "clip-quickgelu"))
     with open(os.path.join(out, "versions.json"), "w") as f:
-        json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
+        json.dump({"torch": torch.__version__, "transformers": transformers.__version__,
+                   "open_clip": open_clip_version}, f)
 
 
 if __name__ == "__main__":
