@@ -46,6 +46,7 @@ struct BenchFlags {
   int candidates = 3;
   bool ablations = true;
   bool eager = true;
+  int utilization_steps = 3;
   std::string commit;
 };
 
@@ -101,6 +102,15 @@ Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, dou
   m["peak_allocated_bytes"] = t.peak_allocated_bytes;
   m["peak_reserved_bytes"] = t.peak_reserved_bytes;
   m["misplaced_backward_graphs"] = t.misplaced_backwards;
+  if (t.utilization) {
+    const engine::MeasuredUtilization& u = *t.utilization;
+    m["sm_utilization"] = {{"utilization", u.utilization},   {"busy_sm_ms", u.busy_sm_ms},
+                           {"window_ms", u.window_ms},       {"steps", u.steps},
+                           {"kernels", u.kernels},           {"place_sms", u.place_sms},
+                           {"unplaced_kernel_fraction", u.unplaced_kernel_fraction}};
+  } else if (!t.utilization_error.empty()) {
+    m["sm_utilization"] = {{"error", t.utilization_error}};
+  }
   return m;
 }
 
@@ -110,9 +120,10 @@ double RelError(double predicted, double measured) {
 
 int Run(const BenchFlags& f) {
   const char* cmd = "bench";
-  if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0)
-    return ReportError(cmd, InvalidArgument("--steps and --trial-steps must be >= 1, --warmup and "
-                                            "--candidates >= 0"));
+  if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0 ||
+      f.utilization_steps < 0)
+    return ReportError(cmd, InvalidArgument("--steps and --trial-steps must be >= 1, --warmup, "
+                                            "--candidates and --utilization-steps >= 0"));
   StatusOr<PlanningInputs> in = LoadPlanningInputs(f.in);
   if (!in.ok()) return ReportError(cmd, in.status());
   const ModelSpec& spec = in->model;
@@ -139,6 +150,7 @@ int Run(const BenchFlags& f) {
   engine::StepTimingOptions timing;
   timing.steps = f.steps;
   timing.warmup = f.warmup;
+  timing.utilization_steps = f.utilization_steps;
 
   Json doc;
   doc["kind"] = "mosaic-bench";
@@ -156,7 +168,8 @@ int Run(const BenchFlags& f) {
   doc["profile"] = in->profile_from;
   doc["settings"] = {{"steps", f.steps},         {"warmup", f.warmup},
                      {"trial_steps", f.trial_steps}, {"candidates", f.candidates},
-                     {"optimizer", "fused AdamW"}, {"clip_grad", 1.0}};
+                     {"optimizer", "fused AdamW"}, {"clip_grad", 1.0},
+                     {"utilization_steps", f.utilization_steps}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();
@@ -221,11 +234,12 @@ int Run(const BenchFlags& f) {
 
   struct Row {
     std::string name;
-    double ms = 0, predicted = 0;
+    double ms = 0, utilization = -1;
   };
   std::vector<Row> rows;
   auto add_row = [&](const std::string& name, const StatusOr<engine::StepTimes>& t) {
-    rows.push_back({name, t.ok() ? t->median_ms : 0});
+    rows.push_back({name, t.ok() ? t->median_ms : 0,
+                    t.ok() && t->utilization ? t->utilization->utilization : -1});
   };
   if (f.eager)
     add_row("eager-temporal",
@@ -263,6 +277,7 @@ int Run(const BenchFlags& f) {
   engine::StepTimingOptions trial_opts = timing;
   trial_opts.steps = f.trial_steps;
   trial_opts.warmup = std::min(f.warmup, 3);
+  trial_opts.utilization_steps = 0;
   std::fprintf(stderr, "  trying %zu candidate plans for %d steps each\n", candidates.size(),
                f.trial_steps);
   StatusOr<engine::PlanTrial> trial =
@@ -331,11 +346,15 @@ int Run(const BenchFlags& f) {
   const double base = graph_temporal.ok() ? graph_temporal->median_ms : 0;
   std::printf("%s bs%d (%d micro-batches, %s) on %s, median of %d steps:\n", spec.name.c_str(),
               spec.batch_size, M, ToString(spec.precision), prop.name, f.steps);
-  std::printf("  %-22s %10s %10s %12s\n", "mode", "step ms", "vs graph", "samples/s");
-  for (const Row& r : rows)
-    std::printf("  %-22s %10.2f %9.2fx %12.1f\n", r.name.c_str(), r.ms,
+  std::printf("  %-22s %10s %10s %12s %10s\n", "mode", "step ms", "vs graph", "samples/s",
+              "SM-time");
+  for (const Row& r : rows) {
+    char util[16] = "-";
+    if (r.utilization >= 0) std::snprintf(util, sizeof util, "%.1f%%", 100 * r.utilization);
+    std::printf("  %-22s %10.2f %9.2fx %12.1f %10s\n", r.name.c_str(), r.ms,
                 r.ms > 0 && base > 0 ? base / r.ms : 0.0,
-                r.ms > 0 ? spec.batch_size / (r.ms / 1000) : 0.0);
+                r.ms > 0 ? spec.batch_size / (r.ms / 1000) : 0.0, util);
+  }
   std::printf("  chosen: %s\n", chosen_name.c_str());
   std::printf("  perf model |error|: step median %.1f%% p90 %.1f%% (%zu plans), task median %.1f%% "
               "p90 %.1f%% (%zu tasks)\n",
@@ -368,6 +387,9 @@ void AddBenchCommand(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("!--no-ablations", f->ablations, "Skip the even-split and no-contention runs");
   sub->add_flag("!--no-eager", f->eager, "Skip the eager-temporal run");
+  sub->add_option("--utilization-steps", f->utilization_steps,
+                  "Steps per mode traced with CUPTI for the measured SM-time utilization (0: off)")
+      ->capture_default_str();
   sub->add_option("--commit", f->commit, "Commit recorded in the results")
       ->envname("MOSAIC_COMMIT");
   SetCommand(sub, [f] { return Run(*f); });

@@ -1,4 +1,4 @@
-// The %smid probe kernel (sm_probe.h). The engine's only CUDA source.
+// The %smid probe kernel and the stream mark (sm_probe.h). The engine's only CUDA source.
 #include "engine/cuda_check.h"
 #include "engine/sm_probe.h"
 
@@ -16,6 +16,16 @@ __global__ void SmIdKernel(int* out, long long spin_cycles) {
 }
 
 }  // namespace
+
+// Outside the anonymous namespace and extern "C", so that its name in a trace is exactly
+// kStreamMarkKernel.
+extern "C" __global__ void MosaicStreamMark() {}
+
+Status LaunchStreamMark(cudaStream_t stream) {
+  MosaicStreamMark<<<1, 1, 0, stream>>>();
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::Ok();
+}
 
 Status LaunchSmProbe(cudaStream_t stream, int blocks, int* out, long long spin_cycles) {
   SmIdKernel<<<blocks, 32, 0, stream>>>(out, spin_cycles);

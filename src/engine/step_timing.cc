@@ -7,10 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 
 #include "engine/cuda_check.h"
 #include "engine/fused_adamw.h"
+#include "engine/kernel_trace.h"
 #include "engine/partition.h"
+#include "engine/sm_probe.h"
+#include "sim/sm_utilization.h"
 
 namespace mosaic::engine {
 
@@ -101,7 +105,130 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
         best = k;
     out.trace = traces[best];
   }
+  if (options.utilization_steps > 0) {
+    StatusOr<MeasuredUtilization> u =
+        MeasureSmUtilization(model, plan, batch, device, options, options.utilization_steps);
+    if (u.ok()) {
+      out.utilization = *u;
+    } else {
+      out.utilization_error = u.status().message();
+    }
+  }
   return out;
+}
+
+StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model, const Plan& plan,
+                                                   const models::Batch& batch,
+                                                   torch::Device device,
+                                                   const StepTimingOptions& options, int steps) {
+  if (!device.is_cuda()) return InvalidArgument("SM utilization needs a CUDA device");
+  if (steps < 1) return InvalidArgument("SM utilization needs at least one traced step");
+  const c10::DeviceIndex dev = device.index() < 0 ? 0 : device.index();
+  int total_sms = 0;
+  MOSAIC_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&total_sms, cudaDevAttrMultiProcessorCount, dev));
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<KernelTrace> trace, KernelTrace::Start());
+  MeasuredUtilization u;
+  u.steps = steps;
+  u.place_sms = {total_sms};
+  std::vector<c10::cuda::CUDAStream> marked;  // marker order
+  std::vector<int> marked_place;
+  {
+    ExecutorOptions eo;
+    eo.mode = options.mode;
+    eo.clip_grad = options.clip_grad;
+    eo.use_green_contexts = options.use_green_contexts;
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<PlanExecutor> exec,
+                            PlanExecutor::Create(model, plan, batch, device, eo));
+    std::unique_ptr<FusedAdamW> opt;
+    try {
+      opt = std::make_unique<FusedAdamW>(model->parameters(),
+                                         torch::optim::AdamWOptions(options.lr));
+    } catch (const c10::Error& e) {
+      return Internal(std::string("fused AdamW: ") + e.what_without_backtrace());
+    }
+    const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(dev);
+    const cudaStream_t s = current.stream();
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
+    auto step = [&]() -> StatusOr<double> {
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0.get(), s));
+      MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, exec->ForwardBackward(batch));
+      MOSAIC_RETURN_IF_ERROR(exec->ApplyOptimizer(opt.get()));
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1.get(), s));
+      return ElapsedMs(e0, e1);
+    };
+    for (int i = 0; i < std::max(1, std::min(options.warmup, 3)); ++i) {
+      MOSAIC_RETURN_IF_ERROR(step().status());
+    }
+    // Places: 0 is the whole GPU (the current stream, shared and fallback partitions), then
+    // one per green context.
+    marked.push_back(current);
+    marked_place.push_back(0);
+    std::map<const GreenContext*, int> place_of;
+    const PartitionSet& parts = exec->partitions();
+    for (int ph = 0; ph < parts.phases(); ++ph) {
+      for (int p = 0; p < parts.partitions(ph); ++p) {
+        const Partition& part = parts.at(ph, p);
+        if (!part.stream) continue;
+        int place = 0;
+        if (part.green && part.context != nullptr) {
+          auto [it, fresh] = place_of.emplace(part.context, static_cast<int>(u.place_sms.size()));
+          if (fresh) u.place_sms.push_back(part.context->sms());
+          place = it->second;
+        }
+        marked.push_back(*part.stream);
+        marked_place.push_back(place);
+      }
+    }
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    for (const c10::cuda::CUDAStream& m : marked) {
+      MOSAIC_RETURN_IF_ERROR(LaunchStreamMark(m.stream()));
+      MOSAIC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream()));
+    }
+    for (int i = 0; i < steps; ++i) {
+      MOSAIC_ASSIGN_OR_RETURN(double ms, step());
+      u.window_ms += ms;
+    }
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  }
+  MOSAIC_ASSIGN_OR_RETURN(std::vector<KernelRecord> kernels, trace->Stop());
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  // The marks, in launch order (each synchronized before the next): CUPTI's stream ids. The
+  // kernels after the last mark are the traced steps'.
+  std::vector<size_t> marks;
+  for (size_t i = 0; i < kernels.size(); ++i)
+    if (kernels[i].name == kStreamMarkKernel) marks.push_back(i);
+  if (marks.size() != marked.size())
+    return FailedPrecondition("SM utilization: the kernel trace holds " +
+                              std::to_string(marks.size()) + " stream marks, not " +
+                              std::to_string(marked.size()) + " (kernels not traced)");
+  std::map<int64_t, int> place_of_stream;
+  for (size_t m = 0; m < marks.size(); ++m) {
+    auto [it, fresh] = place_of_stream.emplace(kernels[marks[m]].stream, marked_place[m]);
+    if (!fresh && it->second != marked_place[m])
+      return Internal("SM utilization: two partitions' streams have one CUPTI stream id");
+  }
+  std::vector<KernelSpan> spans;
+  double all_us = 0, unplaced_us = 0;
+  for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
+    const KernelRecord& k = kernels[i];
+    auto it = place_of_stream.find(k.stream);
+    const double us = k.end_us - k.start_us;
+    all_us += us;
+    if (it == place_of_stream.end()) unplaced_us += us;
+    spans.push_back({k.start_us, k.end_us, it == place_of_stream.end() ? 0 : it->second,
+                     std::max<int64_t>(k.blocks, 1)});
+  }
+  if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
+  MOSAIC_ASSIGN_OR_RETURN(SmUtilization su,
+                          SmTimeUtilization(spans, u.place_sms, total_sms, u.window_ms * 1000));
+  u.utilization = su.utilization;
+  u.busy_sm_ms = su.busy_sm_us / 1000;
+  u.kernels = static_cast<int>(spans.size());
+  u.unplaced_kernel_fraction = all_us > 0 ? unplaced_us / all_us : 0;
+  return u;
 }
 
 StatusOr<PlanTrial> PickFastestPlan(models::MultimodalModel model,

@@ -13,6 +13,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,23 @@ struct StepTimingOptions {
   double clip_grad = 1.0;
   double lr = 1e-6;           // fused AdamW's; tiny, so the model barely moves between modes
   bool record_trace = true;   // task events (ExecutorOptions::record_trace), median step kept
+  // > 0: then this many more steps, of a new executor, under a kernel trace: the measured SM-time
+  // utilization (MeasureSmUtilization). 0: not measured.
+  int utilization_steps = 0;
+};
+
+// The SM-time utilization of a plan's steps as the GPU ran them (Note [measured SM-time
+// utilization] in sim/sm_utilization.h), from a kernel trace (engine/kernel_trace.h).
+struct MeasuredUtilization {
+  double utilization = 0;      // busy SM-time / (SMs * the traced steps' measured time)
+  double busy_sm_ms = 0;
+  double window_ms = 0;        // the traced steps' measured time (CUDA events), summed
+  int steps = 0;
+  int kernels = 0;             // kernels of the traced steps
+  // Kernel time on streams that are none of the plan's (the whole GPU assumed for them), as a
+  // fraction of all kernel time: 0 when every kernel was placed.
+  double unplaced_kernel_fraction = 0;
+  std::vector<int> place_sms;  // [0]: the whole GPU, then one per green context
 };
 
 struct StepTimes {
@@ -43,6 +61,9 @@ struct StepTimes {
   double peak_reserved_bytes = 0;
   int misplaced_backwards = 0;      // PlanExecutor::misplaced_backwards
   std::vector<TaskSpan> trace;      // the median step's tasks (record_trace)
+  // options.utilization_steps > 0: the measured utilization, or why it could not be measured.
+  std::optional<MeasuredUtilization> utilization;
+  std::string utilization_error;
 };
 
 // `model` must live on `device` (CUDA). Builds a PlanExecutor for `plan` (graphs captured), runs
@@ -50,6 +71,16 @@ struct StepTimes {
 StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
                               const models::Batch& batch, torch::Device device,
                               const StepTimingOptions& options);
+
+// Builds a new executor for `plan` under a kernel trace (so that the kernels of graphs captured
+// before the trace cannot be missed), runs `warmup` steps, then marks the stream of every
+// partition (and the current one) with one tiny kernel each, one after another, to learn
+// CUPTI's id for each, then times `steps` steps and computes their utilization from the kernels
+// after the marks. FailedPrecondition where kernels cannot be traced.
+StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model, const Plan& plan,
+                                                   const models::Batch& batch,
+                                                   torch::Device device,
+                                                   const StepTimingOptions& options, int steps);
 
 struct PlanTrial {
   int index = -1;  // into the candidates

@@ -1,0 +1,78 @@
+// KernelTrace over torch's kineto profiler (see kernel_trace.h).
+#include "engine/kernel_trace.h"
+
+#include <torch/csrc/autograd/profiler_kineto.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace mosaic::engine {
+namespace {
+
+namespace prof = torch::profiler::impl;
+
+std::set<prof::ActivityType> CudaOnly() { return {prof::ActivityType::CUDA}; }
+
+prof::ProfilerConfig Config() { return prof::ProfilerConfig(prof::ProfilerState::KINETO); }
+
+// kineto's libkineto::ActivityType::CONCURRENT_KERNEL (kineto/ActivityType.h).
+constexpr uint8_t kConcurrentKernel = 5;
+
+}  // namespace
+
+StatusOr<std::unique_ptr<KernelTrace>> KernelTrace::Start() {
+  if (prof::profilerEnabled()) return FailedPrecondition("kernel trace: the profiler is already on");
+  std::unique_ptr<KernelTrace> t(new KernelTrace());
+  try {
+    torch::autograd::profiler::prepareProfiler(Config(), CudaOnly());
+    torch::autograd::profiler::enableProfiler(Config(), CudaOnly());
+  } catch (const std::exception& e) {
+    return FailedPrecondition(std::string("kernel trace: the profiler did not start: ") +
+                              e.what());
+  }
+  t->running_ = true;
+  return t;
+}
+
+KernelTrace::~KernelTrace() {
+  if (!running_) return;
+  try {
+    torch::autograd::profiler::disableProfiler();
+  } catch (const std::exception&) {  // nothing to report from a destructor
+  }
+}
+
+StatusOr<std::vector<KernelRecord>> KernelTrace::Stop() {
+  if (!running_) return FailedPrecondition("kernel trace: not running");
+  running_ = false;
+  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result;
+  try {
+    result = torch::autograd::profiler::disableProfiler();
+  } catch (const std::exception& e) {
+    return Internal(std::string("kernel trace: stopping the profiler failed: ") + e.what());
+  }
+  std::vector<KernelRecord> out;
+  if (!result) return out;
+  for (const auto& e : result->events()) {
+    if (e.deviceType() != c10::DeviceType::CUDA || e.activityType() != kConcurrentKernel) continue;
+    // kineto's kernel metadata: `"stream": 7, ..., "grid": [x, y, z], "block": [...], ...`
+    const nlohmann::json meta = nlohmann::json::parse("{" + e.metadataJson() + "}", nullptr,
+                                                      /*allow_exceptions=*/false);
+    if (meta.is_discarded() || !meta.contains("grid") || !meta["grid"].is_array())
+      return Internal("kernel trace: no grid in the metadata of kernel " + e.name());
+    KernelRecord k;
+    k.start_us = static_cast<double>(e.startNs()) / 1000;
+    k.end_us = static_cast<double>(e.endNs()) / 1000;
+    k.stream = meta.value("stream", e.deviceResourceId());
+    k.blocks = 1;
+    for (const auto& g : meta["grid"]) k.blocks *= g.get<int64_t>();
+    k.name = e.name();
+    out.push_back(std::move(k));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const KernelRecord& a, const KernelRecord& b) { return a.start_us < b.start_us; });
+  return out;
+}
+
+}  // namespace mosaic::engine
