@@ -109,6 +109,25 @@ def table():
         out.append("| {} | {} | {} | {} |".format(m["model"], *[
             "{:.2f}".format(md[k]["median_ms"]) if k in md else "-"
             for k in ("even-split", "no-contention", "mosaic")]))
+    # Measured SM-time utilization (CUPTI kernel trace, Note [measured SM-time utilization]).
+    def util(x):
+        u = (x or {}).get("sm_utilization") or {}
+        return u.get("utilization")
+    utils = []
+    if any(util(x) is not None for m in d["models"] for x in m["modes"]):
+        out += ["", "| model | SM-time utilization: eager temporal | graph temporal | shared streams "
+                "| Mosaic | Mosaic predicted |", "| --- | --- | --- | --- | --- | --- |"]
+        for m in d["models"]:
+            md = modes(m)
+            cells = ["{:.1%}".format(util(md.get(k))) if util(md.get(k)) is not None else "-"
+                     for k in ("eager-temporal", "graph-temporal", "graph-shared-streams",
+                               "mosaic")]
+            mo = md.get("mosaic") or {}
+            pred = mo.get("predicted_utilization")
+            out.append("| {} | {} | {} | {} | {} | {} |".format(
+                m["model"], *cells, "{:.1%}".format(pred) if pred is not None else "-"))
+            if util(mo) is not None:
+                utils.append((m["model"], util(mo)))
     # What users run today.
     hf = d.get("hf_clip") or {}
     hf_best = {}
@@ -161,8 +180,12 @@ def table():
                 q(task_err, .5), q(task_err, .9), len(task_err)),
             "| peak memory within 15% of graph temporal | worst {:.2f}x ({}) | {} |".format(
                 worst_mem[1], worst_mem[0], mark(worst_mem[1] <= 1.15)),
-            "| SM-time utilization > 85% | not measured (needs Nsight/CUPTI SM-active counters) "
-            "| **not measured** |"]
+            ("| SM-time utilization > 85% (Mosaic, best model; kernel-trace estimate) | {} | {} |"
+             .format("{:.1%} ({}); lowest {:.1%} ({})".format(
+                 max(utils, key=lambda x: x[1])[1], max(utils, key=lambda x: x[1])[0],
+                 min(utils, key=lambda x: x[1])[1], min(utils, key=lambda x: x[1])[0]),
+                 mark(max(x[1] for x in utils) > 0.85)) if utils else
+             "| SM-time utilization > 85% | not measured in this run | **not measured** |")]
     same = []
     for m in d["models"]:
         md = modes(m)
