@@ -14,7 +14,14 @@ namespace prof = torch::profiler::impl;
 
 std::set<prof::ActivityType> CudaOnly() { return {prof::ActivityType::CUDA}; }
 
-prof::ProfilerConfig Config() { return prof::ProfilerConfig(prof::ProfilerState::KINETO); }
+// Kineto's per-kernel metadata (grid, stream) reaches KinetoEvent::metadataJson only when asked.
+prof::ProfilerConfig Config() {
+  prof::ExperimentalConfig experimental;
+  experimental.expose_kineto_event_metadata = true;
+  return prof::ProfilerConfig(prof::ProfilerState::KINETO, /*report_input_shapes=*/false,
+                              /*profile_memory=*/false, /*with_stack=*/false,
+                              /*with_flops=*/false, /*with_modules=*/false, experimental);
+}
 
 // kineto's libkineto::ActivityType::CONCURRENT_KERNEL (kineto/ActivityType.h).
 constexpr uint8_t kConcurrentKernel = 5;
@@ -60,7 +67,8 @@ StatusOr<std::vector<KernelRecord>> KernelTrace::Stop() {
     const nlohmann::json meta = nlohmann::json::parse("{" + e.metadataJson() + "}", nullptr,
                                                       /*allow_exceptions=*/false);
     if (meta.is_discarded() || !meta.contains("grid") || !meta["grid"].is_array())
-      return Internal("kernel trace: no grid in the metadata of kernel " + e.name());
+      return Internal("kernel trace: no grid in the metadata of kernel " + e.name() + ": {" +
+                      e.metadataJson().substr(0, 300) + "}");
     KernelRecord k;
     k.start_us = static_cast<double>(e.startNs()) / 1000;
     k.end_us = static_cast<double>(e.endNs()) / 1000;
