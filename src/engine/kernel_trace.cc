@@ -73,6 +73,7 @@ StatusOr<std::vector<KernelRecord>> KernelTrace::Stop() {
     k.start_us = static_cast<double>(e.startNs()) / 1000;
     k.end_us = static_cast<double>(e.endNs()) / 1000;
     k.stream = meta.value("stream", e.deviceResourceId());
+    k.context = meta.value("context", int64_t{-1});
     k.blocks = 1;
     for (const auto& g : meta["grid"]) k.blocks *= g.get<int64_t>();
     k.name = e.name();

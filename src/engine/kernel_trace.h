@@ -21,6 +21,7 @@ namespace mosaic::engine {
 struct KernelRecord {
   double start_us = 0, end_us = 0;  // the profiler's clock
   int64_t stream = -1;              // CUPTI's stream id
+  int64_t context = -1;             // CUPTI's context id (a green context has its own)
   int64_t blocks = 0;               // grid.x * grid.y * grid.z
   std::string name;
 };

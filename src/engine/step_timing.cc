@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "engine/cuda_check.h"
 #include "engine/fused_adamw.h"
@@ -204,22 +205,35 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     return FailedPrecondition("SM utilization: the kernel trace holds " +
                               std::to_string(marks.size()) + " stream marks, not " +
                               std::to_string(marked.size()) + " (kernels not traced)");
-  std::map<int64_t, int> place_of_stream;
+  // A kernel is placed by its context where the marks tell contexts apart (a graph captured in
+  // a green context runs there wherever it is launched, graphed_module.h, and CUPTI reports that
+  // context), else by its stream.
+  std::map<int64_t, int> place_of_stream, place_of_context;
+  std::set<int64_t> ambiguous_contexts;
   for (size_t m = 0; m < marks.size(); ++m) {
-    auto [it, fresh] = place_of_stream.emplace(kernels[marks[m]].stream, marked_place[m]);
+    const KernelRecord& k = kernels[marks[m]];
+    auto [it, fresh] = place_of_stream.emplace(k.stream, marked_place[m]);
     if (!fresh && it->second != marked_place[m])
       return Internal("SM utilization: two partitions' streams have one CUPTI stream id");
+    if (k.context < 0) continue;
+    auto [c, cfresh] = place_of_context.emplace(k.context, marked_place[m]);
+    if (!cfresh && c->second != marked_place[m]) ambiguous_contexts.insert(k.context);
   }
+  for (int64_t c : ambiguous_contexts) place_of_context.erase(c);
   std::vector<KernelSpan> spans;
   double all_us = 0, unplaced_us = 0;
   for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
     const KernelRecord& k = kernels[i];
-    auto it = place_of_stream.find(k.stream);
+    int place = -1;
+    if (auto c = place_of_context.find(k.context); c != place_of_context.end()) {
+      place = c->second;
+    } else if (auto st = place_of_stream.find(k.stream); st != place_of_stream.end()) {
+      place = st->second;
+    }
     const double us = k.end_us - k.start_us;
     all_us += us;
-    if (it == place_of_stream.end()) unplaced_us += us;
-    spans.push_back({k.start_us, k.end_us, it == place_of_stream.end() ? 0 : it->second,
-                     std::max<int64_t>(k.blocks, 1)});
+    if (place < 0) unplaced_us += us;
+    spans.push_back({k.start_us, k.end_us, std::max(place, 0), std::max<int64_t>(k.blocks, 1)});
   }
   if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
   MOSAIC_ASSIGN_OR_RETURN(SmUtilization su,

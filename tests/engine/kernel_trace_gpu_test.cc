@@ -63,9 +63,10 @@ ModelSpec ClipB16() {
   return *s;
 }
 
-// Temporal graphs (the whole GPU) and a colocated plan (vision / text on 104 / 28 SMs): every
-// traced kernel is on a stream of the plan, the places are the GPU and the two contexts, and the
-// busy SM-time fits in the window.
+// Temporal graphs (the whole GPU), a colocated plan (vision / text on 104 / 28 SMs) and the same
+// with both backwards planned on a shared stream (so their graphs, captured in the forwards'
+// green contexts, are launched on a plain stream and run in those contexts): every traced kernel
+// is placed, the places are the GPU and the two contexts, and the busy SM-time fits the window.
 TEST(KernelTraceGpu, UtilizationOfTemporalAndColocatedPlans) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
   const ModelSpec spec = ClipB16();
@@ -79,15 +80,20 @@ TEST(KernelTraceGpu, UtilizationOfTemporalAndColocatedPlans) {
   const Plan temporal = *TemporalPlan(spec, spec.micro_batches);
   const Plan colocated =
       *PartitionedPlan(spec, spec.micro_batches, {{{"vision"}, 104}, {{"text"}, 28}}, false);
-  for (const Plan* plan : {&temporal, &colocated}) {
+  const Plan shared_backward =
+      *PartitionedPlan(spec, spec.micro_batches, {{{"vision"}, 104}, {{"text"}, 28}}, true);
+  for (const Plan* plan : {&temporal, &colocated, &shared_backward}) {
     auto u = MeasureSmUtilization(*model, *plan, batch, kCuda, o, /*steps=*/2);
     ASSERT_TRUE(u.ok()) << u.status();
     std::printf("%s: SM-time utilization %.1f%% (%d kernels, %.2f of %.2f ms x %d SMs busy)\n",
-                plan == &temporal ? "temporal" : "colocated 104/28", 100 * u->utilization,
+                plan == &temporal    ? "temporal"
+                : plan == &colocated ? "colocated 104/28"
+                                     : "colocated 104/28, backwards shared",
+                100 * u->utilization,
                 u->kernels, u->busy_sm_ms, u->window_ms, sms);
     EXPECT_EQ(u->steps, 2);
     EXPECT_GT(u->kernels, 100);
-    EXPECT_EQ(u->unplaced_kernel_fraction, 0) << "kernels on streams outside the plan";
+    EXPECT_EQ(u->unplaced_kernel_fraction, 0) << "kernels in no place of the plan";
     EXPECT_GT(u->utilization, 0.2);
     EXPECT_LE(u->utilization, 1.0);
     EXPECT_LE(u->busy_sm_ms, u->window_ms * sms * (1 + 1e-9));
