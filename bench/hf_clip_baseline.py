@@ -40,7 +40,31 @@ def build(batch_size, device):
     return model, input_ids.to(device), pixels.to(device)
 
 
-def run(batch_size, compiled, steps, warmup):
+def kernel_breakdown(fn, steps):
+    """Where the GPU time goes: `steps` more steps under torch.profiler (CUDA kernels only), the
+    kernels grouped by name, longest total first (15), per step; as mosaic bench's
+    sm_utilization.top_kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    totals = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us, calls = totals.get(e.name, (0.0, 0))
+        totals[e.name] = (us + e.time_range.elapsed_us(), calls + 1)
+    top = sorted(totals.items(), key=lambda kv: -kv[1][0])
+    return {"kernel_ms_per_step": sum(us for us, _ in totals.values()) / 1000 / steps,
+            "top_kernels": [{"kernel": k, "ms_per_step": us / 1000 / steps,
+                             "calls_per_step": calls / steps} for k, (us, calls) in top[:15]]}
+
+
+def run(batch_size, compiled, steps, warmup, kernel_steps=0):
     import torch
 
     device = torch.device("cuda")
@@ -73,6 +97,12 @@ def run(batch_size, compiled, steps, warmup):
         end.synchronize()
         times_ms.append(start.elapsed_time(end))
     med = statistics.median(times_ms)
+    kernels = None
+    if kernel_steps > 0:
+        try:
+            kernels = kernel_breakdown(fn, kernel_steps)
+        except Exception as e:  # the timing stands without the breakdown
+            kernels = {"error": str(e)}
     return {
         "strategy": "hf-compile" if compiled else "hf-eager",
         "batch_size": batch_size,
@@ -84,6 +114,7 @@ def run(batch_size, compiled, steps, warmup):
         "peak_memory_bytes": torch.cuda.max_memory_allocated(),
         "warmup_s": warmup_s,
         "final_loss": float(loss),
+        **({"kernels": kernels} if kernels else {}),
     }
 
 
@@ -93,6 +124,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--kernel-steps", type=int, default=0,
+                    help="steps profiled afterwards for a per-kernel breakdown (default 0: none)")
     ap.add_argument("-o", "--output", required=True, help="JSON file to write")
     args = ap.parse_args()
 
@@ -105,7 +138,7 @@ def main():
     results = []
     for bs in args.batch_sizes:
         for compiled in ([False] if args.no_compile else [False, True]):
-            r = run(bs, compiled, args.steps, args.warmup)
+            r = run(bs, compiled, args.steps, args.warmup, args.kernel_steps)
             print(f"{r['strategy']:11s} bs{bs:4d}: {r['median_ms']:8.2f} ms "
                   f"({r['samples_per_s']:7.0f} samples/s)", file=sys.stderr, flush=True)
             results.append(r)

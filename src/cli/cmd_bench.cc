@@ -107,7 +107,13 @@ Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, dou
     m["sm_utilization"] = {{"utilization", u.utilization},   {"busy_sm_ms", u.busy_sm_ms},
                            {"window_ms", u.window_ms},       {"steps", u.steps},
                            {"kernels", u.kernels},           {"place_sms", u.place_sms},
-                           {"unplaced_kernel_fraction", u.unplaced_kernel_fraction}};
+                           {"unplaced_kernel_fraction", u.unplaced_kernel_fraction},
+                           {"kernel_ms_per_step", u.kernel_ms_per_step}};
+    Json top = Json::array();
+    for (const auto& k : u.top_kernels)
+      top.push_back({{"kernel", k.name}, {"ms_per_step", k.ms_per_step},
+                     {"calls_per_step", k.calls_per_step}});
+    m["sm_utilization"]["top_kernels"] = top;
   } else if (!t.utilization_error.empty()) {
     m["sm_utilization"] = {{"error", t.utilization_error}};
   }
@@ -299,6 +305,23 @@ int Run(const BenchFlags& f) {
     chosen_name = chosen.name + " (" + strategies[trial->index] + ")";
     chosen_times = run_mode({"mosaic", engine::ExecMode::kGraph, chosen, chosen_name});
     add_row("mosaic", chosen_times);
+    // The rule: peak memory within 15% of graph temporal, unless the plan trades memory
+    // for speed, and then the trade is printed.
+    if (chosen_times.ok() && graph_temporal.ok() && graph_temporal->peak_allocated_bytes > 0) {
+      const double mem = chosen_times->peak_allocated_bytes / graph_temporal->peak_allocated_bytes;
+      const double speed = graph_temporal->median_ms / chosen_times->median_ms;
+      if (mem > 1.15) {
+        std::fprintf(stderr,
+                     "  memory for speed: %s peaks at %.2f GiB, %.2fx graph temporal's %.2f GiB, "
+                     "for a %.2fx faster step\n",
+                     chosen.name.c_str(), chosen_times->peak_allocated_bytes / (1 << 30), mem,
+                     graph_temporal->peak_allocated_bytes / (1 << 30), speed);
+        doc["memory_trade"] = {{"peak_ratio", mem}, {"speedup", speed},
+                               {"peak_allocated_bytes", chosen_times->peak_allocated_bytes},
+                               {"graph_temporal_peak_allocated_bytes",
+                                graph_temporal->peak_allocated_bytes}};
+      }
+    }
     if (chosen_times.ok() && !f.trace_out.empty()) {
       StatusOr<TaskGraph> graph = BuildTaskGraph(spec, chosen);
       if (graph.ok()) {

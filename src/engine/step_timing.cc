@@ -236,6 +236,21 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     spans.push_back({k.start_us, k.end_us, std::max(place, 0), std::max<int64_t>(k.blocks, 1)});
   }
   if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
+  std::map<std::string, std::pair<double, int>> by_name;  // name -> (us, calls)
+  for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
+    auto& [us, calls] = by_name[kernels[i].name];
+    us += kernels[i].end_us - kernels[i].start_us;
+    ++calls;
+  }
+  std::vector<MeasuredUtilization::KernelTotal> totals;
+  for (const auto& [name, t] : by_name)
+    totals.push_back({name, t.first / 1000 / steps, static_cast<double>(t.second) / steps});
+  std::stable_sort(totals.begin(), totals.end(), [](const auto& a, const auto& b) {
+    return a.ms_per_step > b.ms_per_step;
+  });
+  if (totals.size() > 15) totals.resize(15);
+  u.top_kernels = std::move(totals);
+  u.kernel_ms_per_step = all_us / 1000 / steps;
   MOSAIC_ASSIGN_OR_RETURN(SmUtilization su,
                           SmTimeUtilization(spans, u.place_sms, total_sms, u.window_ms * 1000));
   u.utilization = su.utilization;

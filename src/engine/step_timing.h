@@ -51,6 +51,15 @@ struct MeasuredUtilization {
   // fraction of all kernel time: 0 when every kernel was placed.
   double unplaced_kernel_fraction = 0;
   std::vector<int> place_sms;  // [0]: the whole GPU, then one per green context
+  // Where the GPU time went: the kernels of the traced steps grouped by name, longest total
+  // first (at most 15), per step.
+  struct KernelTotal {
+    std::string name;
+    double ms_per_step = 0;
+    double calls_per_step = 0;
+  };
+  std::vector<KernelTotal> top_kernels;
+  double kernel_ms_per_step = 0;  // all kernels' time per step (concurrent ones add up)
 };
 
 struct StepTimes {
