@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Where one training step's GPU time goes, by kind of kernel, from the per-kernel breakdowns
+that `mosaic bench` (sm_utilization.top_kernels, per strategy) and bench/hf_clip_baseline.py
+--kernel-steps (kernels, per HF strategy) record: the 15 longest kernels by name, per step.
+
+    python3 bench/kernel_breakdown.py bench/results/diagnosis/h200-2026-12-04-clip-b16-bs128.bench.json \
+        bench/results/diagnosis/h200-2026-12-04-hf-clip-bs128.json
+
+Prints a Markdown table: per strategy, all kernels' time per step (concurrent kernels add up),
+then the top-15 kernels' time split by kind, and what the top 15 leave out.
+"""
+import json
+import sys
+
+KINDS = [  # (kind, substrings of the kernel name), first match wins
+    ("GEMM", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
+    ("attention", ("sdpa", "flash", "fmha")),
+    ("fused (triton)", ("triton_",)),
+    ("layer norm", ("layer_norm", "GammaBeta")),
+    ("reduction (bias grads)", ("reduce_kernel",)),
+    ("copy / cast", ("copy_kernel", "direct_copy")),
+    ("elementwise", ("elementwise", "Functor")),
+    ("optimizer", ("multi_tensor_apply", "FusedOptimizer")),
+]
+
+
+def kind(name):
+    for k, keys in KINDS:
+        if any(s in name for s in keys):
+            return k
+    return "other"
+
+
+def rows(path):
+    with open(path) as f:
+        d = json.load(f)
+    if "modes" in d:  # mosaic bench
+        for m in d["modes"]:
+            u = m.get("sm_utilization") or {}
+            if "top_kernels" in u:
+                yield "mosaic bench: " + m["mode"], m["median_ms"], u["kernel_ms_per_step"], u["top_kernels"]
+    for r in d.get("results", []):  # hf_clip_baseline
+        k = r.get("kernels") or {}
+        if "top_kernels" in k:
+            yield "HF " + r["strategy"], r["median_ms"], k["kernel_ms_per_step"], k["top_kernels"]
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    table = []
+    for path in sys.argv[1:]:
+        table.extend(rows(path))
+    kinds = [k for k, _ in KINDS]
+    print("| strategy | step ms | kernel ms/step | " + " | ".join(kinds) + " | rest |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in kinds) + " | --- |")
+    for name, step, total, top in table:
+        by = {k: 0.0 for k in kinds}
+        for t in top:
+            by[kind(t["kernel"])] = by.get(kind(t["kernel"]), 0.0) + t["ms_per_step"]
+        rest = total - sum(by.values())
+        print("| {} | {:.1f} | {:.1f} | {} | {:.1f} |".format(
+            name, step, total, " | ".join("{:.1f}".format(by[k]) for k in kinds), rest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
