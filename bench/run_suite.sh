@@ -45,7 +45,7 @@ done
 if [[ -n "${HF_FROM:-}" && -f "${HF_FROM:-}" ]]; then
   cp "$HF_FROM" "$RAW/hf-clip.json"  # measured earlier in the same session on this GPU
 elif [[ "${HF:-1}" == 1 ]]; then
-  PYTHONUNBUFFERED=1 python3 bench/hf_clip_baseline.py --batch-sizes 32 128 --steps "$STEPS" \
+  PYTHONUNBUFFERED=1 python3 bench/hf_clip_baseline.py --batch-sizes 32 128 --steps "$STEPS" --kernel-steps 3 \
     -o "$RAW/hf-clip.json" 2>&1 | tee -a "$OUT/suite.log"
 fi
 [[ "${COLLECT:-1}" == 1 ]] && python3 bench/collect_results.py "$RAW" -o "$OUT/results.json" 2>&1 | tee -a "$OUT/suite.log"
