@@ -37,6 +37,23 @@ StatusOr<double> ElapsedMs(const CudaEvent& a, const CudaEvent& b) {
   return static_cast<double>(ms);
 }
 
+ExecutorOptions TimingExecutorOptions(const StepTimingOptions& options, bool record_trace) {
+  ExecutorOptions eo;
+  eo.mode = options.mode;
+  eo.clip_grad = options.clip_grad;
+  eo.use_green_contexts = options.use_green_contexts;
+  eo.record_trace = record_trace;
+  return eo;
+}
+
+StatusOr<std::unique_ptr<FusedAdamW>> MakeAdamW(models::MultimodalModel model, double lr) {
+  try {
+    return std::make_unique<FusedAdamW>(model->parameters(), torch::optim::AdamWOptions(lr));
+  } catch (const c10::Error& e) {
+    return Internal(std::string("fused AdamW: ") + e.what_without_backtrace());
+  }
+}
+
 }  // namespace
 
 StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
@@ -51,21 +68,12 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
   c10::cuda::CUDACachingAllocator::resetPeakStats(dev);
   std::vector<std::vector<TaskSpan>> traces;
   {
-    ExecutorOptions eo;
-    eo.mode = options.mode;
-    eo.clip_grad = options.clip_grad;
-    eo.use_green_contexts = options.use_green_contexts;
-    eo.record_trace = options.record_trace;
-    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<PlanExecutor> exec,
-                            PlanExecutor::Create(model, plan, batch, device, eo));
+    MOSAIC_ASSIGN_OR_RETURN(
+        std::unique_ptr<PlanExecutor> exec,
+        PlanExecutor::Create(model, plan, batch, device,
+                             TimingExecutorOptions(options, options.record_trace)));
     out.misplaced_backwards = exec->misplaced_backwards();
-    std::unique_ptr<FusedAdamW> opt;
-    try {
-      opt = std::make_unique<FusedAdamW>(model->parameters(),
-                                         torch::optim::AdamWOptions(options.lr));
-    } catch (const c10::Error& e) {
-      return Internal(std::string("fused AdamW: ") + e.what_without_backtrace());
-    }
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<FusedAdamW> opt, MakeAdamW(model, options.lr));
     const cudaStream_t s = c10::cuda::getCurrentCUDAStream(dev).stream();
     MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
     MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
@@ -136,19 +144,10 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   std::vector<c10::cuda::CUDAStream> marked;  // marker order
   std::vector<int> marked_place;
   {
-    ExecutorOptions eo;
-    eo.mode = options.mode;
-    eo.clip_grad = options.clip_grad;
-    eo.use_green_contexts = options.use_green_contexts;
     MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<PlanExecutor> exec,
-                            PlanExecutor::Create(model, plan, batch, device, eo));
-    std::unique_ptr<FusedAdamW> opt;
-    try {
-      opt = std::make_unique<FusedAdamW>(model->parameters(),
-                                         torch::optim::AdamWOptions(options.lr));
-    } catch (const c10::Error& e) {
-      return Internal(std::string("fused AdamW: ") + e.what_without_backtrace());
-    }
+                            PlanExecutor::Create(model, plan, batch, device,
+                                                 TimingExecutorOptions(options, false)));
+    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<FusedAdamW> opt, MakeAdamW(model, options.lr));
     const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(dev);
     const cudaStream_t s = current.stream();
     MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));

@@ -300,20 +300,23 @@ TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
 
 // OpenCLIP's state-dict names (written by make_reference.py from OpenCLIP's module layout) load
 // into the same Mosaic model and compute the same, and map back bit-identically.
+// clip-quickgelu's architecture (its HF config) with the OpenCLIP state dict `file` loaded.
+StatusOr<HfImport> LoadOpenClipAsQuickGelu(const std::string& file) {
+  HfImport oc;
+  MOSAIC_ASSIGN_OR_RETURN(oc.spec, LoadHfSpec(Ref("clip-quickgelu")));
+  MOSAIC_ASSIGN_OR_RETURN(oc.model, models::BuildMultimodalModel(oc.spec, torch::kCPU));
+  MOSAIC_RETURN_IF_ERROR(LoadOpenClipWeights(file, *oc.model));
+  return oc;
+}
+
 TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
-  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
-  ASSERT_TRUE(spec.ok()) << spec.status().message();
-  HfImport hf;
-  hf.spec = *spec;
-  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
-  ASSERT_TRUE(model.ok());
-  hf.model = *model;
   const std::string file = Ref("clip-quickgelu") + "/open_clip_model.safetensors";
-  Status s = LoadOpenClipWeights(file, *hf.model);
-  ASSERT_TRUE(s.ok()) << s.message();
-  CheckClipModel(&hf, "clip-quickgelu");
+  auto hf = LoadOpenClipAsQuickGelu(file);
+  ASSERT_TRUE(hf.ok()) << hf.status().message();
+  const ModelSpec* spec = &hf->spec;
+  CheckClipModel(&*hf, "clip-quickgelu");
   auto original = ReadSafetensors(file);
-  auto back = MosaicToOpenClip(*spec, MosaicParameters(*hf.model));
+  auto back = MosaicToOpenClip(*spec, MosaicParameters(*hf->model));
   ASSERT_TRUE(original.ok() && back.ok());
   ASSERT_EQ(original->size(), back->size());
   for (const auto& [n, t] : *original) {
@@ -332,16 +335,9 @@ TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
 // clip-quickgelu, with its own random weights: Mosaic loads its state dict and computes its
 // features, logits and ClipLoss, and every gradient under OpenCLIP's names, within 1e-5.
 TEST(OpenClip, MatchesOpenClipItself) {
-  auto spec = LoadHfSpec(Ref("clip-quickgelu"));
-  ASSERT_TRUE(spec.ok()) << spec.status().message();
-  HfImport oc;
-  oc.spec = *spec;
-  auto model = models::BuildMultimodalModel(*spec, torch::kCPU);
-  ASSERT_TRUE(model.ok());
-  oc.model = *model;
-  Status s = LoadOpenClipWeights(Ref("open-clip") + "/open_clip_model.safetensors", *oc.model);
-  ASSERT_TRUE(s.ok()) << s.message();
-  CheckClipModel(&oc, "open-clip", &MosaicToOpenClip);
+  auto oc = LoadOpenClipAsQuickGelu(Ref("open-clip") + "/open_clip_model.safetensors");
+  ASSERT_TRUE(oc.ok()) << oc.status().message();
+  CheckClipModel(&*oc, "open-clip", &MosaicToOpenClip);
 }
 
 // --- Whisper's audio encoder ----------------------------------------------------------------
