@@ -54,7 +54,8 @@ def kernel_breakdown(fn, steps):
         torch.cuda.synchronize()
     totals = {}
     for e in prof.events():
-        if e.device_type != torch.autograd.DeviceType.CUDA:
+        # Kernels only, as mosaic bench counts them (no Memcpy/Memset activities).
+        if e.device_type != torch.autograd.DeviceType.CUDA or e.name.startswith(("Memcpy", "Memset")):
             continue
         us, calls = totals.get(e.name, (0.0, 0))
         totals[e.name] = (us + e.time_range.elapsed_us(), calls + 1)

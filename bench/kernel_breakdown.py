@@ -7,7 +7,7 @@ that `mosaic bench` (sm_utilization.top_kernels, per strategy) and bench/hf_clip
         bench/results/diagnosis/h200-2026-12-04-hf-clip-bs128.json
 
 Prints a Markdown table: per strategy, all kernels' time per step (concurrent kernels add up),
-then the top-15 kernels' time split by kind, and what the top 15 leave out.
+then the top-15 kernels' time split by kind, and what the top 15 leave out ("rest").
 """
 import json
 import sys
@@ -21,6 +21,7 @@ KINDS = [  # (kind, substrings of the kernel name), first match wins
     ("copy / cast", ("copy_kernel", "direct_copy")),
     ("elementwise", ("elementwise", "Functor")),
     ("optimizer", ("multi_tensor_apply", "FusedOptimizer")),
+    ("other", ()),
 ]
 
 
@@ -58,7 +59,7 @@ def main():
     for name, step, total, top in table:
         by = {k: 0.0 for k in kinds}
         for t in top:
-            by[kind(t["kernel"])] = by.get(kind(t["kernel"]), 0.0) + t["ms_per_step"]
+            by[kind(t["kernel"])] += t["ms_per_step"]
         rest = total - sum(by.values())
         print("| {} | {:.1f} | {:.1f} | {} | {:.1f} |".format(
             name, step, total, " | ".join("{:.1f}".format(by[k]) for k in kinds), rest))

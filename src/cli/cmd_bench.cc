@@ -106,6 +106,7 @@ Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, dou
     const engine::MeasuredUtilization& u = *t.utilization;
     m["sm_utilization"] = {{"utilization", u.utilization},   {"busy_sm_ms", u.busy_sm_ms},
                            {"window_ms", u.window_ms},       {"steps", u.steps},
+                           {"traced_step_ms", u.steps > 0 ? u.window_ms / u.steps : 0},
                            {"kernels", u.kernels},           {"place_sms", u.place_sms},
                            {"unplaced_kernel_fraction", u.unplaced_kernel_fraction},
                            {"kernel_ms_per_step", u.kernel_ms_per_step}};
@@ -228,6 +229,14 @@ int Run(const BenchFlags& f) {
     }
     doc["modes"].push_back(m);
     std::fprintf(stderr, " %8.2f ms (p10 %.2f, p90 %.2f)\n", t->median_ms, t->p10_ms, t->p90_ms);
+    if (t->utilization) {
+      std::fprintf(stderr, "  %-22s    SM-time %.1f%% over %d traced steps of %.2f ms\n", "",
+                   100 * t->utilization->utilization, t->utilization->steps,
+                   t->utilization->window_ms / std::max(1, t->utilization->steps));
+    } else if (!t->utilization_error.empty()) {
+      std::fprintf(stderr, "  %-22s    SM-time not measured: %s\n", "",
+                   t->utilization_error.c_str());
+    }
     return t;
   };
 
@@ -310,7 +319,7 @@ int Run(const BenchFlags& f) {
     if (chosen_times.ok() && graph_temporal.ok() && graph_temporal->peak_allocated_bytes > 0) {
       const double mem = chosen_times->peak_allocated_bytes / graph_temporal->peak_allocated_bytes;
       const double speed = graph_temporal->median_ms / chosen_times->median_ms;
-      if (mem > 1.15) {
+      if (mem > 1.15 && speed > 1.0) {
         std::fprintf(stderr,
                      "  memory for speed: %s peaks at %.2f GiB, %.2fx graph temporal's %.2f GiB, "
                      "for a %.2fx faster step\n",

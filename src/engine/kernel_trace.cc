@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -61,21 +62,38 @@ StatusOr<std::vector<KernelRecord>> KernelTrace::Stop() {
   }
   std::vector<KernelRecord> out;
   if (!result) return out;
+  // Epoch nanoseconds (~1.8e18) do not fit a double's 53 bits: take them from the first start.
+  uint64_t base = UINT64_MAX;
+  for (const auto& e : result->events())
+    if (e.deviceType() == c10::DeviceType::CUDA && e.activityType() == kConcurrentKernel)
+      base = std::min<uint64_t>(base, e.startNs());
   for (const auto& e : result->events()) {
     if (e.deviceType() != c10::DeviceType::CUDA || e.activityType() != kConcurrentKernel) continue;
-    // kineto's kernel metadata: `"stream": 7, ..., "grid": [x, y, z], "block": [...], ...`
+    // kineto's kernel metadata: `"device": 0, "context": 1, "stream": 7, ..., "grid": [x, y, z]`
     const nlohmann::json meta = nlohmann::json::parse("{" + e.metadataJson() + "}", nullptr,
                                                       /*allow_exceptions=*/false);
-    if (meta.is_discarded() || !meta.contains("grid") || !meta["grid"].is_array())
-      return Internal("kernel trace: no grid in the metadata of kernel " + e.name() + ": {" +
+    const auto bad = [&] {
+      return Internal("kernel trace: unexpected metadata of kernel " + e.name() + ": {" +
                       e.metadataJson().substr(0, 300) + "}");
+    };
+    if (meta.is_discarded() || !meta.contains("grid") || !meta["grid"].is_array()) return bad();
     KernelRecord k;
-    k.start_us = static_cast<double>(e.startNs()) / 1000;
-    k.end_us = static_cast<double>(e.endNs()) / 1000;
-    k.stream = meta.value("stream", e.deviceResourceId());
-    k.context = meta.value("context", int64_t{-1});
+    k.start_us = static_cast<double>(e.startNs() - base) / 1000;
+    k.end_us = static_cast<double>(e.endNs() - base) / 1000;
+    k.stream = e.deviceResourceId();
+    k.device = e.deviceIndex();
+    for (const char* key : {"stream", "context", "device"}) {
+      if (!meta.contains(key)) continue;
+      if (!meta[key].is_number_integer()) return bad();
+    }
+    if (meta.contains("stream")) k.stream = meta["stream"].get<int64_t>();
+    if (meta.contains("context")) k.context = meta["context"].get<int64_t>();
+    if (meta.contains("device")) k.device = meta["device"].get<int>();
     k.blocks = 1;
-    for (const auto& g : meta["grid"]) k.blocks *= g.get<int64_t>();
+    for (const auto& g : meta["grid"]) {
+      if (!g.is_number_integer()) return bad();
+      k.blocks *= g.get<int64_t>();
+    }
     k.name = e.name();
     out.push_back(std::move(k));
   }

@@ -198,6 +198,10 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   // The marks, in launch order (each synchronized before the next): CUPTI's stream ids. The
   // kernels after the last mark are the traced steps'.
   std::vector<size_t> marks;
+  // Only this device's kernels.
+  kernels.erase(std::remove_if(kernels.begin(), kernels.end(),
+                               [&](const KernelRecord& k) { return k.device >= 0 && k.device != dev; }),
+                kernels.end());
   for (size_t i = 0; i < kernels.size(); ++i)
     if (kernels[i].name == kStreamMarkKernel) marks.push_back(i);
   if (marks.size() != marked.size())
@@ -252,6 +256,13 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   u.kernel_ms_per_step = all_us / 1000 / steps;
   MOSAIC_ASSIGN_OR_RETURN(SmUtilization su,
                           SmTimeUtilization(spans, u.place_sms, total_sms, u.window_ms * 1000));
+  // Every stream joins the caller's before a step's end event, so the traced kernels lie inside
+  // the steps and the busy SM-time cannot exceed SMs x the window; if it does, kernels ran
+  // outside the steps (a stream not joined) and the number would be meaningless.
+  if (su.utilization > 1 + 1e-6)
+    return FailedPrecondition("SM utilization: the traced kernels keep " +
+                              std::to_string(su.utilization * 100) +
+                              "% of the window busy: kernels ran outside the traced steps");
   u.utilization = su.utilization;
   u.busy_sm_ms = su.busy_sm_us / 1000;
   u.kernels = static_cast<int>(spans.size());

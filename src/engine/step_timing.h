@@ -44,7 +44,10 @@ struct StepTimingOptions {
 struct MeasuredUtilization {
   double utilization = 0;      // busy SM-time / (SMs * the traced steps' measured time)
   double busy_sm_ms = 0;
-  double window_ms = 0;        // the traced steps' measured time (CUDA events), summed
+  // The traced steps' measured time (CUDA events), summed. Tracing costs each kernel launch a
+  // little host time, so window_ms / steps can exceed the untraced median (a host-bound eager
+  // step most): the utilization is of the traced steps.
+  double window_ms = 0;
   int steps = 0;
   int kernels = 0;             // kernels of the traced steps
   // Kernel time on streams that are none of the plan's (the whole GPU assumed for them), as a
@@ -82,9 +85,9 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
                               const StepTimingOptions& options);
 
 // Builds a new executor for `plan` under a kernel trace (so that the kernels of graphs captured
-// before the trace cannot be missed), runs `warmup` steps, then marks the stream of every
-// partition (and the current one) with one tiny kernel each, one after another, to learn
-// CUPTI's id for each, then times `steps` steps and computes their utilization from the kernels
+// before the trace cannot be missed), runs min(max(options.warmup, 1), 3) warmup steps, then
+// marks the stream of every partition (and the current one) with one tiny kernel each, one
+// after another, to learn CUPTI's ids for each, then times `steps` steps and computes their utilization from the kernels
 // after the marks. FailedPrecondition where kernels cannot be traced.
 StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model, const Plan& plan,
                                                    const models::Batch& batch,

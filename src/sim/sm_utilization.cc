@@ -2,6 +2,7 @@
 #include "sim/sm_utilization.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <utility>
 

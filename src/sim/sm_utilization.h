@@ -8,8 +8,9 @@
 // most, and all places together to the GPU's. The busy SM-time is the integral of that over the
 // trace; the utilization is it over (SMs * the window the trace covers, e.g. the traced steps'
 // measured times). An estimate from the kernel timeline, not a hardware counter: a kernel's last
-// wave of blocks counts as filling its SMs, and an SM waiting on memory counts as busy (as an
-// SM-active counter would).
+// wave of blocks counts as filling its SMs (flattering one kernel at a time), concurrent kernels'
+// blocks add up until their place is full (flattering concurrent ones), and an SM waiting on
+// memory counts as busy (as an SM-active counter would).
 //
 //   std::vector<KernelSpan> k = {{0, 10, /*place=*/0, /*blocks=*/264}, {10, 20, 1, 16}};
 //   auto u = SmTimeUtilization(k, /*place_sms=*/{132, 64}, /*total_sms=*/132, /*window_us=*/20);

@@ -54,7 +54,14 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path, DummyPrefix r
   if (!s.ok()) {
     return InvalidArgument(model_path + ": not a sentencepiece model (" + s.ToString() + ")");
   }
-  if (rule == DummyPrefix::kTransformers) {
+  // The rules part ways only for a model that keeps leading white space (Llama's
+  // remove_extra_whitespaces=false); one that strips it (what TrainTokenizer makes, e.g.
+  // configs/tokenizers/shapes.model) encodes " a" as "a" under either rule, and the copy without
+  // the prefix would lose the "▁" there. The probe tells the two apart without the model proto.
+  std::vector<int> spaced, plain;
+  tok.sp_->Encode(" a", &spaced).IgnoreError();
+  tok.sp_->Encode("a", &plain).IgnoreError();
+  if (rule == DummyPrefix::kTransformers && spaced != plain) {
     // NormalizerSpec is ModelProto's field 3 and add_dummy_prefix is its field 3 (a bool);
     // protobuf merges a repeated embedded message into the first, so appending
     // {normalizer_spec: {add_dummy_prefix: false}} overrides that one flag and nothing else.

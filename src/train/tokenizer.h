@@ -30,7 +30,8 @@ namespace mosaic::train {
 //    "first"): no prefix is added to such a text, so " a" and "a" both give "▁a".
 //  - kSentencepiece: as libsentencepiece and Meta's reference: the prefix is always added,
 //    " a" gives "▁", "▁a".
-// The two agree on every other text; CLIP folders ignore the rule.
+// The two agree on every other text, and on every text for a model that strips leading white
+// space (remove_extra_whitespaces, as TrainTokenizer's models do); CLIP folders ignore the rule.
 enum class DummyPrefix { kTransformers, kSentencepiece };
 
 class Tokenizer {
@@ -56,10 +57,11 @@ class Tokenizer {
 
  private:
   Tokenizer();
-  // sentencepiece's pieces for `text` (no bos/eos), under rule_.
+  // sentencepiece's pieces for `text` (no bos/eos), under the rule Load was given.
   std::vector<int> Pieces(const std::string& text) const;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
-  // The same model without its dummy prefix: set when the rule is kTransformers.
+  // The same model without its dummy prefix: set when the rule is kTransformers and the model
+  // keeps leading white space.
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_no_prefix_;
   std::shared_ptr<const interop::ClipTokenizer> clip_;  // set for a CLIP BPE folder
   std::string path_;

@@ -149,7 +149,9 @@ TEST(HfParity, LlavaMatchesTransformers) {
   int compared = 0, unused = 0;
   double worst = 0;
   for (const auto& p : hf->model->named_parameters(/*recurse=*/true)) {
-    const torch::Tensor& e = expected->at(p.key());
+    auto found = expected->find(p.key());
+    ASSERT_NE(found, expected->end()) << "HF has no gradient for " << p.key();
+    const torch::Tensor& e = found->second;
     // The tower's last block and ln_post (skipped by feature_layer -2) get no gradient, as in
     // HF (whose missing gradients the reference stores as zeros).
     torch::Tensor g = p.value().grad();
@@ -298,8 +300,6 @@ TEST(HfRoundTrip, Bf16ExportRoundTripsBf16Weights) {
   }
 }
 
-// OpenCLIP's state-dict names (written by make_reference.py from OpenCLIP's module layout) load
-// into the same Mosaic model and compute the same, and map back bit-identically.
 // clip-quickgelu's architecture (its HF config) with the OpenCLIP state dict `file` loaded.
 StatusOr<HfImport> LoadOpenClipAsQuickGelu(const std::string& file) {
   HfImport oc;
@@ -309,6 +309,8 @@ StatusOr<HfImport> LoadOpenClipAsQuickGelu(const std::string& file) {
   return oc;
 }
 
+// OpenCLIP's state-dict names (written by make_reference.py from OpenCLIP's module layout) load
+// into the same Mosaic model and compute the same, and map back bit-identically.
 TEST(OpenClip, StateDictMatchesTransformersAndRoundTrips) {
   const std::string file = Ref("clip-quickgelu") + "/open_clip_model.safetensors";
   auto hf = LoadOpenClipAsQuickGelu(file);

@@ -229,6 +229,19 @@ TEST(Tokenizer, ShippedModelEncodesCaptions) {
   EXPECT_EQ(cut.back(), tok->eos_id());
 }
 
+// The shipped model strips leading white space (TrainTokenizer's default), so both dummy-prefix
+// rules give a text with leading spaces the ids of the text without them.
+TEST(Tokenizer, LeadingSpacesOfAStrippingModelMeanNothingUnderEitherRule) {
+  auto tok = LoadTokenizer();
+  auto sp = Tokenizer::Load(ShippedTokenizer(), DummyPrefix::kSentencepiece);
+  ASSERT_TRUE(sp.ok()) << sp.status();
+  const std::string text = "a red circle";
+  for (const std::string& spaced : {" " + text, "   " + text}) {
+    EXPECT_EQ(tok->Encode(spaced, 16), tok->Encode(text, 16)) << "[" << spaced << "]";
+    EXPECT_EQ(sp->Encode(spaced, 16), tok->Encode(text, 16)) << "[" << spaced << "]";
+  }
+}
+
 TEST(Tokenizer, TrainingIsDeterministicAndMatchesTheShippedModel) {
   TempDir dir("tok");
   TokenizerTrainOptions o;
