@@ -47,6 +47,17 @@ double RelMax(const torch::Tensor& a, const torch::Tensor& ref) {
   return ((a.to(torch::kCPU).to(torch::kDouble) - r).abs().max() / r.abs().max()).item<double>();
 }
 
+// The model's forward under bf16 autocast (as `mosaic train --device cuda` runs), then backward.
+void ForwardBackwardBf16(models::MultimodalModelImpl& model, const models::Batch& batch,
+                         models::ModelOutput* out) {
+  {
+    models::AutocastGuard autocast(batch.tokens.device(), Precision::kBf16);
+    ASSERT_TRUE(autocast.active());
+    *out = model.forward(batch);
+  }
+  out->loss.backward();
+}
+
 void CheckBf16(const std::string& name) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device cuda(torch::kCUDA);
@@ -64,12 +75,7 @@ void CheckBf16(const std::string& name) {
   batch.tokens = ref.at("input.input_ids");
   batch = batch.To(cuda);
   models::ModelOutput out;
-  {
-    models::AutocastGuard autocast(cuda, Precision::kBf16);
-    ASSERT_TRUE(autocast.active());
-    out = hf->model->forward(batch);
-  }
-  out.loss.backward();
+  ASSERT_NO_FATAL_FAILURE(ForwardBackwardBf16(*hf->model, batch, &out));
   torch::Tensor logits, ref_logits;
   if (clip) {
     EXPECT_LE(RelMax(out.outputs.at("vision"), ref.at("out.image_features")), 3e-2);
@@ -187,12 +193,7 @@ TEST(HfParityGpu, LlavaBf16WithinReferenceBf16Error) {
   batch.token_mask = ref.at("input.attention_mask").to(torch::kBool);
   batch = batch.To(cuda);
   models::ModelOutput out;
-  {
-    models::AutocastGuard autocast(cuda, Precision::kBf16);
-    ASSERT_TRUE(autocast.active());
-    out = hf->model->forward(batch);
-  }
-  out.loss.backward();
+  ASSERT_NO_FATAL_FAILURE(ForwardBackwardBf16(*hf->model, batch, &out));
   EXPECT_LE(RelMax(out.outputs.at("projector"), ref.at("out.image_features")), 3e-2);
   const torch::Tensor logits = out.outputs.at("llm").detach().to(torch::kCPU).to(torch::kDouble);
   EXPECT_LE(RelMax(logits, ref.at("out.logits")), 3e-2);
