@@ -82,13 +82,12 @@ StatusOr<std::vector<KernelRecord>> KernelTrace::Stop() {
     k.end_us = static_cast<double>(e.endNs() - base) / 1000;
     k.stream = e.deviceResourceId();
     k.device = e.deviceIndex();
-    for (const char* key : {"stream", "context", "device"}) {
+    for (auto [key, field] : {std::pair<const char*, int64_t*>{"stream", &k.stream},
+                              {"context", &k.context}, {"device", &k.device}}) {
       if (!meta.contains(key)) continue;
       if (!meta[key].is_number_integer()) return bad();
+      *field = meta[key].get<int64_t>();
     }
-    if (meta.contains("stream")) k.stream = meta["stream"].get<int64_t>();
-    if (meta.contains("context")) k.context = meta["context"].get<int64_t>();
-    if (meta.contains("device")) k.device = meta["device"].get<int>();
     k.blocks = 1;
     for (const auto& g : meta["grid"]) {
       if (!g.is_number_integer()) return bad();

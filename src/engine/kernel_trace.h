@@ -22,7 +22,7 @@ struct KernelRecord {
   double start_us = 0, end_us = 0;  // the profiler's clock, from the trace's first kernel
   int64_t stream = -1;              // CUPTI's stream id
   int64_t context = -1;             // CUPTI's context id (a green context has its own)
-  int device = -1;
+  int64_t device = -1;
   int64_t blocks = 0;               // grid.x * grid.y * grid.z
   std::string name;
 };

@@ -54,6 +54,39 @@ StatusOr<std::unique_ptr<FusedAdamW>> MakeAdamW(models::MultimodalModel model, d
   }
 }
 
+// One training step bracketed by CUDA events on the caller's stream: forward + backward (one
+// time), then gradient clipping and AdamW (the step's time).
+struct StepMs {
+  double step = 0, fwd_bwd = 0;
+};
+
+class StepClock {
+ public:
+  static StatusOr<StepClock> Create(cudaStream_t stream) {
+    StepClock c;
+    c.stream_ = stream;
+    MOSAIC_ASSIGN_OR_RETURN(c.start_, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(c.fwd_bwd_, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(c.end_, CudaEvent::Create(true));
+    return c;
+  }
+  StatusOr<StepMs> Run(PlanExecutor& exec, FusedAdamW* opt, const models::Batch& batch) {
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(start_.get(), stream_));
+    MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, exec.ForwardBackward(batch));
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(fwd_bwd_.get(), stream_));
+    MOSAIC_RETURN_IF_ERROR(exec.ApplyOptimizer(opt));
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(end_.get(), stream_));
+    StepMs ms;
+    MOSAIC_ASSIGN_OR_RETURN(ms.step, ElapsedMs(start_, end_));
+    MOSAIC_ASSIGN_OR_RETURN(ms.fwd_bwd, ElapsedMs(start_, fwd_bwd_));
+    return ms;
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  CudaEvent start_, fwd_bwd_, end_;
+};
+
 }  // namespace
 
 StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
@@ -74,21 +107,13 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
                              TimingExecutorOptions(options, options.record_trace)));
     out.misplaced_backwards = exec->misplaced_backwards();
     MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<FusedAdamW> opt, MakeAdamW(model, options.lr));
-    const cudaStream_t s = c10::cuda::getCurrentCUDAStream(dev).stream();
-    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
-    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
-    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e2, CudaEvent::Create(true));
+    MOSAIC_ASSIGN_OR_RETURN(StepClock clock,
+                            StepClock::Create(c10::cuda::getCurrentCUDAStream(dev).stream()));
     for (int i = 0; i < options.warmup + options.steps; ++i) {
-      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0.get(), s));
-      MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, exec->ForwardBackward(batch));
-      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1.get(), s));
-      MOSAIC_RETURN_IF_ERROR(exec->ApplyOptimizer(opt.get()));
-      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e2.get(), s));
-      MOSAIC_ASSIGN_OR_RETURN(double step, ElapsedMs(e0, e2));
-      MOSAIC_ASSIGN_OR_RETURN(double fb, ElapsedMs(e0, e1));
+      MOSAIC_ASSIGN_OR_RETURN(StepMs ms, clock.Run(*exec, opt.get(), batch));
       if (i < options.warmup) continue;
-      out.step_ms.push_back(step);
-      out.fwd_bwd_ms.push_back(fb);
+      out.step_ms.push_back(ms.step);
+      out.fwd_bwd_ms.push_back(ms.fwd_bwd);
       if (options.record_trace) {
         MOSAIC_ASSIGN_OR_RETURN(std::vector<TaskSpan> spans, exec->LastStepTrace());
         traces.push_back(std::move(spans));
@@ -149,18 +174,9 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
                                                  TimingExecutorOptions(options, false)));
     MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<FusedAdamW> opt, MakeAdamW(model, options.lr));
     const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(dev);
-    const cudaStream_t s = current.stream();
-    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e0, CudaEvent::Create(true));
-    MOSAIC_ASSIGN_OR_RETURN(CudaEvent e1, CudaEvent::Create(true));
-    auto step = [&]() -> StatusOr<double> {
-      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e0.get(), s));
-      MOSAIC_ASSIGN_OR_RETURN(torch::Tensor loss, exec->ForwardBackward(batch));
-      MOSAIC_RETURN_IF_ERROR(exec->ApplyOptimizer(opt.get()));
-      MOSAIC_CUDA_RETURN_IF_ERROR(cudaEventRecord(e1.get(), s));
-      return ElapsedMs(e0, e1);
-    };
+    MOSAIC_ASSIGN_OR_RETURN(StepClock clock, StepClock::Create(current.stream()));
     for (int i = 0; i < std::max(1, std::min(options.warmup, 3)); ++i) {
-      MOSAIC_RETURN_IF_ERROR(step().status());
+      MOSAIC_RETURN_IF_ERROR(clock.Run(*exec, opt.get(), batch).status());
     }
     // Places: 0 is the whole GPU (the current stream, shared and fallback partitions), then
     // one per green context.
@@ -188,20 +204,21 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
       MOSAIC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream()));
     }
     for (int i = 0; i < steps; ++i) {
-      MOSAIC_ASSIGN_OR_RETURN(double ms, step());
-      u.window_ms += ms;
+      MOSAIC_ASSIGN_OR_RETURN(StepMs ms, clock.Run(*exec, opt.get(), batch));
+      u.window_ms += ms.step;
     }
     MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   }
   MOSAIC_ASSIGN_OR_RETURN(std::vector<KernelRecord> kernels, trace->Stop());
   c10::cuda::CUDACachingAllocator::emptyCache();
+  // Only this device's kernels.
+  kernels.erase(std::remove_if(
+                    kernels.begin(), kernels.end(),
+                    [&](const KernelRecord& k) { return k.device >= 0 && k.device != dev; }),
+                kernels.end());
   // The marks, in launch order (each synchronized before the next): CUPTI's stream ids. The
   // kernels after the last mark are the traced steps'.
   std::vector<size_t> marks;
-  // Only this device's kernels.
-  kernels.erase(std::remove_if(kernels.begin(), kernels.end(),
-                               [&](const KernelRecord& k) { return k.device >= 0 && k.device != dev; }),
-                kernels.end());
   for (size_t i = 0; i < kernels.size(); ++i)
     if (kernels[i].name == kStreamMarkKernel) marks.push_back(i);
   if (marks.size() != marked.size())
@@ -225,6 +242,7 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   for (int64_t c : ambiguous_contexts) place_of_context.erase(c);
   std::vector<KernelSpan> spans;
   double all_us = 0, unplaced_us = 0;
+  std::map<std::string, std::pair<double, int>> by_name;  // name -> (us, calls)
   for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
     const KernelRecord& k = kernels[i];
     int place = -1;
@@ -237,14 +255,11 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     all_us += us;
     if (place < 0) unplaced_us += us;
     spans.push_back({k.start_us, k.end_us, std::max(place, 0), std::max<int64_t>(k.blocks, 1)});
-  }
-  if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
-  std::map<std::string, std::pair<double, int>> by_name;  // name -> (us, calls)
-  for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
-    auto& [us, calls] = by_name[kernels[i].name];
-    us += kernels[i].end_us - kernels[i].start_us;
+    auto& [name_us, calls] = by_name[k.name];
+    name_us += us;
     ++calls;
   }
+  if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
   std::vector<MeasuredUtilization::KernelTotal> totals;
   for (const auto& [name, t] : by_name)
     totals.push_back({name, t.first / 1000 / steps, static_cast<double>(t.second) / steps});

@@ -50,8 +50,8 @@ struct MeasuredUtilization {
   double window_ms = 0;
   int steps = 0;
   int kernels = 0;             // kernels of the traced steps
-  // Kernel time on streams that are none of the plan's (the whole GPU assumed for them), as a
-  // fraction of all kernel time: 0 when every kernel was placed.
+  // Kernel time in no place the marks revealed (neither context nor stream; the whole GPU
+  // assumed for it), as a fraction of all kernel time: 0 when every kernel was placed.
   double unplaced_kernel_fraction = 0;
   std::vector<int> place_sms;  // [0]: the whole GPU, then one per green context
   // Where the GPU time went: the kernels of the traced steps grouped by name, longest total
@@ -87,8 +87,9 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
 // Builds a new executor for `plan` under a kernel trace (so that the kernels of graphs captured
 // before the trace cannot be missed), runs min(max(options.warmup, 1), 3) warmup steps, then
 // marks the stream of every partition (and the current one) with one tiny kernel each, one
-// after another, to learn CUPTI's ids for each, then times `steps` steps and computes their utilization from the kernels
-// after the marks. FailedPrecondition where kernels cannot be traced.
+// after another, to learn CUPTI's ids for each, then times `steps` steps and computes their
+// utilization from the kernels after the marks. FailedPrecondition where kernels cannot be
+// traced.
 StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model, const Plan& plan,
                                                    const models::Batch& batch,
                                                    torch::Device device,

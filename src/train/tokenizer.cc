@@ -59,9 +59,11 @@ StatusOr<Tokenizer> Tokenizer::Load(const std::string& model_path, DummyPrefix r
   // configs/tokenizers/shapes.model) encodes " a" as "a" under either rule, and the copy without
   // the prefix would lose the "▁" there. The probe tells the two apart without the model proto.
   std::vector<int> spaced, plain;
-  tok.sp_->Encode(" a", &spaced).IgnoreError();
-  tok.sp_->Encode("a", &plain).IgnoreError();
-  if (rule == DummyPrefix::kTransformers && spaced != plain) {
+  if (rule == DummyPrefix::kTransformers) {
+    tok.sp_->Encode(" a", &spaced).IgnoreError();
+    tok.sp_->Encode("a", &plain).IgnoreError();
+  }
+  if (spaced != plain) {
     // NormalizerSpec is ModelProto's field 3 and add_dummy_prefix is its field 3 (a bool);
     // protobuf merges a repeated embedded message into the first, so appending
     // {normalizer_spec: {add_dummy_prefix: false}} overrides that one flag and nothing else.

@@ -58,6 +58,33 @@ void ForwardBackwardBf16(models::MultimodalModelImpl& model, const models::Batch
   out->loss.backward();
 }
 
+// The logits within 3e-2 of the reference's largest, and the loss within twice the largest
+// logit error (Note [bf16 parity tolerance]).
+void ExpectLogitsAndLoss(const torch::Tensor& logits, const torch::Tensor& ref_logits,
+                         const torch::Tensor& loss, const torch::Tensor& ref_loss) {
+  EXPECT_LE(RelMax(logits, ref_logits), 3e-2);
+  const double logit_err =
+      (logits.detach().to(torch::kCPU).to(torch::kDouble) - ref_logits.to(torch::kDouble))
+          .abs()
+          .max()
+          .item<double>();
+  EXPECT_LE(std::abs(loss.item<double>() - ref_loss.item<double>()), 2 * logit_err + 1e-6)
+      << "max |logits - ref| " << logit_err;
+}
+
+// One parameter's gradient `g` against the reference `r` (both double, on the CPU): 0.2 relative
+// L2, or, for a gradient that is zero in exact arithmetic (norm under 1e-3 of the largest
+// reference norm `gmax`), within 1e-3 * gmax absolute.
+void ExpectGradientWithin(const torch::Tensor& g, const torch::Tensor& r, double gmax,
+                          const std::string& name) {
+  const double err = (g - r).norm().item<double>(), norm = r.norm().item<double>();
+  if (norm < 1e-3 * gmax) {
+    EXPECT_LE(err, 1e-3 * gmax) << name << " (zero in exact arithmetic)";
+  } else {
+    EXPECT_LE(err / norm, 0.2) << name;
+  }
+}
+
 void CheckBf16(const std::string& name) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const torch::Device cuda(torch::kCUDA);
@@ -95,15 +122,7 @@ void CheckBf16(const std::string& name) {
     logits = out.outputs.at("llm");
     ref_logits = ref.at("out.logits");
   }
-  EXPECT_LE(RelMax(logits, ref_logits), 3e-2);
-  const double logit_err =
-      (logits.detach().to(torch::kCPU).to(torch::kDouble) - ref_logits.to(torch::kDouble))
-          .abs()
-          .max()
-          .item<double>();
-  EXPECT_LE(std::abs(out.loss.item<double>() - ref.at("out.loss").item<double>()),
-            2 * logit_err + 1e-6)
-      << "max |logits - ref| " << logit_err;
+  ExpectLogitsAndLoss(logits, ref_logits, out.loss, ref.at("out.loss"));
   TensorMap grads;
   for (const auto& p : hf->model->named_parameters(/*recurse=*/true))
     grads.emplace(p.key(), p.value().grad().to(torch::kCPU).to(torch::kDouble));
@@ -112,15 +131,8 @@ void CheckBf16(const std::string& name) {
   double gmax = 0;
   for (const auto& [n, g] : *mapped)
     gmax = std::max(gmax, ref.at("grad." + n).norm().item<double>());
-  for (const auto& [n, g] : *mapped) {
-    torch::Tensor r = ref.at("grad." + n).to(torch::kDouble);
-    const double err = (g - r).norm().item<double>(), norm = r.norm().item<double>();
-    if (norm < 1e-3 * gmax) {
-      EXPECT_LE(err, 1e-3 * gmax) << n << " (zero in exact arithmetic)";
-    } else {
-      EXPECT_LE(err / norm, 0.2) << n;
-    }
-  }
+  for (const auto& [n, g] : *mapped)
+    ExpectGradientWithin(g, ref.at("grad." + n).to(torch::kDouble), gmax, n);
 }
 
 // Whisper's encoder alone (ImportWhisperEncoder) under bf16 autocast, every encoder gradient
@@ -195,12 +207,7 @@ TEST(HfParityGpu, LlavaBf16WithinReferenceBf16Error) {
   models::ModelOutput out;
   ASSERT_NO_FATAL_FAILURE(ForwardBackwardBf16(*hf->model, batch, &out));
   EXPECT_LE(RelMax(out.outputs.at("projector"), ref.at("out.image_features")), 3e-2);
-  const torch::Tensor logits = out.outputs.at("llm").detach().to(torch::kCPU).to(torch::kDouble);
-  EXPECT_LE(RelMax(logits, ref.at("out.logits")), 3e-2);
-  const double logit_err = (logits - ref.at("out.logits").to(torch::kDouble)).abs().max().item<double>();
-  EXPECT_LE(std::abs(out.loss.item<double>() - ref.at("out.loss").item<double>()),
-            2 * logit_err + 1e-6)
-      << "max |logits - ref| " << logit_err;
+  ExpectLogitsAndLoss(out.outputs.at("llm"), ref.at("out.logits"), out.loss, ref.at("out.loss"));
   TensorMap hf_grads;
   for (const auto& [name, t] : ref)
     if (name.rfind("grad.", 0) == 0) hf_grads.emplace(name.substr(5), t);
@@ -216,12 +223,7 @@ TEST(HfParityGpu, LlavaBf16WithinReferenceBf16Error) {
     torch::Tensor g = p.value().grad();
     unused += !g.defined();
     g = g.defined() ? g.to(torch::kCPU).to(torch::kDouble) : torch::zeros_like(r);
-    const double err = (g - r).norm().item<double>(), norm = r.norm().item<double>();
-    if (norm < 1e-3 * gmax) {
-      EXPECT_LE(err, 1e-3 * gmax) << p.key() << " (zero in exact arithmetic, or unused)";
-    } else {
-      EXPECT_LE(err / norm, 0.2) << p.key();
-    }
+    ExpectGradientWithin(g, r, gmax, p.key());
     ++compared;
   }
   EXPECT_EQ(compared, static_cast<int>(expected->size()));
