@@ -170,6 +170,8 @@ def table():
     worst_floor = min(floors, key=lambda x: x[1]) if floors else ("-", 0)
     worst_mem = max(mem_ratios, key=lambda x: x[1]) if mem_ratios else ("-", 0)
     over = [name for name, r in mem_ratios if r > 1.15]
+    lo_util = min(utils, key=lambda x: x[1]) if utils else None
+    hi_util = max(utils, key=lambda x: x[1]) if utils else None
     traded, traded_names = [], []
     for m in d["models"]:
         t = m.get("memory_trade")
@@ -200,14 +202,13 @@ def table():
             "| peak memory within 15% of graph temporal (unless a printed trade) | worst {:.2f}x ({}){} | {} |"
             .format(worst_mem[1], worst_mem[0],
                     "; printed as traded for speed: " + ", ".join(traded) if traded else "",
-                    mark(worst_mem[1] <= 1.15) if not over or set(over) - set(traded_names)
-                    else "traded (printed)"),
+                    "traded (printed)" if over and all(n in traded_names for n in over)
+                    else mark(worst_mem[1] <= 1.15)),
             ("| SM-time utilization > 85% (Mosaic, every model; kernel-trace estimate) | {} | {} |"
-             .format("lowest {:.1%} ({}), highest {:.1%} ({}); graph temporal {:.1%} to {:.1%}".format(
-                 min(utils, key=lambda x: x[1])[1], min(utils, key=lambda x: x[1])[0],
-                 max(utils, key=lambda x: x[1])[1], max(utils, key=lambda x: x[1])[0],
-                 min(utils_temporal or [0]), max(utils_temporal or [0])),
-                 mark(min(x[1] for x in utils) > 0.85)) if utils else
+             .format("lowest {0[1]:.1%} ({0[0]}), highest {1[1]:.1%} ({1[0]}); graph temporal "
+                     "{2:.1%} to {3:.1%}".format(lo_util, hi_util, min(utils_temporal or [0]),
+                                                 max(utils_temporal or [0])),
+                     mark(lo_util[1] > 0.85)) if utils else
              "| SM-time utilization > 85% | not measured in this run | **not measured** |")]
     if utils:
         ust = d["models"][0]["settings"].get("utilization_steps", "a few")

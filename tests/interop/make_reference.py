@@ -142,7 +142,8 @@ def make_open_clip(out, hf_folder):
                                  patch_size=v.patch_size, image_size=v.image_size),
         text_cfg=CLIPTextCfg(context_length=t.max_position_embeddings, vocab_size=t.vocab_size,
                              width=t.hidden_size, heads=t.num_attention_heads,
-                             layers=t.num_hidden_layers, mlp_ratio=t.intermediate_size / t.hidden_size)).float().train()
+                             layers=t.num_hidden_layers,
+                             mlp_ratio=t.intermediate_size / t.hidden_size)).float().train()
     model = build()
     ref_hf = load_file(os.path.join(hf_folder, "reference.safetensors"))
     pixels, ids = ref_hf["input.pixel_values"], ref_hf["input.input_ids"]
@@ -156,7 +157,7 @@ def make_open_clip(out, hf_folder):
     model = build()
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if ".ln_" in n or n.startswith("ln_") or "visual.ln" in n:
+            if ".ln_" in n or n.startswith("ln_"):  # ln_final, visual.ln_pre/post, ln_1/2
                 p.add_(0.1 * torch.randn_like(p))
         model.logit_scale.fill_(2.3)
     folder = os.path.join(out, "open-clip")
