@@ -104,15 +104,19 @@ Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, dou
   m["misplaced_backward_graphs"] = t.misplaced_backwards;
   if (t.utilization) {
     const engine::MeasuredUtilization& u = *t.utilization;
-    m["sm_utilization"] = {{"utilization", u.utilization},   {"busy_sm_ms", u.busy_sm_ms},
-                           {"window_ms", u.window_ms},       {"steps", u.steps},
+    m["sm_utilization"] = {{"utilization", u.utilization},
+                           {"busy_sm_ms", u.busy_sm_ms},
+                           {"window_ms", u.window_ms},
+                           {"steps", u.steps},
                            {"traced_step_ms", u.steps > 0 ? u.window_ms / u.steps : 0},
-                           {"kernels", u.kernels},           {"place_sms", u.place_sms},
+                           {"kernels", u.kernels},
+                           {"place_sms", u.place_sms},
                            {"unplaced_kernel_fraction", u.unplaced_kernel_fraction},
                            {"kernel_ms_per_step", u.kernel_ms_per_step}};
     Json top = Json::array();
     for (const auto& k : u.top_kernels)
-      top.push_back({{"kernel", k.name}, {"ms_per_step", k.ms_per_step},
+      top.push_back({{"kernel", k.name},
+                     {"ms_per_step", k.ms_per_step},
                      {"calls_per_step", k.calls_per_step}});
     m["sm_utilization"]["top_kernels"] = top;
   } else if (!t.utilization_error.empty()) {
@@ -173,9 +177,12 @@ int Run(const BenchFlags& f) {
   doc["date"] = Today();
   doc["device_spec"] = in->device.name;
   doc["profile"] = in->profile_from;
-  doc["settings"] = {{"steps", f.steps},         {"warmup", f.warmup},
-                     {"trial_steps", f.trial_steps}, {"candidates", f.candidates},
-                     {"optimizer", "fused AdamW"}, {"clip_grad", 1.0},
+  doc["settings"] = {{"steps", f.steps},
+                     {"warmup", f.warmup},
+                     {"trial_steps", f.trial_steps},
+                     {"candidates", f.candidates},
+                     {"optimizer", "fused AdamW"},
+                     {"clip_grad", 1.0},
                      {"utilization_steps", f.utilization_steps}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
@@ -264,6 +271,27 @@ int Run(const BenchFlags& f) {
   add_row("graph-temporal", graph_temporal);
   add_row("graph-shared-streams",
           run_mode({"graph-shared-streams", engine::ExecMode::kGraph, *shared, ""}));
+  // The same streams with the critical one (longest alone) at high priority (Note [stream
+  // priorities]): measured whether or not the model predicts a gain.
+  std::vector<std::string> raised;
+  StatusOr<Plan> prioritized = WithPrioritizedStream(*shared, *in, &raised);
+  std::string prioritized_note;
+  if (prioritized.ok()) {
+    prioritized->name = "priority-streams";
+    std::vector<std::string> ids;  // one per phase; the same module may lead several
+    for (const std::string& id : raised)
+      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+    for (const std::string& id : ids)
+      prioritized_note += (prioritized_note.empty() ? "" : ", ") + id;
+    prioritized_note = "shared streams, " + prioritized_note + " at high stream priority";
+    add_row("graph-priority-streams", run_mode({"graph-priority-streams", engine::ExecMode::kGraph,
+                                                *prioritized, prioritized_note}));
+  } else if (prioritized.status().code() != StatusCode::kNotFound) {
+    std::fprintf(stderr, "  graph-priority-streams not measured: %s\n",
+                 prioritized.status().message().c_str());
+    doc["modes"].push_back(
+        {{"mode", "graph-priority-streams"}, {"error", prioritized.status().message()}});
+  }
 
   // The planner's short list, then the measured choice.
   PlannerOptions po;
@@ -289,6 +317,10 @@ int Run(const BenchFlags& f) {
   strategies.push_back("graph temporal (fallback)");
   candidates.push_back(*shared);
   strategies.push_back("graph shared streams (fallback)");
+  if (prioritized.ok()) {
+    candidates.push_back(*prioritized);
+    strategies.push_back(prioritized_note + " (fallback)");
+  }
   engine::StepTimingOptions trial_opts = timing;
   trial_opts.steps = f.trial_steps;
   trial_opts.warmup = std::min(f.warmup, 3);
@@ -325,10 +357,11 @@ int Run(const BenchFlags& f) {
                      "for a %.2fx faster step\n",
                      chosen.name.c_str(), chosen_times->peak_allocated_bytes / (1 << 30), mem,
                      graph_temporal->peak_allocated_bytes / (1 << 30), speed);
-        doc["memory_trade"] = {{"peak_ratio", mem}, {"speedup", speed},
-                               {"peak_allocated_bytes", chosen_times->peak_allocated_bytes},
-                               {"graph_temporal_peak_allocated_bytes",
-                                graph_temporal->peak_allocated_bytes}};
+        doc["memory_trade"] = {
+            {"peak_ratio", mem},
+            {"speedup", speed},
+            {"peak_allocated_bytes", chosen_times->peak_allocated_bytes},
+            {"graph_temporal_peak_allocated_bytes", graph_temporal->peak_allocated_bytes}};
       }
     }
     if (chosen_times.ok() && !f.trace_out.empty()) {
@@ -357,10 +390,10 @@ int Run(const BenchFlags& f) {
     nc.perf.contention = 0;
     StatusOr<PlanReport> r = PlanStep(spec, in->device, in->profile, nc);
     if (r.ok() && !r->plans.empty()) {
-      add_row("no-contention",
-              run_mode({"no-contention", engine::ExecMode::kGraph, r->plans[0].plan,
-                        "the planner's best plan with contention ignored: " +
-                            r->plans[0].strategy}));
+      add_row(
+          "no-contention",
+          run_mode({"no-contention", engine::ExecMode::kGraph, r->plans[0].plan,
+                    "the planner's best plan with contention ignored: " + r->plans[0].strategy}));
     }
   }
 
@@ -388,11 +421,12 @@ int Run(const BenchFlags& f) {
                 r.ms > 0 ? spec.batch_size / (r.ms / 1000) : 0.0, util);
   }
   std::printf("  chosen: %s\n", chosen_name.c_str());
-  std::printf("  perf model |error|: step median %.1f%% p90 %.1f%% (%zu plans), task median %.1f%% "
-              "p90 %.1f%% (%zu tasks)\n",
-              100 * engine::Quantile(step_errors, 0.5), 100 * engine::Quantile(step_errors, 0.9),
-              step_errors.size(), 100 * engine::Quantile(task_errors, 0.5),
-              100 * engine::Quantile(task_errors, 0.9), task_errors.size());
+  std::printf(
+      "  perf model |error|: step median %.1f%% p90 %.1f%% (%zu plans), task median %.1f%% "
+      "p90 %.1f%% (%zu tasks)\n",
+      100 * engine::Quantile(step_errors, 0.5), 100 * engine::Quantile(step_errors, 0.9),
+      step_errors.size(), 100 * engine::Quantile(task_errors, 0.5),
+      100 * engine::Quantile(task_errors, 0.9), task_errors.size());
   if (!f.out.empty()) {
     Status s = WriteJsonFile(f.out, doc);
     if (!s.ok()) return ReportError(cmd, s);

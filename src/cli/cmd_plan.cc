@@ -37,6 +37,7 @@ std::string Partitions(const PhaseSpec& ph) {
     if (!s.empty()) s += " | ";
     s += p.id + (p.kind == PartitionKind::kDedicated ? " " + std::to_string(p.sms.value()) + " SMs"
                                                      : " shared");
+    if (p.priority != 0) s += " (priority " + std::to_string(p.priority) + ")";
   }
   return s;
 }

@@ -44,9 +44,10 @@ int Run(const SimulateFlags& f) {
                 fits.ok() ? "fits" : ("DOES NOT FIT: " + fits.message()).c_str());
   }
   if (r.overhead_before.value() > 0 || r.overhead_after.value() > 0) {
-    std::printf("executor: gradients zeroed %.3f ms before the tasks, clipping + AdamW %.3f ms "
-                "after them\n",
-                r.overhead_before.value() / 1000, r.overhead_after.value() / 1000);
+    std::printf(
+        "executor: gradients zeroed %.3f ms before the tasks, clipping + AdamW %.3f ms "
+        "after them\n",
+        r.overhead_before.value() / 1000, r.overhead_after.value() / 1000);
   }
   double start = r.overhead_before.value();
   for (size_t i = 0; i < s->program.phases.size(); ++i) {
@@ -56,7 +57,8 @@ int Run(const SimulateFlags& f) {
     for (size_t j = 0; j < ph.partitions.size(); ++j) {
       const SimPartition& p = ph.partitions[j];
       std::string where = p.kind == PartitionKind::kDedicated ? std::to_string(p.sms) + " SMs"
-                                                              : std::string("shared");
+                          : p.priority != 0 ? "shared/p" + std::to_string(p.priority)
+                                            : std::string("shared");  // a column: kept short
       double span = end - start;
       std::printf("    %-20s %-9s %3zu tasks, busy %9.3f ms (%3.0f%%)\n", p.id.c_str(),
                   where.c_str(), p.tasks.size(), r.busy[i][j].value() / 1000,

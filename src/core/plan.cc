@@ -13,6 +13,11 @@ const char* ToString(PartitionKind k) {
   return k == PartitionKind::kDedicated ? "dedicated" : "shared";
 }
 
+std::string PlaceText(PartitionKind kind, int sms, int priority) {
+  if (kind == PartitionKind::kDedicated) return "dedicated " + std::to_string(sms) + " SMs";
+  return priority != 0 ? "shared stream, priority " + std::to_string(priority) : "shared stream";
+}
+
 size_t Plan::task_count() const {
   size_t n = 0;
   for (const auto& ph : phases)
@@ -75,6 +80,16 @@ StatusOr<Plan> ParsePlan(const Json& doc) {
       } else if (pr.Has("sms")) {
         pr.Error("sms", "a shared partition has no SM quota (it shares the GPU)");
       }
+      if (pr.Has("priority")) {
+        if (part.kind == PartitionKind::kDedicated) {
+          pr.Error("priority",
+                   "a dedicated partition has its SMs to itself; priority is for shared ones");
+        } else if (pr.Required("priority", &part.priority) &&
+                   (part.priority < 0 || part.priority > kMaxStreamPriority)) {
+          pr.Error("priority", "must be 0 to " + std::to_string(kMaxStreamPriority) + ", got " +
+                                   std::to_string(part.priority));
+        }
+      }
       pr.ForEach("tasks", [&](JsonReader t) {
         if (!t.node().is_string()) {
           t.Error("expected a task id string, got " + Describe(t.node()));
@@ -87,7 +102,7 @@ StatusOr<Plan> ParsePlan(const Json& doc) {
         }
         part.tasks.push_back(*id);
       });
-      pr.RejectUnknownKeys({"id", "kind", "sms", "tasks"});
+      pr.RejectUnknownKeys({"id", "kind", "sms", "priority", "tasks"});
       phase.partitions.push_back(std::move(part));
     });
     if (ph.Has("partitions") && ph.node()["partitions"].is_array() && parts == 0)
@@ -135,6 +150,7 @@ Json ToJson(const Plan& plan) {
       for (const auto& t : p.tasks)
         tasks.push_back(t.ToString());
       o["tasks"] = tasks;
+      if (p.priority != 0) o["priority"] = p.priority;
       parts.push_back(o);
     }
     phases.push_back({{"name", ph.name}, {"partitions", parts}});
@@ -162,6 +178,12 @@ void CheckQuotas(const Plan& plan, const DeviceSpec& device, ErrorList& errors) 
     bool has_shared = false;
     for (size_t j = 0; j < ph.partitions.size(); ++j) {
       const PartitionSpec& p = ph.partitions[j];
+      if (p.priority != 0 && (p.kind == PartitionKind::kDedicated || p.priority < 0 ||
+                              p.priority > kMaxStreamPriority))
+        errors.Add(PartitionPath(i, j) + ".priority: " + std::to_string(p.priority) +
+                   (p.kind == PartitionKind::kDedicated
+                        ? " on a dedicated partition (priority is for shared ones)"
+                        : " is not 0 to " + std::to_string(kMaxStreamPriority)));
       if (p.kind == PartitionKind::kShared) {
         has_shared = true;
         continue;

@@ -6,7 +6,11 @@
 // starts when every task of the previous one has finished). A partition is either `dedicated`
 // (its own SMs: a green context on CUDA) or `shared` (a plain stream on the SMs no dedicated
 // partition of the phase holds, divided by the hardware scheduler among the shared streams).
-// A partition runs its tasks in the listed order, one at a time.
+// A partition runs its tasks in the listed order, one at a time. A shared partition may carry a
+// stream `priority` (0, the default, to kMaxStreamPriority): when several shared streams have
+// thread blocks waiting, the hardware scheduler places the higher priority's first (CUDA stream
+// priorities; a graph launched into a stream runs at the stream's priority), so the others get
+// only the SMs it leaves idle (Note [stream priorities] in perf_model.cc).
 //
 //   {"name": "clip-b16-split", "model": "clip-b16", "device": "h100-sxm",
 //    "micro_batches": 1, "activation_buffers": {"vision": 1},
@@ -36,12 +40,19 @@ namespace mosaic {
 
 enum class PartitionKind { kDedicated, kShared };
 const char* ToString(PartitionKind k);
+// Where a partition runs, for timelines: "dedicated 104 SMs", "shared stream", "shared stream,
+// priority 1".
+std::string PlaceText(PartitionKind kind, int sms, int priority);
+
+// CUDA offers six levels on Hopper (0 down to -5); the engine maps priority p to -p.
+constexpr int kMaxStreamPriority = 5;
 
 struct PartitionSpec {
   std::string id;  // unique within its phase
   PartitionKind kind = PartitionKind::kShared;
   SmCount sms{0};             // dedicated only
   std::vector<TaskId> tasks;  // run in this order
+  int priority = 0;           // shared only: higher runs first; 0 is CUDA's default
 };
 
 struct PhaseSpec {
@@ -67,7 +78,8 @@ StatusOr<Plan> LoadPlan(const std::string& path);
 Json ToJson(const Plan& plan);
 
 // Rejects what could never run on `device` for `model`, each violation with its JSON path:
-// unknown modules or tasks, tasks missing or assigned twice, quotas over the device's SMs or
+// unknown modules or tasks, tasks missing or assigned twice, stream priorities out of range or
+// on dedicated partitions, quotas over the device's SMs or
 // off its granularity, activation buffer counts out of range, and orders that contradict the
 // step's dependencies (including more micro-batches in flight than activation buffers).
 Status ValidatePlan(const Plan& plan, const ModelSpec& model, const DeviceSpec& device);

@@ -1,6 +1,9 @@
 // Green contexts, streams and events (partition.h).
 #include "engine/partition.h"
 
+#include <algorithm>
+#include <cstdio>
+#include <mutex>
 #include <utility>
 
 #include "engine/cuda_check.h"
@@ -49,9 +52,33 @@ OwnedStream::~OwnedStream() {
   s_ = nullptr;
 }
 
-StatusOr<OwnedStream> CreatePlainStream() {
+StatusOr<int> CudaStreamPriority(int priority) {
+  if (priority < 0 || priority > kMaxStreamPriority)
+    return InvalidArgument("stream priority " + std::to_string(priority) + " is not 0 to " +
+                           std::to_string(kMaxStreamPriority));
+  int least = 0, greatest = 0;  // CUDA: lower numbers run first; least is the default (0)
+  MOSAIC_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  if (least - priority < greatest) {
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      std::fprintf(stderr,
+                   "mosaic: warning: this GPU has %d stream priority levels; plan priority %d "
+                   "runs at its highest (priorities above %d share it)\n",
+                   least - greatest + 1, priority, least - greatest);
+    });
+  }
+  return std::max(greatest, least - priority);
+}
+
+StatusOr<OwnedStream> CreatePlainStream(int priority) {
   cudaStream_t s = nullptr;
-  MOSAIC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  if (priority == 0) {
+    MOSAIC_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  } else {
+    MOSAIC_ASSIGN_OR_RETURN(int cuda_priority, CudaStreamPriority(priority));
+    MOSAIC_CUDA_RETURN_IF_ERROR(
+        cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, cuda_priority));
+  }
   return OwnedStream(s, /*green=*/false);
 }
 
@@ -162,6 +189,7 @@ StatusOr<std::unique_ptr<PartitionSet>> PartitionSet::Create(const Plan& plan, t
       p->id = spec.id;
       p->kind = spec.kind;
       p->sms = spec.kind == PartitionKind::kDedicated ? spec.sms.value() : 0;
+      p->priority = spec.kind == PartitionKind::kShared ? spec.priority : 0;
       if (device.is_cuda()) {
         if (spec.kind == PartitionKind::kDedicated && set->split_) {
           int count = 0;
@@ -183,7 +211,7 @@ StatusOr<std::unique_ptr<PartitionSet>> PartitionSet::Create(const Plan& plan, t
           p->context = ctx.get();
           set->contexts_.push_back(std::move(ctx));
         } else {
-          MOSAIC_ASSIGN_OR_RETURN(p->owner, CreatePlainStream());
+          MOSAIC_ASSIGN_OR_RETURN(p->owner, CreatePlainStream(p->priority));
         }
         p->stream = c10::cuda::getStreamFromExternal(p->owner.get(), dev_index);
       }
@@ -198,7 +226,7 @@ StatusOr<OwnedStream> PartitionSet::CreateStreamLike(int phase, int index) const
   const Partition& p = at(phase, index);
   if (!device_.is_cuda()) return FailedPrecondition("no streams on the CPU");
   if (p.context) return p.context->CreateStream();
-  return CreatePlainStream();
+  return CreatePlainStream(p.priority);
 }
 
 }  // namespace mosaic::engine

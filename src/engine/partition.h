@@ -64,8 +64,12 @@ class OwnedStream {
   bool green_ = false;
 };
 
-// A new non-blocking plain stream on the current device.
-StatusOr<OwnedStream> CreatePlainStream();
+// A new non-blocking plain stream on the current device; `priority` as in a plan (0 to
+// kMaxStreamPriority, higher runs first), mapped by CudaStreamPriority.
+StatusOr<OwnedStream> CreatePlainStream(int priority = 0);
+// The CUDA priority of a plan's stream priority p: -p, clamped to the device's range (0 down to
+// -5 on Hopper; lower numbers run first).
+StatusOr<int> CudaStreamPriority(int priority);
 
 // Owns a green context: a set of SMs of one split.
 class GreenContext {
@@ -112,6 +116,7 @@ struct Partition {
   std::string id;
   PartitionKind kind = PartitionKind::kShared;
   int sms = 0;                            // dedicated: the SMs the plan asked for; shared: 0
+  int priority = 0;                       // shared: the plan's stream priority
   bool green = false;                     // dedicated and really on its own SMs (not a fallback)
   const GreenContext* context = nullptr;  // green only
   std::optional<c10::cuda::CUDAStream> stream;  // absent on the CPU
@@ -134,7 +139,8 @@ class PartitionSet {
   torch::Device device() const { return device_; }
   // Whether dedicated partitions really got their own SMs.
   bool green() const { return split_ != nullptr; }
-  // A new stream in the same place as partition (phase, index): same green context, or plain.
+  // A new stream in the same place as partition (phase, index): same green context, or plain
+  // with the same priority.
   StatusOr<OwnedStream> CreateStreamLike(int phase, int index) const;
 
  private:

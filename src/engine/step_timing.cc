@@ -152,8 +152,7 @@ StatusOr<StepTimes> TimeSteps(models::MultimodalModel model, const Plan& plan,
 }
 
 StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model, const Plan& plan,
-                                                   const models::Batch& batch,
-                                                   torch::Device device,
+                                                   const models::Batch& batch, torch::Device device,
                                                    const StepTimingOptions& options, int steps) {
   if (!device.is_cuda()) return InvalidArgument("SM utilization needs a CUDA device");
   if (steps < 1) return InvalidArgument("SM utilization needs at least one traced step");
@@ -169,9 +168,9 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   std::vector<c10::cuda::CUDAStream> marked;  // marker order
   std::vector<int> marked_place;
   {
-    MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<PlanExecutor> exec,
-                            PlanExecutor::Create(model, plan, batch, device,
-                                                 TimingExecutorOptions(options, false)));
+    MOSAIC_ASSIGN_OR_RETURN(
+        std::unique_ptr<PlanExecutor> exec,
+        PlanExecutor::Create(model, plan, batch, device, TimingExecutorOptions(options, false)));
     MOSAIC_ASSIGN_OR_RETURN(std::unique_ptr<FusedAdamW> opt, MakeAdamW(model, options.lr));
     const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(dev);
     MOSAIC_ASSIGN_OR_RETURN(StepClock clock, StepClock::Create(current.stream()));
@@ -212,10 +211,10 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   MOSAIC_ASSIGN_OR_RETURN(std::vector<KernelRecord> kernels, trace->Stop());
   c10::cuda::CUDACachingAllocator::emptyCache();
   // Only this device's kernels.
-  kernels.erase(std::remove_if(
-                    kernels.begin(), kernels.end(),
-                    [&](const KernelRecord& k) { return k.device >= 0 && k.device != dev; }),
-                kernels.end());
+  kernels.erase(
+      std::remove_if(kernels.begin(), kernels.end(),
+                     [&](const KernelRecord& k) { return k.device >= 0 && k.device != dev; }),
+      kernels.end());
   // The marks, in launch order (each synchronized before the next): CUPTI's stream ids. The
   // kernels after the last mark are the traced steps'.
   std::vector<size_t> marks;
@@ -239,7 +238,8 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     auto [c, cfresh] = place_of_context.emplace(k.context, marked_place[m]);
     if (!cfresh && c->second != marked_place[m]) ambiguous_contexts.insert(k.context);
   }
-  for (int64_t c : ambiguous_contexts) place_of_context.erase(c);
+  for (int64_t c : ambiguous_contexts)
+    place_of_context.erase(c);
   std::vector<KernelSpan> spans;
   double all_us = 0, unplaced_us = 0;
   std::map<std::string, std::pair<double, int>> by_name;  // name -> (us, calls)
@@ -263,9 +263,8 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
   std::vector<MeasuredUtilization::KernelTotal> totals;
   for (const auto& [name, t] : by_name)
     totals.push_back({name, t.first / 1000 / steps, static_cast<double>(t.second) / steps});
-  std::stable_sort(totals.begin(), totals.end(), [](const auto& a, const auto& b) {
-    return a.ms_per_step > b.ms_per_step;
-  });
+  std::stable_sort(totals.begin(), totals.end(),
+                   [](const auto& a, const auto& b) { return a.ms_per_step > b.ms_per_step; });
   if (totals.size() > 15) totals.resize(15);
   u.top_kernels = std::move(totals);
   u.kernel_ms_per_step = all_us / 1000 / steps;
@@ -286,9 +285,8 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
 }
 
 StatusOr<PlanTrial> PickFastestPlan(models::MultimodalModel model,
-                                    const std::vector<Plan>& candidates,
-                                    const models::Batch& batch, torch::Device device,
-                                    const StepTimingOptions& options) {
+                                    const std::vector<Plan>& candidates, const models::Batch& batch,
+                                    torch::Device device, const StepTimingOptions& options) {
   if (candidates.empty()) return InvalidArgument("no candidate plans to time");
   PlanTrial trial;
   StepTimingOptions o = options;
@@ -331,9 +329,7 @@ Timeline MeasuredTimeline(const Plan& plan, const TaskGraph& graph, const ModelS
     for (const PartitionSpec& p : phase.partitions) {
       const int lane = static_cast<int>(tl.lanes.size());
       const bool dedicated = p.kind == PartitionKind::kDedicated;
-      tl.lanes.push_back({phase.name, p.id,
-                          dedicated ? "dedicated " + std::to_string(p.sms.value()) + " SMs"
-                                    : "shared stream"});
+      tl.lanes.push_back({phase.name, p.id, PlaceText(p.kind, p.sms.value(), p.priority)});
       for (const TaskId& id : p.tasks) {
         const int t = graph.Find(id);
         if (t >= 0) lane_and_sms[t] = {lane, dedicated ? p.sms.value() : 0};
@@ -351,7 +347,8 @@ Timeline MeasuredTimeline(const Plan& plan, const TaskGraph& graph, const ModelS
   for (const TimelineBar& b : tl.bars) {
     const std::string& phase = tl.lanes[b.lane].phase;
     for (size_t ph = 0; ph < tl.phase_names.size(); ++ph)
-      if (tl.phase_names[ph] == phase) tl.phase_end_us[ph] = std::max(tl.phase_end_us[ph], b.end_us);
+      if (tl.phase_names[ph] == phase)
+        tl.phase_end_us[ph] = std::max(tl.phase_end_us[ph], b.end_us);
   }
   std::stable_sort(tl.bars.begin(), tl.bars.end(), [](const TimelineBar& a, const TimelineBar& b) {
     return a.start_us < b.start_us;

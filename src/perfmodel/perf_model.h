@@ -11,8 +11,8 @@
 //   pm.Evaluate(run, 2, /*shared_pool_sms=*/132, rate);  // both on plain streams
 //
 // The functional forms (docs/planning.md): time vs SMs in Note [scaling curve]; shared streams
-// in Note [shared streams]; colocation in Note [contention]; calibration in Note
-// [calibration rule]; the synthetic law in Note [synthetic scaling law].
+// in Note [shared streams] and Note [stream priorities]; colocation in Note [contention];
+// calibration in Note [calibration rule]; the synthetic law in Note [synthetic scaling law].
 #pragma once
 
 #include <string>
@@ -53,7 +53,8 @@ struct PerfModelOptions {
 struct RunningTask {
   int kind = 0;
   bool shared = false;
-  double sms = 0;  // dedicated quota; ignored for shared tasks
+  double sms = 0;    // dedicated quota; ignored for shared tasks
+  int priority = 0;  // shared only: its stream's priority (Note [stream priorities])
 };
 
 struct TaskRate {

@@ -65,6 +65,20 @@ StatusOr<PlanningInputs> LoadPlanningInputs(const PlanningRequest& f) {
   return in;
 }
 
+namespace {
+
+// The performance model a plan is simulated with (its micro-batch size, the inputs'
+// calibration).
+StatusOr<PerfModel> PlanPerfModel(const Plan& plan, const PlanningInputs& inputs, int world_size) {
+  PerfModelOptions options;
+  options.world_size = world_size;
+  return PerfModel::Build(inputs.model, inputs.device, inputs.profile,
+                          inputs.model.batch_size / plan.micro_batches, options,
+                          inputs.calibration ? &*inputs.calibration : nullptr);
+}
+
+}  // namespace
+
 StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& inputs,
                                       int world_size) {
   PlanSimulation s;
@@ -73,15 +87,48 @@ StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& in
   MOSAIC_RETURN_IF_ERROR(ValidatePlan(s.plan, s.inputs.model, s.inputs.device));
   MOSAIC_ASSIGN_OR_RETURN(s.graph, BuildTaskGraph(s.inputs.model, s.plan));
   MOSAIC_ASSIGN_OR_RETURN(s.program, CompilePlan(s.plan, s.graph, s.inputs.device));
-  PerfModelOptions options;
-  options.world_size = world_size;
-  MOSAIC_ASSIGN_OR_RETURN(
-      PerfModel pm, PerfModel::Build(s.inputs.model, s.inputs.device, s.inputs.profile,
-                                     s.inputs.model.batch_size / s.plan.micro_batches, options,
-                                     s.inputs.calibration ? &*s.inputs.calibration : nullptr));
+  MOSAIC_ASSIGN_OR_RETURN(PerfModel pm, PlanPerfModel(s.plan, s.inputs, world_size));
   Simulator sim(s.graph, pm);
   MOSAIC_ASSIGN_OR_RETURN(s.result, sim.Run(s.program));
   return s;
+}
+
+StatusOr<Plan> WithPrioritizedStream(const Plan& plan, const PlanningInputs& inputs,
+                                     std::vector<std::string>* raised) {
+  raised->clear();
+  MOSAIC_RETURN_IF_ERROR(ValidatePlan(plan, inputs.model, inputs.device));
+  MOSAIC_ASSIGN_OR_RETURN(PerfModel pm, PlanPerfModel(plan, inputs, 1));
+  const double all_sms = inputs.device.sm_count.value();
+  Plan out = plan;
+  for (PhaseSpec& ph : out.phases) {
+    int shared = 0;
+    for (const PartitionSpec& part : ph.partitions)
+      shared += part.kind == PartitionKind::kShared;
+    if (shared < 2) continue;
+    int best = -1;
+    double best_us = -1;
+    for (size_t j = 0; j < ph.partitions.size(); ++j) {
+      const PartitionSpec& part = ph.partitions[j];
+      if (part.kind != PartitionKind::kShared) continue;
+      double alone_us = 0;  // its tasks back to back on the whole GPU
+      for (const TaskId& id : part.tasks) {
+        const int kind = PerfModel::Kind(inputs.model.IndexOf(id.module), id.phase);
+        if (!pm.instant(kind)) alone_us += pm.Isolated(kind, all_sms).value();
+      }
+      if (alone_us > best_us) {
+        best = static_cast<int>(j);
+        best_us = alone_us;
+      }
+    }
+    for (PartitionSpec& part : ph.partitions)
+      part.priority = 0;
+    ph.partitions[best].priority = 1;
+    raised->push_back(ph.partitions[best].id);
+  }
+  if (raised->empty())
+    return NotFound("plan " + plan.name + " has no phase with two shared partitions to prioritize");
+  out.name = plan.name + "-priority";
+  return out;
 }
 
 std::string GibText(double bytes) {

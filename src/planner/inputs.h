@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/device_spec.h"
 #include "core/model_spec.h"
@@ -65,6 +66,15 @@ struct PlanSimulation {
 // Validates `plan` against the inputs and simulates one step of it.
 StatusOr<PlanSimulation> SimulatePlan(const Plan& plan, const PlanningInputs& inputs,
                                       int world_size = 1);
+
+// `plan` with, in every phase that has two or more shared partitions, the critical one at
+// stream priority 1 and the others at 0 (Note [stream priorities]): the partition whose tasks
+// take the longest back to back on the whole GPU. A structural choice, not the simulated
+// step's: the fluid model rates most raised streams about alike (the Note), so the benchmark
+// measures this one on the hardware whatever the model predicts. `raised` gets the ids, phase
+// order. NotFound when no phase has two shared partitions.
+StatusOr<Plan> WithPrioritizedStream(const Plan& plan, const PlanningInputs& inputs,
+                                     std::vector<std::string>* raised);
 
 // "1.25 GiB".
 std::string GibText(double bytes);

@@ -42,6 +42,8 @@ struct PlannerOptions {
   int max_refine_rounds = 64;          // hill-climbing rounds per phase
   int refine_from_seeds = 3;           // best seeds refined per phase
   int reorder_passes = 3;  // adjacent-swap passes over each short-listed plan's task orders
+  // Try one high-priority shared partition per phase (Note [priority refinement]).
+  bool prioritize_streams = true;
   PerfModelOptions perf;
   const Calibration* calibration = nullptr;
 };
@@ -85,5 +87,9 @@ PhaseChoice ExhaustivePhaseSearch(PhaseEvaluator& eval, const std::vector<int>& 
 // Adjacent-swap refinement of a program's partition orders (Note [reorder refinement]);
 // `best` holds the program's current result and is updated. Returns whether anything changed.
 bool ReorderTasks(const SearchContext& ctx, int passes, SimProgram* program, SimResult* best);
+// Raises at most one shared partition per phase to priority 1 where that simulates strictly
+// faster (Note [priority refinement]); `best` is updated. Returns the ids raised, phase order.
+std::vector<std::string> PrioritizeStreams(const SearchContext& ctx, SimProgram* program,
+                                           SimResult* best);
 
 }  // namespace mosaic

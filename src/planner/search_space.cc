@@ -334,6 +334,7 @@ PhaseSpec ToPhaseSpec(const SearchContext& ctx, const SimPhase& sp) {
     ps.id = p.id;
     ps.kind = p.kind;
     ps.sms = SmCount(p.sms);
+    ps.priority = p.priority;
     for (int t : p.tasks)
       ps.tasks.push_back(ctx.graph.tasks()[t].id);
     ph.partitions.push_back(std::move(ps));

@@ -43,6 +43,11 @@ StatusOr<SimProgram> CompilePlan(const Plan& plan, const TaskGraph& graph,
       part.id = p.id;
       part.kind = p.kind;
       part.sms = p.kind == PartitionKind::kDedicated ? p.sms.value() : 0;
+      part.priority = p.kind == PartitionKind::kShared ? p.priority : 0;
+      if (part.priority < 0 || part.priority > kMaxStreamPriority)
+        return InvalidArgument("phases[" + std::to_string(i) + "].partitions[" + std::to_string(j) +
+                               "]: stream priority " + std::to_string(part.priority) +
+                               " is not 0 to " + std::to_string(kMaxStreamPriority));
       if (p.kind == PartitionKind::kDedicated) {
         if (part.sms <= 0)
           return InvalidArgument("phases[" + std::to_string(i) + "].partitions[" +
@@ -187,7 +192,8 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
         if (current[j] < 0) continue;
         const SimPartition& p = ph.partitions[j];
         slot[j] = static_cast<int>(run_.size());
-        run_.push_back({kind_[current[j]], p.kind == PartitionKind::kShared, double(p.sms)});
+        run_.push_back(
+            {kind_[current[j]], p.kind == PartitionKind::kShared, double(p.sms), p.priority});
       }
       if (run_.empty()) {
         for (int j = 0; j < np; ++j) {
@@ -212,6 +218,9 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
       double dt = std::numeric_limits<double>::infinity();
       for (int j = 0; j < np; ++j)
         if (slot[j] >= 0) dt = std::min(dt, remaining[j] / rate_[slot[j]].rate);
+      if (!(dt < std::numeric_limits<double>::infinity()))
+        return FailedPrecondition("phase " + ph.name +
+                                  ": no running task makes progress (every one has 0 SMs)");
       const double cutoff = dt * (1 + 1e-12);
       now += dt;
       for (int j = 0; j < np; ++j) {
@@ -219,7 +228,7 @@ StatusOr<SimResult> Simulator::Run(const SimProgram& program, const SimOptions& 
         const TaskRate& tr = rate_[slot[j]];
         const double left = remaining[j] / tr.rate;
         remaining[j] = left <= cutoff ? 0.0 : remaining[j] - tr.rate * dt;
-        busy[j] += dt;
+        if (tr.rate > 0) busy[j] += dt;  // waiting behind a higher-priority stream is not busy
         sms_time[j] += tr.sms * dt;
         sm_time += tr.useful_sms * dt;
       }

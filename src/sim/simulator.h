@@ -27,6 +27,7 @@ struct SimPartition {
   PartitionKind kind = PartitionKind::kShared;
   int sms = 0;             // dedicated only
   std::vector<int> tasks;  // task indices, run in order
+  int priority = 0;        // shared only (Note [stream priorities])
 };
 struct SimPhase {
   std::string name;
@@ -52,18 +53,20 @@ struct TaskTiming {
 };
 
 struct SimResult {
-  std::vector<TaskTiming> tasks;          // indexed by task index
-  std::vector<std::vector<TimeUs>> busy;  // [phase][partition]: time running a task
-  std::vector<TimeUs> phase_end;          // when each phase's last task ended
+  std::vector<TaskTiming> tasks;  // indexed by task index
+  // [phase][partition]: time running a task (a shared task waiting at 0 SMs behind a
+  // higher-priority stream, Note [stream priorities], is not running).
+  std::vector<std::vector<TimeUs>> busy;
+  std::vector<TimeUs> phase_end;  // when each phase's last task ended
   // A whole-step program (every task of the graph) also pays the executor's per-step work
   // (PerfModel::step_overhead, Note [executor overhead]): the phases start after `before` and
   // the step ends `after` past the last phase. Zero without the device's executor constants.
   TimeUs overhead_before{0};
   TimeUs overhead_after{0};
-  TimeUs step{0};                         // end of the last phase, plus overhead_after
-  double utilization = 0;  // SM-time kept busy / (SMs * phases' span), Note [simulation ...]
-  Bytes peak_activation{0};               // activations held between forward and backward, at most
-  int64_t events = 0;                     // task starts + task ends
+  TimeUs step{0};            // end of the last phase, plus overhead_after
+  double utilization = 0;    // SM-time kept busy / (SMs * phases' span), Note [simulation ...]
+  Bytes peak_activation{0};  // activations held between forward and backward, at most
+  int64_t events = 0;        // task starts + task ends
 };
 
 struct SimOptions {

@@ -24,10 +24,7 @@ Timeline MakeTimeline(const SimResult& result, const SimProgram& program, const 
     for (size_t j = 0; j < program.phases[i].partitions.size(); ++j) {
       const SimPartition& p = program.phases[i].partitions[j];
       lane_of[{int(i), int(j)}] = static_cast<int>(tl.lanes.size());
-      tl.lanes.push_back({program.phases[i].name, p.id,
-                          p.kind == PartitionKind::kDedicated
-                              ? "dedicated " + std::to_string(p.sms) + " SMs"
-                              : "shared stream"});
+      tl.lanes.push_back({program.phases[i].name, p.id, PlaceText(p.kind, p.sms, p.priority)});
     }
   }
   for (const Task& t : graph.tasks()) {

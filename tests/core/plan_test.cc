@@ -153,6 +153,13 @@ INSTANTIATE_TEST_SUITE_P(
                      d["activation_buffers"] = {{"audio", 1}};
                    },
                    "activation_buffers: unknown module \"audio\""},
+        BrokenCase{"PriorityOnDedicated", [](Json& d) { Part(d, 0, 0)["priority"] = 1; },
+                   "phases[0].partitions[0].priority: a dedicated partition has its SMs to "
+                   "itself; priority is for shared ones"},
+        BrokenCase{"PriorityOutOfRange", [](Json& d) { Part(d, 1, 0)["priority"] = 6; },
+                   "phases[1].partitions[0].priority: must be 0 to 5, got 6"},
+        BrokenCase{"PriorityNotANumber", [](Json& d) { Part(d, 1, 1)["priority"] = "high"; },
+                   "phases[1].partitions[1].priority"},
         BrokenCase{"NoPhases", [](Json& d) { d["phases"] = Json::array(); },
                    "phases: a plan needs at least one phase"}));
 
@@ -167,6 +174,30 @@ TEST_F(PlanTest, RoundTripIsExact) {
     ASSERT_TRUE(b.ok());
     EXPECT_EQ(ToJson(*b), saved);
   }
+}
+
+TEST_F(PlanTest, StreamPriorityRoundTripsAndIsCheckedInCode) {
+  Json doc = LoadSource("configs/plans/clip-b16-split.json");
+  Part(doc, 1, 0)["priority"] = 2;
+  StatusOr<Plan> plan = ParsePlan(doc);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->phases[1].partitions[0].priority, 2);
+  EXPECT_EQ(plan->phases[1].partitions[1].priority, 0);
+  EXPECT_TRUE(ValidatePlan(*plan, model_, device_).ok());
+  const Json saved = ToJson(*plan);
+  EXPECT_EQ(saved, doc);
+  EXPECT_FALSE(saved["phases"][1]["partitions"][1].contains("priority"));  // 0 is not written
+  // A plan built in code is checked by ValidatePlan the same way.
+  plan->phases[0].partitions[1].priority = 1;
+  plan->phases[1].partitions[1].priority = -1;
+  Status s = ValidatePlan(*plan, model_, device_);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("phases[0].partitions[1].priority: 1 on a dedicated partition"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("phases[1].partitions[1].priority: -1 is not 0 to 5"),
+            std::string::npos)
+      << s.message();
 }
 
 TEST(TaskId, ParseAndPrint) {

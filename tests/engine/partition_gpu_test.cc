@@ -131,6 +131,29 @@ TEST_F(PartitionGpu, WithoutGreenContextsDedicatedPartitionsArePlainStreams) {
   }
 }
 
+TEST_F(PartitionGpu, SharedPartitionsGetThePlansStreamPriority) {
+  Plan p = ThreePartitions();
+  p.phases[0].partitions[3].priority = 2;
+  PartitionSpec low{"low", PartitionKind::kShared, SmCount(0), {}};
+  p.phases[0].partitions.push_back(low);
+  auto set = PartitionSet::Create(p, torch::Device(torch::kCUDA, 0));
+  ASSERT_TRUE(set.ok()) << set.status();
+  int least = 0, greatest = 0;
+  ASSERT_EQ(cudaDeviceGetStreamPriorityRange(&least, &greatest), cudaSuccess);
+  auto priority_of = [](cudaStream_t s) {
+    int v = 1;
+    EXPECT_EQ(cudaStreamGetPriority(s, &v), cudaSuccess);
+    return v;
+  };
+  EXPECT_EQ(priority_of((*set)->at(0, 3).stream->stream()), std::max(greatest, least - 2));
+  EXPECT_EQ(priority_of((*set)->at(0, 4).stream->stream()), least);
+  // A stream made like it (graph capture) has the same priority.
+  auto like = (*set)->CreateStreamLike(0, 3);
+  ASSERT_TRUE(like.ok()) << like.status();
+  EXPECT_EQ(priority_of(like->get()), std::max(greatest, least - 2));
+  EXPECT_LT(greatest, least) << "this GPU has no stream priorities";
+}
+
 TEST_F(PartitionGpu, AQuotaTheSplitCannotMakeIsRefused) {
   Plan p = ThreePartitions();
   p.phases[0].partitions[0].sms = SmCount(96);  // with 28 + 40: more groups than the split has

@@ -408,6 +408,78 @@ TEST(SharedStreams, SmallDemandIsMetAndTheRestGoesToTheOther) {
   EXPECT_DOUBLE_EQ(out[0].sms, 7);
 }
 
+// Note [stream priorities]: the high-priority stream takes what it can use first.
+TEST(StreamPriorities, TheHighStreamGetsItsDemandAndTheLowOneTheRest) {
+  PerfModel pm = TwoTasks(0, 0, 0);  // both scale to all 8 SMs
+  const int a = PerfModel::Kind(0, TaskPhase::kForward),
+            b = PerfModel::Kind(1, TaskPhase::kForward);
+  const double d = pm.demand_sms(b);  // within 5% of its 8-SM time: 8 / 1.05
+  EXPECT_NEAR(d, 8 / 1.05, 1e-9);
+  RunningTask r[2] = {{a, true, 0, /*priority=*/0}, {b, true, 0, /*priority=*/1}};
+  TaskRate out[2];
+  pm.Evaluate(r, 2, 8, out);
+  EXPECT_DOUBLE_EQ(out[1].sms, d);
+  EXPECT_DOUBLE_EQ(out[1].useful_sms, d);
+  EXPECT_DOUBLE_EQ(out[0].sms, 8 - d);
+  EXPECT_NEAR(out[1].isolated_us, 50 * 1.05, 1e-9);
+  // The pair: b runs at its demand (52.5 us) while a crawls on the rest, then a alone.
+  auto [ta, tb] = pm.PairTimes(r[0], r[1]);
+  EXPECT_NEAR(tb.value(), 52.5, 1e-9);
+  const double a_done = 52.5 / pm.Isolated(a, 8 - d).value();
+  EXPECT_NEAR(ta.value(), 52.5 + (1 - a_done) * 100, 1e-9);
+  // Without priorities both get 4 (EqualSplitWhenBothWantTheWholeGpu): b takes 100 us.
+  EXPECT_LT(tb.value(), pm.PairTimes({a, true, 0}, {b, true, 0}).second.value());
+}
+
+TEST(StreamPriorities, EqualPrioritiesDivideAsPlainStreams) {
+  PerfModel pm = TwoTasks(0, 0, 0);
+  const int a = PerfModel::Kind(0, TaskPhase::kForward),
+            b = PerfModel::Kind(1, TaskPhase::kForward);
+  for (int level : {0, 1, 3}) {
+    RunningTask r[2] = {{a, true, 0, level}, {b, true, 0, level}};
+    TaskRate out[2];
+    pm.Evaluate(r, 2, 8, out);
+    EXPECT_DOUBLE_EQ(out[0].sms, 4) << level;
+    EXPECT_DOUBLE_EQ(out[1].sms, 4) << level;
+  }
+}
+
+TEST(StreamPriorities, ALowStreamWaitsWhenTheHighOneCanUseThePool) {
+  // b saturates at 1 SM (as in SmallDemandIsMet...): high, it takes that 1 and a gets 7.
+  ModelSpec m = ToyModel({"a", "b"}, {});
+  DeviceSpec d = ToyDevice();
+  Profile p = ToyProfile(m, d,
+                         {{"a.fwd", {100}},
+                          {"a.bwd", {100}},
+                          {"a.opt", {10}},
+                          {"b.fwd", {10}},
+                          {"b.bwd", {10}},
+                          {"b.opt", {10}}},
+                         8);
+  auto& entry = const_cast<ProfileEntry&>(*p.Find("b", TaskPhase::kForward));
+  entry.points.insert(entry.points.begin(), {SmCount(2), TimeUs(10)});
+  PerfModelOptions o;
+  o.contention = 0;
+  PerfModel pm = *PerfModel::Build(m, d, p, 8, o);
+  const int a = PerfModel::Kind(0, TaskPhase::kForward),
+            b = PerfModel::Kind(1, TaskPhase::kForward);
+  TaskRate out[2];
+  RunningTask b_high[2] = {{a, true, 0, 0}, {b, true, 0, 2}};
+  pm.Evaluate(b_high, 2, 8, out);
+  EXPECT_DOUBLE_EQ(out[1].sms, 1);
+  EXPECT_DOUBLE_EQ(out[0].sms, 7);
+  // a high next to a dedicated 2-SM partition: a's demand (7.6) exceeds the 6-SM pool, so it
+  // takes all 6 and b waits (rate 0); the dedicated partition keeps its SMs.
+  RunningTask three[3] = {{a, true, 0, 1}, {b, true, 0, 0}, {b, false, 2, 0}};
+  TaskRate out3[3];
+  pm.Evaluate(three, 3, 6, out3);
+  EXPECT_DOUBLE_EQ(out3[0].sms, 6);
+  EXPECT_DOUBLE_EQ(out3[1].sms, 0);
+  EXPECT_EQ(out3[1].rate, 0);
+  EXPECT_DOUBLE_EQ(out3[2].sms, 2);
+  EXPECT_GT(out3[2].rate, 0);
+}
+
 TEST(PerfModel, RejectsAProfileOfAnotherModel) {
   ModelSpec m = ToyModel({"a"}, {});
   DeviceSpec d = ToyDevice();
@@ -463,8 +535,14 @@ TEST(ExecutorOverhead, ZeroAndOptimizerFromParametersAndTensors) {
   for (ModuleSpec& s : m.modules)
     s.in_dim = s.out_dim = 1000;
   DeviceSpec d = ToyDevice();
-  Profile p = ToyProfile(m, d, {{"a.fwd", {100}}, {"a.bwd", {200}}, {"a.opt", {10}},
-                                {"b.fwd", {50}}, {"b.bwd", {100}}, {"b.opt", {10}}}, 8);
+  Profile p = ToyProfile(m, d,
+                         {{"a.fwd", {100}},
+                          {"a.bwd", {200}},
+                          {"a.opt", {10}},
+                          {"b.fwd", {50}},
+                          {"b.bwd", {100}},
+                          {"b.opt", {10}}},
+                         8);
   PerfModel plain = *PerfModel::Build(m, d, p, 8);
   EXPECT_FALSE(plain.step_overhead().serial_optimizer);
   EXPECT_EQ(plain.step_overhead().before_us, 0);

@@ -6,6 +6,7 @@
 #include "../sim/toy_step.h"
 #include "core/plan.h"
 #include "perfmodel/synthetic_profile.h"
+#include "planner/inputs.h"
 #include "planner/planner.h"
 #include "sim/simulator.h"
 #include "zoo_inputs.h"
@@ -232,6 +233,112 @@ TEST(Planner, ReorderingFindsABetterOrder) {
   EXPECT_DOUBLE_EQ(r.step.value(), 200);
   EXPECT_EQ(prog.phases[0].partitions[0].tasks[0], g.Find("b.fwd.0"));
   EXPECT_FALSE(ReorderTasks(*ctx, 3, &prog, &r));  // nothing left to gain
+}
+
+// a and c scale linearly up to 4 SMs and no further, b to all 8 (each task 100 us at full
+// speed); c needs b.
+struct PriorityToy {
+  ModelSpec m = ToyModel({"a", "b", "c"}, {{"b", "c"}});
+  DeviceSpec d = ToyDevice();
+  Profile p;
+  PriorityToy() {
+    std::map<std::string, ToyTask> times;
+    for (const char* k : {"a", "b", "c"})
+      for (const char* ph : {"fwd", "bwd", "opt"})
+        times[std::string(k) + "." + ph] = {100};
+    p = ToyProfile(m, d, times, 8);
+    for (auto& e : p.entries)
+      if (e.module != "b")
+        e.points.insert(e.points.begin(), {{SmCount(2), TimeUs(200)}, {SmCount(4), TimeUs(100)}});
+  }
+};
+
+TEST(Planner, PrioritizingTheCriticalStreamShortensTheStep) {
+  // One shared stream each. Equal priorities: a takes its demand 4/1.05 SMs (0-105), b the
+  // rest and then the whole GPU (0-150), c 150-250. b high (Note [stream priorities]): b takes
+  // its demand 8/1.05 (0-105) while a crawls on what is left; c then runs 105-205 beside a,
+  // which ends at 195: the step is 205 instead of 250.
+  PriorityToy toy;
+  const ModelSpec& m = toy.m;
+  const DeviceSpec& d = toy.d;
+  const Profile& p = toy.p;
+  PerfModelOptions o;
+  o.contention = 0;
+  auto perf = std::make_shared<const PerfModel>(*PerfModel::Build(m, d, p, 8, o));
+  auto ctx = *SearchContext::Make(m, d, perf, 1, {}, OrderPolicy::kForwardFirst, 0);
+  const TaskGraph& g = ctx->graph;
+  SimProgram prog;
+  prog.phases.push_back({"forward",
+                         {{"A", PartitionKind::kShared, 0, {g.Find("a.fwd.0")}},
+                          {"B", PartitionKind::kShared, 0, {g.Find("b.fwd.0")}},
+                          {"C", PartitionKind::kShared, 0, {g.Find("c.fwd.0")}}}});
+  SimResult r = *ctx->sim->Run(prog);
+  const double before = r.step.value();
+  EXPECT_NEAR(before, 250, 1e-9);
+  EXPECT_EQ(PrioritizeStreams(*ctx, &prog, &r), std::vector<std::string>{"B"});
+  EXPECT_EQ(prog.phases[0].partitions[1].priority, 1);
+  EXPECT_EQ(prog.phases[0].partitions[0].priority, 0);
+  EXPECT_EQ(prog.phases[0].partitions[2].priority, 0);
+  EXPECT_NEAR(r.step.value(), 205, 1e-9);
+  EXPECT_DOUBLE_EQ(r.step.value(), ctx->sim->Run(prog)->step.value());  // `best` is the result
+  EXPECT_TRUE(PrioritizeStreams(*ctx, &prog, &r).empty());  // one raised partition per phase
+  // Where no priority helps (one stream per phase), nothing is raised.
+  SimProgram one;
+  one.phases.push_back({"forward",
+                        {{"all",
+                          PartitionKind::kShared,
+                          0,
+                          {g.Find("a.fwd.0"), g.Find("b.fwd.0"), g.Find("c.fwd.0")}}}});
+  SimResult s = *ctx->sim->Run(one);
+  EXPECT_TRUE(PrioritizeStreams(*ctx, &one, &s).empty());
+}
+
+TEST(Planner, WithPrioritizedStreamRaisesTheCriticalStream) {
+  // Alone on the whole GPU: a's tasks take 30 us in all, b's 210, c's 120: b is raised.
+  ModelSpec m = ToyModel({"a", "b", "c"}, {});
+  DeviceSpec d = ToyDevice();
+  std::map<std::string, ToyTask> times;
+  const std::map<std::string, double> fwd = {{"a", 10}, {"b", 70}, {"c", 40}};
+  for (const auto& [k, t] : fwd) {
+    times[k + ".fwd"] = {t};
+    times[k + ".bwd"] = {t};
+    times[k + ".opt"] = {t};
+  }
+  PlanningInputs in{m, d, ToyProfile(m, d, times, 8), "toy profile", std::nullopt};
+  Plan plan;
+  plan.name = "toy-shared";
+  plan.model = m.name;
+  plan.device = d.name;
+  PhaseSpec ph;
+  ph.name = "step";
+  for (const std::string k : {"a", "b", "c"}) {
+    std::vector<TaskId> tasks;
+    for (const std::string t : {".fwd.0", ".bwd.0", ".opt"})
+      tasks.push_back(*ParseTaskId(k + t));
+    ph.partitions.push_back({k, PartitionKind::kShared, SmCount(0), tasks});
+  }
+  plan.phases.push_back(ph);
+  plan.phases[0].partitions[2].priority = 2;  // replaced: one raised stream per phase
+  std::vector<std::string> raised;
+  StatusOr<Plan> out = WithPrioritizedStream(plan, in, &raised);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(raised, std::vector<std::string>{"b"});
+  EXPECT_EQ(out->name, "toy-shared-priority");
+  for (int j = 0; j < 3; ++j)
+    EXPECT_EQ(out->phases[0].partitions[j].priority, j == 1 ? 1 : 0);
+  EXPECT_TRUE(SimulatePlan(*out, in).ok());
+  // One stream: nothing to prioritize.
+  Plan one = plan;
+  one.phases[0].partitions.resize(1);
+  one.phases[0].partitions[0].tasks.clear();
+  for (const char* t : {"a.fwd.0", "b.fwd.0", "c.fwd.0", "c.bwd.0", "b.bwd.0", "a.bwd.0", "a.opt",
+                        "b.opt", "c.opt"})
+    one.phases[0].partitions[0].tasks.push_back(*ParseTaskId(t));
+  ASSERT_TRUE(SimulatePlan(one, in).ok());
+  StatusOr<Plan> none = WithPrioritizedStream(one, in, &raised);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(raised.empty());
 }
 
 TEST(Planner, WeightsOverTheBudgetIsAClearError) {

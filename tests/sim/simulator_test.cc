@@ -159,6 +159,54 @@ TEST(Golden, SharedStreamsRedivideWhenATaskEnds) {
   EXPECT_NEAR(r.utilization, (8.0 * 100 + 8.0 / 1.05 * 50) / (8.0 * 150), 1e-12);
 }
 
+TEST(Golden, AHighPriorityStreamRunsAtItsDemandAndTheOtherFillsTheRest) {
+  Toy toy({}, 1, kTimes);
+  SimProgram prog;
+  prog.phases.push_back({"forward",
+                         {toy.Part("A", PartitionKind::kShared, 0, {"a.fwd.0"}),
+                          toy.Part("B", PartitionKind::kShared, 0, {"b.fwd.0"})}});
+  prog.phases[0].partitions[1].priority = 1;
+  SimResult r = toy.Run(prog);
+  // Note [stream priorities]: b takes its demand d = 8/1.05 SMs (52.5 us, 5% over alone), a
+  // the 8 - d left: at linear scaling 52.5 * (8 - d) / 800 = 2.5% of its work by then; alone
+  // it does the other 97.5% in 97.5 us. Same step as equal priorities (the work is linear),
+  // but b ends at 52.5 instead of 100.
+  EXPECT_NEAR(toy.End(r, "b.fwd.0").value(), 52.5, 1e-9);
+  EXPECT_NEAR(toy.End(r, "a.fwd.0").value(), 150, 1e-9);
+  EXPECT_NEAR(r.tasks[toy.graph.Find("b.fwd.0")].sms, 8 / 1.05, 1e-12);
+  // With A high instead, a runs at its demand (105 us) and b ends after it.
+  prog.phases[0].partitions[1].priority = 0;
+  prog.phases[0].partitions[0].priority = 1;
+  SimResult q = toy.Run(prog);
+  EXPECT_NEAR(toy.End(q, "a.fwd.0").value(), 105, 1e-9);
+  EXPECT_GT(toy.End(q, "b.fwd.0").value(), 105);
+}
+
+TEST(Golden, ALowPriorityStreamWaitsWhileTheHighOneCanUseEverySharedSm) {
+  Toy toy({}, 1, kTimes);
+  SimProgram prog;
+  // An idle dedicated partition holds 2 SMs: the pool is 6, under a's demand 8/1.05.
+  prog.phases.push_back({"forward",
+                         {toy.Part("D", PartitionKind::kDedicated, 2, {}),
+                          toy.Part("A", PartitionKind::kShared, 0, {"a.fwd.0"}),
+                          toy.Part("B", PartitionKind::kShared, 0, {"b.fwd.0"})}});
+  prog.phases[0].partitions[1].priority = 1;
+  SimResult r = toy.Run(prog);
+  // a takes all 6 SMs: 100 * 8 / 6 = 133.33 us; b waits at 0 SMs (started, not running), then
+  // gets the 6: 50 * 8 / 6 = 66.67 us more, ending at 200.
+  EXPECT_NEAR(toy.End(r, "a.fwd.0").value(), 800.0 / 6, 1e-9);
+  EXPECT_DOUBLE_EQ(toy.Start(r, "b.fwd.0").value(), 0);
+  EXPECT_NEAR(toy.End(r, "b.fwd.0").value(), 200, 1e-9);
+  EXPECT_NEAR(r.busy[0][1].value(), 800.0 / 6, 1e-9);
+  EXPECT_NEAR(r.busy[0][2].value(), 400.0 / 6, 1e-9);  // the wait is not busy time
+  EXPECT_DOUBLE_EQ(r.busy[0][0].value(), 0);
+  EXPECT_NEAR(r.utilization, 6.0 * 200 / (8.0 * 200), 1e-12);
+  // A priority outside 0..5 is refused when the plan is compiled.
+  Plan plan;
+  plan.phases.push_back({"forward", {{"A", PartitionKind::kShared, SmCount(0), {}, 6}}});
+  EXPECT_FALSE(CompilePlan(plan, toy.graph, toy.device).ok());
+}
+
 TEST(Golden, DependenciesAndPhases) {
   // a feeds b: b.fwd waits for a.fwd; a.bwd waits for b.bwd.
   Toy toy({{"a", "b"}}, 1, kTimes);
