@@ -381,8 +381,9 @@ TEST(SharedStreams, EqualSplitWhenBothWantTheWholeGpu) {
   EXPECT_DOUBLE_EQ(out[1].isolated_us, 100);
 }
 
-TEST(SharedStreams, SmallDemandIsMetAndTheRestGoesToTheOther) {
-  // b saturates at 2 SMs (points 2 -> 10 us, 8 -> 10 us): it takes its demand, a the rest.
+// a scales to all 8 SMs (100 us there); b's forward saturates at 2 SMs (points 2 -> 10 us,
+// 8 -> 10 us), so its demand is small. No contention.
+PerfModel SmallDemandB() {
   ModelSpec m = ToyModel({"a", "b"}, {});
   DeviceSpec d = ToyDevice();
   Profile p = ToyProfile(m, d,
@@ -398,6 +399,12 @@ TEST(SharedStreams, SmallDemandIsMetAndTheRestGoesToTheOther) {
   PerfModelOptions o;
   o.contention = 0;
   PerfModel pm = *PerfModel::Build(m, d, p, 8, o);
+  return pm;
+}
+
+TEST(SharedStreams, SmallDemandIsMetAndTheRestGoesToTheOther) {
+  // b takes its demand, a the rest.
+  PerfModel pm = SmallDemandB();
   const int a = PerfModel::Kind(0, TaskPhase::kForward),
             b = PerfModel::Kind(1, TaskPhase::kForward);
   EXPECT_DOUBLE_EQ(pm.demand_sms(b), 1);  // the flat first segment continues below 2 SMs
@@ -446,21 +453,7 @@ TEST(StreamPriorities, EqualPrioritiesDivideAsPlainStreams) {
 
 TEST(StreamPriorities, ALowStreamWaitsWhenTheHighOneCanUseThePool) {
   // b saturates at 1 SM (as in SmallDemandIsMet...): high, it takes that 1 and a gets 7.
-  ModelSpec m = ToyModel({"a", "b"}, {});
-  DeviceSpec d = ToyDevice();
-  Profile p = ToyProfile(m, d,
-                         {{"a.fwd", {100}},
-                          {"a.bwd", {100}},
-                          {"a.opt", {10}},
-                          {"b.fwd", {10}},
-                          {"b.bwd", {10}},
-                          {"b.opt", {10}}},
-                         8);
-  auto& entry = const_cast<ProfileEntry&>(*p.Find("b", TaskPhase::kForward));
-  entry.points.insert(entry.points.begin(), {SmCount(2), TimeUs(10)});
-  PerfModelOptions o;
-  o.contention = 0;
-  PerfModel pm = *PerfModel::Build(m, d, p, 8, o);
+  PerfModel pm = SmallDemandB();
   const int a = PerfModel::Kind(0, TaskPhase::kForward),
             b = PerfModel::Kind(1, TaskPhase::kForward);
   TaskRate out[2];

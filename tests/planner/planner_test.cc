@@ -205,23 +205,34 @@ TEST(Planner, PerPhaseSplitsFollowThePhase) {
   EXPECT_GT(quota_of(best->phases[1], "b"), quota_of(best->phases[1], "a")) << ToJson(*best).dump();
 }
 
+// Modules a, b, c with every task 100 us on all 8 SMs; c needs b; a's and c's curves also get
+// `low` (points below 8 SMs, ascending), b scales linearly. No contention.
+struct ThreeModules {
+  ModelSpec m = ToyModel({"a", "b", "c"}, {{"b", "c"}});
+  DeviceSpec d = ToyDevice();
+  Profile p;
+  std::unique_ptr<SearchContext> ctx;
+  explicit ThreeModules(const std::vector<ProfilePoint>& low) {
+    std::map<std::string, ToyTask> times;
+    for (const char* k : {"a", "b", "c"})
+      for (const char* ph : {"fwd", "bwd", "opt"})
+        times[std::string(k) + "." + ph] = {100};
+    p = ToyProfile(m, d, times, 8);
+    for (auto& e : p.entries)
+      if (e.module != "b") e.points.insert(e.points.begin(), low.begin(), low.end());
+    PerfModelOptions o;
+    o.contention = 0;
+    auto perf = std::make_shared<const PerfModel>(*PerfModel::Build(m, d, p, 8, o));
+    ctx = *SearchContext::Make(m, d, perf, 1, {}, OrderPolicy::kForwardFirst, 0);
+  }
+};
+
 TEST(Planner, ReorderingFindsABetterOrder) {
   // a and c stop scaling at 4 SMs (flat curves), b does not; c needs b. Order [a, b] on one
   // stream: a 0-100, b 100-200, then c 200-300. Order [b, a]: b 0-100, then a and c side by
   // side, each on 4 SMs at full speed: 100-200.
-  ModelSpec m = ToyModel({"a", "b", "c"}, {{"b", "c"}});
-  DeviceSpec d = ToyDevice();
-  std::map<std::string, ToyTask> times;
-  for (const char* k : {"a", "b", "c"})
-    for (const char* ph : {"fwd", "bwd", "opt"})
-      times[std::string(k) + "." + ph] = {100};
-  Profile p = ToyProfile(m, d, times, 8);
-  for (auto& e : p.entries)
-    if (e.module != "b") e.points.insert(e.points.begin(), {SmCount(4), TimeUs(100)});
-  PerfModelOptions o;
-  o.contention = 0;
-  auto perf = std::make_shared<const PerfModel>(*PerfModel::Build(m, d, p, 8, o));
-  auto ctx = *SearchContext::Make(m, d, perf, 1, {}, OrderPolicy::kForwardFirst, 0);
+  ThreeModules toy({{SmCount(4), TimeUs(100)}});
+  SearchContext* ctx = toy.ctx.get();
   const TaskGraph& g = ctx->graph;
   SimProgram prog;
   prog.phases.push_back({"forward",
@@ -235,37 +246,14 @@ TEST(Planner, ReorderingFindsABetterOrder) {
   EXPECT_FALSE(ReorderTasks(*ctx, 3, &prog, &r));  // nothing left to gain
 }
 
-// a and c scale linearly up to 4 SMs and no further, b to all 8 (each task 100 us at full
-// speed); c needs b.
-struct PriorityToy {
-  ModelSpec m = ToyModel({"a", "b", "c"}, {{"b", "c"}});
-  DeviceSpec d = ToyDevice();
-  Profile p;
-  PriorityToy() {
-    std::map<std::string, ToyTask> times;
-    for (const char* k : {"a", "b", "c"})
-      for (const char* ph : {"fwd", "bwd", "opt"})
-        times[std::string(k) + "." + ph] = {100};
-    p = ToyProfile(m, d, times, 8);
-    for (auto& e : p.entries)
-      if (e.module != "b")
-        e.points.insert(e.points.begin(), {{SmCount(2), TimeUs(200)}, {SmCount(4), TimeUs(100)}});
-  }
-};
-
 TEST(Planner, PrioritizingTheCriticalStreamShortensTheStep) {
-  // One shared stream each. Equal priorities: a takes its demand 4/1.05 SMs (0-105), b the
+  // a and c scale linearly up to 4 SMs and no further, b to all 8; c needs b; one shared
+  // stream each. Equal priorities: a takes its demand 4/1.05 SMs (0-105), b the
   // rest and then the whole GPU (0-150), c 150-250. b high (Note [stream priorities]): b takes
   // its demand 8/1.05 (0-105) while a crawls on what is left; c then runs 105-205 beside a,
   // which ends at 195: the step is 205 instead of 250.
-  PriorityToy toy;
-  const ModelSpec& m = toy.m;
-  const DeviceSpec& d = toy.d;
-  const Profile& p = toy.p;
-  PerfModelOptions o;
-  o.contention = 0;
-  auto perf = std::make_shared<const PerfModel>(*PerfModel::Build(m, d, p, 8, o));
-  auto ctx = *SearchContext::Make(m, d, perf, 1, {}, OrderPolicy::kForwardFirst, 0);
+  ThreeModules toy({{SmCount(2), TimeUs(200)}, {SmCount(4), TimeUs(100)}});
+  SearchContext* ctx = toy.ctx.get();
   const TaskGraph& g = ctx->graph;
   SimProgram prog;
   prog.phases.push_back({"forward",

@@ -1,0 +1,66 @@
+// The fused residual add + LayerNorm (models/fused_norm.h) against its ATen path on the GPU, at
+// the CLIP ViT-B/16 batch-128 shape (25216 tokens x 768), forward and forward+backward; CUDA
+// event time per iteration (manual time), median of the repetitions. Skips without a GPU.
+//
+//   build/bench/fused_norm_benchmark --benchmark_repetitions=5
+//     --benchmark_report_aggregates_only=true --benchmark_out=R.json  (one line)
+#include <ATen/cuda/CUDAContext.h>
+#include <benchmark/benchmark.h>
+#include <cuda_runtime_api.h>
+
+#include "models/fused_norm.h"
+
+namespace {
+
+using mosaic::models::AddLayerNorm;
+using mosaic::models::NormPath;
+
+void BM_AddLayerNorm(benchmark::State& state) {
+  if (!torch::cuda::is_available()) {
+    state.SkipWithError("no CUDA GPU");
+    return;
+  }
+  const NormPath path = state.range(0) ? NormPath::kKernel : NormPath::kAten;
+  const bool backward = state.range(1) != 0;
+  const int64_t rows = 128 * 197, C = 768;
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  torch::Tensor x = torch::randn({rows, C}, cuda).requires_grad_(backward);
+  torch::Tensor d = torch::randn({rows, C}, cuda).to(torch::kBFloat16).requires_grad_(backward);
+  torch::Tensor w = torch::ones({C}, cuda).requires_grad_(backward);
+  torch::Tensor b = torch::zeros({C}, cuda).requires_grad_(backward);
+  const torch::Tensor gh = torch::randn({rows, C}, cuda);
+  const torch::Tensor gy = torch::randn({rows, C}, cuda).to(torch::kBFloat16);
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  auto once = [&] {
+    auto [h, y] = AddLayerNorm(x, d, w, b, 1e-5, path);
+    if (backward) torch::autograd::backward({h, y}, {gh, gy});
+  };
+  for (int i = 0; i < 3; ++i)
+    once();  // warmup
+  for (auto _ : state) {
+    const cudaStream_t s = at::cuda::getCurrentCUDAStream();
+    cudaEventRecord(start, s);
+    once();
+    cudaEventRecord(stop, s);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+  }
+  // HBM bytes the fused kernels must move (Note [fused add + layer norm]): forward 12 per
+  // element, backward 14 more.
+  state.SetBytesProcessed(state.iterations() * rows * C * (backward ? 26 : 12));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+}
+BENCHMARK(BM_AddLayerNorm)
+    ->ArgNames({"kernel", "backward"})
+    ->ArgsProduct({{0, 1}, {0, 1}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
