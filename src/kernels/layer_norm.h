@@ -21,6 +21,8 @@ namespace mosaic::kernels {
 
 // The widest row the backward's per-block weight/bias sums fit in shared memory for.
 constexpr int kMaxLayerNormCols = 6144;
+static_assert(2 * kMaxLayerNormCols * sizeof(float) <= 48 * 1024,
+              "the backward's dynamic shared memory must fit the default 48 KiB per block");
 
 // `delta` may be null: then y = LayerNorm(x) and `h` is not written (may be null).
 cudaError_t AddLayerNormForward(const float* x, const __nv_bfloat16* delta, const float* weight,

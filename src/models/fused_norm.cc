@@ -17,7 +17,9 @@ bool KernelSuits(const Tensor& x, const Tensor& delta, const Tensor& weight, con
   auto fp32_cuda = [](const Tensor& t) {
     return t.is_cuda() && t.scalar_type() == torch::kFloat32;
   };
-  return fp32_cuda(x) && fp32_cuda(weight) && fp32_cuda(bias) &&
+  const bool one_device = weight.device() == x.device() && bias.device() == x.device() &&
+                          (!delta.defined() || delta.device() == x.device());
+  return one_device && fp32_cuda(x) && fp32_cuda(weight) && fp32_cuda(bias) &&
          (!delta.defined() || (delta.is_cuda() && delta.scalar_type() == torch::kBFloat16)) &&
          x.size(-1) <= kernels::kMaxLayerNormCols;
 }
@@ -61,6 +63,8 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
       mean = m.reshape({rows});
       rstd = r.reshape({rows});
     }
+    // An output nobody differentiates stays undefined in backward (no zero-filled rows x C).
+    ctx->set_materialize_grads(false);
     ctx->save_for_backward({h, mean, rstd, weight});
     ctx->saved_data["kernel"] = kernel;
     ctx->saved_data["has_delta"] = delta.defined();
@@ -70,6 +74,9 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The kernel's gradients have no history and the ATen path treats mean and rstd as
+    // constants: a second derivative would be silently wrong.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "AddLayerNorm: double backward is not supported");
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &h = saved[0], &mean = saved[1], &rstd = saved[2], &weight = saved[3];
     const bool kernel = ctx->saved_data["kernel"].toBool();
@@ -79,7 +86,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
     const int64_t rows = h.numel() / C;
     Tensor dh, dw, db;
     if (!gy.defined()) {
-      dh = gh.defined() ? gh : torch::zeros_like(h);
+      dh = gh;  // may be undefined too: then no gradient flows
     } else if (kernel) {
       const c10::cuda::CUDAGuard guard(h.device());
       const Tensor gyc = gy.to(torch::kBFloat16).contiguous();
@@ -110,7 +117,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
       db = g2.sum(0);
     }
     Tensor ddelta;
-    if (ctx->saved_data["has_delta"].toBool())
+    if (dh.defined() && ctx->saved_data["has_delta"].toBool())
       ddelta = dh.to(static_cast<c10::ScalarType>(ctx->saved_data["delta_dtype"].toInt()));
     return {dh, ddelta, dw, db, Tensor(), Tensor(), Tensor()};
   }
@@ -126,11 +133,16 @@ std::pair<Tensor, Tensor> AddLayerNorm(const Tensor& x, const Tensor& delta, con
               "AddLayerNorm: delta must have x's shape");
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1) && bias.sizes() == weight.sizes(),
               "AddLayerNorm: weight and bias must be (C) with C = x.size(-1)");
+  TORCH_CHECK(weight.scalar_type() == torch::kFloat32 && bias.scalar_type() == torch::kFloat32,
+              "AddLayerNorm: weight and bias must be fp32 (master weights)");
   const bool suits = KernelSuits(x, delta, weight, bias);
   TORCH_CHECK(path != NormPath::kKernel || suits,
               "AddLayerNorm: the kernel needs CUDA fp32 x/weight/bias, a bf16 delta and C <= ",
               kernels::kMaxLayerNormCols);
-  const bool kernel = path == NormPath::kKernel || (path == NormPath::kAuto && suits);
+  // The kernel's weight/bias sums use atomics (run-to-run rounding differences): under
+  // deterministic algorithms kAuto takes the ATen path.
+  const bool kernel = path == NormPath::kKernel || (path == NormPath::kAuto && suits &&
+                                                    !at::globalContext().deterministicAlgorithms());
   // Without a delta h is x itself; autograd hands it back as a view of x.
   variable_list out = AddLayerNormFn::apply(x, delta.defined() ? delta : x, weight, bias, eps,
                                             kernel, delta.defined());

@@ -20,7 +20,10 @@ enum class NormPath { kAuto, kKernel, kAten };
 // (then h = x); weight, bias: (C) fp32. Returns (h, y): h fp32 (..., C), y bf16 (..., C).
 // kAuto takes the kernel when the inputs suit it (CUDA, the dtypes above, C within
 // kernels::kMaxLayerNormCols); kKernel insists (an error otherwise); kAten never takes it.
-// Gradients flow to x, delta (in its dtype), weight and bias.
+// Gradients flow to x, delta (in its dtype), weight and bias; no double backward. Without a
+// delta, h is a view of x that autograd forbids modifying in place (write h + ..., not h += ...).
+// Under at::globalContext().deterministicAlgorithms() kAuto takes the ATen path (the kernel's
+// weight/bias gradient sums use atomics).
 std::pair<torch::Tensor, torch::Tensor> AddLayerNorm(const torch::Tensor& x,
                                                      const torch::Tensor& delta,
                                                      const torch::Tensor& weight,

@@ -14,7 +14,9 @@ using testing::MaxRelError;
 
 struct Shape {
   int64_t rows, cols;
-  bool with_delta;
+  bool with_delta = true;
+  bool h_grad = true;    // false: only y is differentiated (no dh_in)
+  bool strided = false;  // x a transposed view, weight and bias every other element of a buffer
 };
 
 class FusedNormGpu : public ::testing::TestWithParam<Shape> {
@@ -25,12 +27,18 @@ class FusedNormGpu : public ::testing::TestWithParam<Shape> {
 };
 
 TEST_P(FusedNormGpu, KernelMatchesTheAtenPath) {
-  const auto [rows, C, with_delta] = GetParam();
+  const Shape sh = GetParam();
+  const int64_t rows = sh.rows, C = sh.cols;
   torch::manual_seed(5);
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
-  const torch::Tensor x0 = torch::randn({rows, C}, cuda);
+  // Leaves: x (maybe a transposed view: clone keeps its strides), delta, and the buffers that
+  // weight and bias are taken from (every other element when strided).
+  const torch::Tensor x0 =
+      sh.strided ? torch::randn({C, rows}, cuda).t() : torch::randn({rows, C}, cuda);
   const torch::Tensor d0 = torch::randn({rows, C}, cuda).to(torch::kBFloat16);
-  const torch::Tensor w0 = 1 + 0.1 * torch::randn({C}, cuda), b0 = 0.1 * torch::randn({C}, cuda);
+  const int64_t step = sh.strided ? 2 : 1;
+  const torch::Tensor w0 = 1 + 0.1 * torch::randn({C * step}, cuda);
+  const torch::Tensor b0 = 0.1 * torch::randn({C * step}, cuda);
   const torch::Tensor gy = torch::randn({rows, C}, cuda).to(torch::kBFloat16);
   const torch::Tensor gh = torch::randn({rows, C}, cuda);
   std::vector<std::vector<torch::Tensor>> leaves(2);
@@ -39,31 +47,45 @@ TEST_P(FusedNormGpu, KernelMatchesTheAtenPath) {
     leaves[k] = {x0.clone().requires_grad_(), d0.clone().requires_grad_(),
                  w0.clone().requires_grad_(), b0.clone().requires_grad_()};
     const auto& l = leaves[k];
-    out.push_back(AddLayerNorm(l[0], with_delta ? l[1] : torch::Tensor(), l[2], l[3], 1e-5,
+    ASSERT_EQ(l[0].is_contiguous(), !sh.strided);
+    const torch::Tensor w = l[2].slice(0, 0, C * step, step), b = l[3].slice(0, 0, C * step, step);
+    out.push_back(AddLayerNorm(l[0], sh.with_delta ? l[1] : torch::Tensor(), w, b, 1e-5,
                                k == 0 ? NormPath::kKernel : NormPath::kAten));
-    torch::autograd::backward({out[k].first, out[k].second}, {gh, gy});
+    if (sh.h_grad) {
+      torch::autograd::backward({out[k].first, out[k].second}, {gh, gy});
+    } else {
+      torch::autograd::backward({out[k].second}, {gy});
+    }
   }
   EXPECT_TRUE(torch::equal(out[0].first, out[1].first));            // h: the same fp32 add
   EXPECT_LE(MaxRelError(out[0].second, out[1].second), 1.0 / 128);  // y: one bf16 step
   // Gradients: fp32 sums in other orders (row sums over C; dweight/dbias over all rows).
   EXPECT_LT(MaxRelError(leaves[0][0].grad(), leaves[1][0].grad()), 1e-4);
-  const double wscale = leaves[1][2].grad().abs().max().item<double>();
-  const double bscale = leaves[1][3].grad().abs().max().item<double>();
-  EXPECT_LT((leaves[0][2].grad() - leaves[1][2].grad()).abs().max().item<double>(), 1e-5 * wscale);
-  EXPECT_LT((leaves[0][3].grad() - leaves[1][3].grad()).abs().max().item<double>(), 1e-5 * bscale);
-  if (with_delta) {
+  for (int p : {2, 3}) {
+    const double scale = leaves[1][p].grad().abs().max().item<double>();
+    EXPECT_LT((leaves[0][p].grad() - leaves[1][p].grad()).abs().max().item<double>(), 1e-5 * scale)
+        << (p == 2 ? "weight" : "bias");
+  }
+  if (sh.with_delta) {
     EXPECT_LE(MaxRelError(leaves[0][1].grad(), leaves[1][1].grad()), 1.0 / 128);
   }
 }
 
+// 25216 x 768: CLIP ViT-B/16 at batch 128, and the only shape with more rows than the
+// backward's grid (4 blocks per SM), so the one that runs its grid-stride loop; 6144: the
+// widest row (48 KiB of shared memory); 16: lanes without elements.
 INSTANTIATE_TEST_SUITE_P(Shapes, FusedNormGpu,
-                         ::testing::Values(Shape{128 * 197, 768, true}, Shape{1000, 100, true},
-                                           Shape{77, 512, false}, Shape{3, 4096, true},
-                                           Shape{5, 33, true}),
+                         ::testing::Values(Shape{128 * 197, 768}, Shape{1000, 100},
+                                           Shape{77, 512, false}, Shape{3, 4096}, Shape{5, 33},
+                                           Shape{64, 6144}, Shape{7, 16},
+                                           Shape{300, 768, true, false},
+                                           Shape{300, 768, false, false},
+                                           Shape{257, 96, true, true, true}),
                          [](const auto& info) {
-                           return std::to_string(info.param.rows) + "x" +
-                                  std::to_string(info.param.cols) +
-                                  (info.param.with_delta ? "" : "_nodelta");
+                           const Shape& s = info.param;
+                           return std::to_string(s.rows) + "x" + std::to_string(s.cols) +
+                                  (s.with_delta ? "" : "_nodelta") +
+                                  (s.h_grad ? "" : "_ygradonly") + (s.strided ? "_strided" : "");
                          });
 
 TEST(FusedNormGpuLimits, TooWideARowIsRefusedNotRun) {

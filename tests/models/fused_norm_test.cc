@@ -66,12 +66,23 @@ INSTANTIATE_TEST_SUITE_P(Paths, AddLayerNormTest,
                                   (info.param.with_h_grad ? "_hgrad" : "_ygradonly");
                          });
 
+TEST(AddLayerNorm, DoubleBackwardIsRefusedNotWrong) {
+  const torch::Tensor x = torch::randn({4, 8}).requires_grad_();
+  const torch::Tensor w = torch::ones({8}).requires_grad_(), b = torch::zeros({8});
+  auto [h, y] = AddLayerNorm(x, {}, w, b, 1e-5);
+  const torch::Tensor loss = (y.to(torch::kFloat32) * torch::randn({4, 8})).sum();
+  EXPECT_THROW(torch::autograd::grad({loss}, {x}, {}, /*retain_graph=*/true,
+                                     /*create_graph=*/true),
+               c10::Error);
+}
+
 TEST(AddLayerNorm, BadInputsAreClearErrors) {
   const torch::Tensor w = torch::ones({8}), b = torch::zeros({8});
   EXPECT_THROW(AddLayerNorm(torch::randn({2, 8}).to(torch::kBFloat16), {}, w, b, 1e-5),
                c10::Error);  // the residual must be fp32
   EXPECT_THROW(AddLayerNorm(torch::randn({2, 8}), torch::randn({2, 4}), w, b, 1e-5), c10::Error);
   EXPECT_THROW(AddLayerNorm(torch::randn({2, 8}), {}, torch::ones({4}), b, 1e-5), c10::Error);
+  EXPECT_THROW(AddLayerNorm(torch::randn({2, 8}), {}, w.to(torch::kFloat64), b, 1e-5), c10::Error);
   // The kernel needs CUDA tensors: asked for it on the CPU, it says so.
   try {
     AddLayerNorm(torch::randn({2, 8}), {}, w, b, 1e-5, NormPath::kKernel);
