@@ -8,6 +8,8 @@
 #   profile   mosaic profile for the zoo models without a committed profile for this GPU's
 #             device spec (h100-sxm or h200) -> out/profiles/<model>-<spec>.json (and $OUT/profiles.tar)
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
+#   kernels   the fused kernels against their ATen paths (bench/fused_norm_benchmark)
+#                                                             -> $OUT/fused_norm.json
 #
 #   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
 #
@@ -63,6 +65,10 @@ for step in ${STEPS_TO_RUN:-tests}; do
       tar -cf "$OUT/profiles.tar" -C out profiles ;;
     suite)
       OUT=$OUT MOSAIC_BIN=$BIN PROFILES=out/profiles bench/run_suite.sh ${SUITE_MODELS:-} ;;
+    kernels)
+      build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 \
+        --benchmark_report_aggregates_only=true --benchmark_out="$OUT/fused_norm.json" \
+        --benchmark_out_format=json 2>&1 | tail -12 ;;
   esac
   echo "[gpu] $step done at $(($(date +%s) - t0)) s" >&2
 done
