@@ -304,17 +304,25 @@ TimeUs PerfModel::Isolated(int kind, double sms) const {
 void PerfModel::Evaluate(const RunningTask* tasks, int n, double shared_pool_sms,
                          TaskRate* out) const {
   thread_local std::vector<double> demand, weight, grant, u, granted;
-  thread_local std::vector<double> tier_demand, tier_weight, tier_grant;
-  thread_local std::vector<int> shared_idx, tier;
+  thread_local std::vector<int> shared_idx;
   demand.clear();
   weight.clear();
   shared_idx.clear();
   for (int i = 0; i < n; ++i) {
-    if (tasks[i].shared) {
-      shared_idx.push_back(i);
-      demand.push_back(demand_[tasks[i].kind]);
-      weight.push_back(weight_pow_[tasks[i].kind]);
+    if (!tasks[i].shared) continue;
+    // Note [stream priorities]: highest priority first, equal ones in input order (insertion
+    // sort, n is small), so that each priority tier is one run of the arrays below.
+    int k = static_cast<int>(shared_idx.size());
+    shared_idx.push_back(i);
+    while (k > 0 && tasks[shared_idx[k - 1]].priority < tasks[i].priority) {
+      shared_idx[k] = shared_idx[k - 1];
+      --k;
     }
+    shared_idx[k] = i;
+  }
+  for (int i : shared_idx) {
+    demand.push_back(demand_[tasks[i].kind]);
+    weight.push_back(weight_pow_[tasks[i].kind]);
   }
   // Note [shared streams]: divide the pool among the shared tasks.
   const int ns = static_cast<int>(shared_idx.size());
@@ -332,37 +340,20 @@ void PerfModel::Evaluate(const RunningTask* tasks, int n, double shared_pool_sms
       // Note [stream priorities]: tiers from the highest priority down, each dividing what the
       // ones above left (one tier when every stream has the same priority).
       double left = shared_pool_sms;
-      int level = std::numeric_limits<int>::max();
-      while (true) {
-        int next = -1;  // the highest priority below `level`
-        for (int j = 0; j < ns; ++j) {
-          const int p = tasks[shared_idx[j]].priority;
-          if (p < level) next = std::max(next, p);
-        }
-        if (next < 0) break;
-        level = next;
-        tier.clear();
-        tier_demand.clear();
-        tier_weight.clear();
-        double tier_total = 0;
-        for (int j = 0; j < ns; ++j) {
-          if (tasks[shared_idx[j]].priority != level) continue;
-          tier.push_back(j);
-          tier_demand.push_back(demand[j]);
-          tier_weight.push_back(weight[j]);
-          tier_total += demand[j];
-        }
-        const int nt = static_cast<int>(tier.size());
-        tier_grant.assign(nt, 0);
-        if (tier_total <= left) {
-          tier_grant = tier_demand;
-          left -= tier_total;
+      for (int begin = 0, end = 0; begin < ns; begin = end) {
+        double tier_demand = 0;
+        for (end = begin;
+             end < ns && tasks[shared_idx[end]].priority == tasks[shared_idx[begin]].priority;
+             ++end)
+          tier_demand += demand[end];
+        if (tier_demand <= left) {
+          std::copy(demand.begin() + begin, demand.begin() + end, grant.begin() + begin);
+          left -= tier_demand;
         } else if (left > 0) {
-          WeightedWaterFill(tier_demand.data(), tier_weight.data(), nt, left, tier_grant.data());
+          WeightedWaterFill(demand.data() + begin, weight.data() + begin, end - begin, left,
+                            grant.data() + begin);
           left = 0;
-        }
-        for (int k = 0; k < nt; ++k)
-          grant[tier[k]] = tier_grant[k];
+        }  // else the tier waits: its grants stay 0
       }
       for (int j = 0; j < ns; ++j) {
         out[shared_idx[j]].useful_sms = grant[j];
