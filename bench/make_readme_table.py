@@ -67,7 +67,12 @@ def table():
            "backward, gradient clipping and fused AdamW in bf16; median of {} timed steps per "
            "strategy; speedups are ratios of medians from the same run.".format(
                d["gpu"], d["driver"], d["torch"], (d.get("commit") or "?")[:10], d["date"], src,
-               d["models"][0]["settings"]["steps"]), ""]
+               d["models"][0]["settings"]["steps"])]
+    fused = [m["model"] for m in d["models"] if m["settings"].get("fused_norm")]
+    if fused:
+        out[0] += (" With the fused add + LayerNorm kernels (`--fused-norm`) in every strategy: "
+                   "{}.".format(", ".join(fused)))
+    out += [""]
     out += ["| model | eager temporal ms | graph temporal ms | shared streams ms | Mosaic ms | "
             "Mosaic vs graph temporal | vs eager | MFU | peak mem vs graph temporal | chosen plan |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -31,6 +31,7 @@
 #include "engine/profiler.h"
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
+#include "models/fused_norm.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -47,6 +48,7 @@ struct BenchFlags {
   bool ablations = true;
   bool eager = true;
   int utilization_steps = 3;
+  bool fused_norm = false;
   std::string commit;
 };
 
@@ -130,6 +132,9 @@ double RelError(double predicted, double measured) {
 }
 
 int Run(const BenchFlags& f) {
+  // Every mode, the baselines included, runs the same kernels (Note [add + norm fusion in the
+  // stack]).
+  models::SetFuseAddNorm(f.fused_norm);
   const char* cmd = "bench";
   if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0 ||
       f.utilization_steps < 0)
@@ -183,7 +188,8 @@ int Run(const BenchFlags& f) {
                      {"candidates", f.candidates},
                      {"optimizer", "fused AdamW"},
                      {"clip_grad", 1.0},
-                     {"utilization_steps", f.utilization_steps}};
+                     {"utilization_steps", f.utilization_steps},
+                     {"fused_norm", f.fused_norm}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();
@@ -456,6 +462,9 @@ void AddBenchCommand(CLI::App& app) {
   sub->add_option("--utilization-steps", f->utilization_steps,
                   "Steps per mode traced with CUPTI for the measured SM-time utilization (0: off)")
       ->capture_default_str();
+  sub->add_flag("--fused-norm", f->fused_norm,
+                "Fuse every residual add into the LayerNorm after it (CUDA kernels) in every mode")
+      ->envname("MOSAIC_FUSED_NORM");
   sub->add_option("--commit", f->commit, "Commit recorded in the results")
       ->envname("MOSAIC_COMMIT");
   SetCommand(sub, [f] { return Run(*f); });

@@ -18,6 +18,7 @@
 #include "core/file_io.h"
 #include "dist/connect.h"
 #include "dist/launch_env.h"
+#include "models/fused_norm.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -31,6 +32,7 @@ struct TrainFlags {
   std::string metrics_out;
   double dist_timeout_s = 300;
   double grad_bucket_mb = 25;
+  bool fused_norm = false;
 };
 
 // SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
@@ -121,6 +123,7 @@ int Run(TrainFlags& f) {
   if (!nonfinite.ok()) return ReportError("train", nonfinite.status());
   f.options.on_nonfinite = *nonfinite;
   if (Status s = ReadTestHooks(&f.options); !s.ok()) return ReportError("train", s);
+  models::SetFuseAddNorm(f.fused_norm);
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
   if (f.options.model_path.empty() && f.options.init.empty()) {
@@ -319,6 +322,10 @@ void AddTrainCommand(CLI::App& app) {
                   "Profile for --plan auto (default: configs/profiles/<model>-<device-spec>.json "
                   "when it exists, else the synthetic law)")
       ->envname("MOSAIC_PROFILE");
+  sub->add_flag("--fused-norm", f->fused_norm,
+                "On CUDA under bf16: fuse every residual add into the LayerNorm after it (one "
+                "kernel forward, one backward)")
+      ->envname("MOSAIC_FUSED_NORM");
   sub->add_option("--metrics-out", f->metrics_out,
                   "Also write losses, throughput and retrieval as JSON to this file");
   SetCommand(sub, [f] { return Run(*f); });

@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <tuple>
+#include <vector>
+
+#include "models/fused_norm.h"
 
 namespace mosaic::models {
 
@@ -85,7 +88,8 @@ std::pair<torch::Tensor, torch::Tensor> RotaryCosSin(int64_t seq_len, int64_t he
 torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos,
                           const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
-  torch::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  const std::vector<torch::Tensor> halves = x.split(half, -1);  // one cat in backward
+  const torch::Tensor &x1 = halves[0], &x2 = halves[1];
   torch::Tensor rotated = torch::cat({-x2, x1}, -1);  // rotate_half: (B, H, T, hd)
   torch::Tensor c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
   return x * c + rotated * s;
@@ -115,6 +119,13 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& o) : options_(o) {
       "out", torch::nn::Linear(torch::nn::LinearOptions(o.width(), o.width()).bias(o.bias())));
 }
 
+// Note [one split for q, k, v]
+// q, k and v are views of the one qkv GEMM's output. Taken with three narrows, backward turns
+// each into a slice_backward (a zero-filled (B, T, (H + 2 KV) hd) tensor with the slice copied
+// in) and sums the three: two full-size adds. Taken with one split, backward is one cat. The
+// values are the same (adding zeros is exact); the memory traffic of the q/k/v gradient falls
+// from about 11 passes over the qkv output to 2. At ViT-B/16 bs128 that is ~1 GB per layer
+// (the bf16 copies and adds in bench/results/diagnosis/h200-2026-12-04-clip-b16-bs128.bench.json).
 torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
   const int64_t H = options_.heads(), KV = options_.kv_heads(), hd = C / H;
@@ -128,11 +139,11 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
                       torch::cat({b.narrow(0, 0, H * hd), torch::zeros({KV * hd}, b.options()),
                                   b.narrow(0, (H + KV) * hd, KV * hd)}));
   }
-  torch::Tensor q =
-      qkv_out.narrow(-1, 0, H * hd).view({B, T, H, hd}).transpose(1, 2);  // (B, H, T, hd)
-  torch::Tensor k =
-      qkv_out.narrow(-1, H * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);  // (B, KV, T, hd)
-  torch::Tensor v = qkv_out.narrow(-1, (H + KV) * hd, KV * hd).view({B, T, KV, hd}).transpose(1, 2);
+  // One split, not three narrows (Note [one split for q, k, v]).
+  const std::vector<torch::Tensor> parts = qkv_out.split_with_sizes({H * hd, KV * hd, KV * hd}, -1);
+  torch::Tensor q = parts[0].view({B, T, H, hd}).transpose(1, 2);   // (B, H, T, hd)
+  torch::Tensor k = parts[1].view({B, T, KV, hd}).transpose(1, 2);  // (B, KV, T, hd)
+  torch::Tensor v = parts[2].view({B, T, KV, hd}).transpose(1, 2);  // (B, KV, T, hd)
   if (options_.rope_theta() > 0) {
     if (!rope_cos_.defined() || rope_cos_.device() != x.device() || rope_cos_.size(0) < T) {
       std::tie(rope_cos_, rope_sin_) = RotaryCosSin(T, hd, options_.rope_theta(), x.device());
@@ -242,6 +253,30 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch:
   return h + (gelu_mlp ? gelu_mlp(n) : swiglu_mlp(n));  // (B, T, C)
 }
 
+std::pair<torch::Tensor, torch::Tensor> TransformerBlockImpl::ForwardAddNorm(
+    const torch::Tensor& h, const torch::Tensor& pending, const torch::Tensor& key_mask) {
+  TORCH_CHECK(ln1, "ForwardAddNorm needs LayerNorm blocks");
+  const double eps = ln1->options.eps();
+  auto [h1, n1] = AddLayerNorm(h, pending, ln1->weight, ln1->bias, eps);  // (B, T, C) fp32, bf16
+  auto [h2, n2] = AddLayerNorm(h1, attn(n1, key_mask), ln2->weight, ln2->bias, eps);
+  return {h2, gelu_mlp ? gelu_mlp(n2) : swiglu_mlp(n2)};
+}
+
+namespace {
+
+// Note [add + norm fusion in the stack]: the fusion's precondition. The branch outputs must
+// come out of autocast in bf16 and the residual stream be fp32, as AddLayerNorm's kernel takes.
+bool FusesAddNorm(torch::nn::ModuleList& layers, const torch::Tensor& x) {
+  if (!FuseAddNorm() || layers->is_empty() || x.scalar_type() != torch::kFloat32) return false;
+  if (!layers[0]->as<TransformerBlockImpl>()->layer_norm()) return false;
+  const auto device = x.device().type();
+  return at::autocast::is_autocast_available(device) &&
+         at::autocast::is_autocast_enabled(device) &&
+         at::autocast::get_autocast_dtype(device) == torch::kBFloat16;
+}
+
+}  // namespace
+
 TransformerStackImpl::TransformerStackImpl(const BlockOptions& options, int64_t depth) {
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < depth; ++i)
@@ -250,6 +285,12 @@ TransformerStackImpl::TransformerStackImpl(const BlockOptions& options, int64_t 
 
 torch::Tensor TransformerStackImpl::forward(const torch::Tensor& x, const torch::Tensor& key_mask) {
   torch::Tensor h = x;
+  if (FusesAddNorm(layers, x)) {
+    torch::Tensor pending;  // the last block's MLP output, not yet added to h
+    for (const auto& block : *layers)
+      std::tie(h, pending) = block->as<TransformerBlockImpl>()->ForwardAddNorm(h, pending, key_mask);
+    return h + pending;  // (B, T, C) fp32
+  }
   for (const auto& block : *layers)
     h = block->as<TransformerBlockImpl>()->forward(h, key_mask);
   return h;

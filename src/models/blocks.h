@@ -146,6 +146,14 @@ class TransformerBlockImpl : public torch::nn::Module {
   explicit TransformerBlockImpl(const BlockOptions& options);
   // x (B, T, C), key_mask (B, T) bool optional -> (B, T, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& key_mask = {});
+  // The block with its residual adds fused into its LayerNorms (Note [add + norm fusion in the
+  // stack], models/fused_norm.h; LayerNorm blocks only). The block's input is h + pending
+  // (pending: the block before's MLP output, not yet added; undefined for the first block).
+  // Returns (h', mlp_out): the block's output is h' + mlp_out. h, h' (B, T, C) fp32.
+  std::pair<torch::Tensor, torch::Tensor> ForwardAddNorm(const torch::Tensor& h,
+                                                         const torch::Tensor& pending,
+                                                         const torch::Tensor& key_mask = {});
+  bool layer_norm() const { return static_cast<bool>(ln1); }
 
   // Exactly one of each pair is set, by options.norm() / options.mlp().
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
@@ -161,7 +169,9 @@ class TransformerBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TransformerBlock);
 
-// `depth` blocks of the same options, applied in order.
+// `depth` blocks of the same options, applied in order; with their residual adds fused into
+// the LayerNorms when FuseAddNorm() and bf16 autocast allow (Note [add + norm fusion in the
+// stack]).
 class TransformerStackImpl : public torch::nn::Module {
  public:
   TransformerStackImpl(const BlockOptions& options, int64_t depth);

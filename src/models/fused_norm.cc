@@ -4,10 +4,14 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <atomic>
+
 #include "kernels/layer_norm.h"
 
 namespace mosaic::models {
 namespace {
+
+std::atomic<bool> fuse_add_norm{false};
 
 using torch::Tensor;
 using torch::autograd::AutogradContext;
@@ -148,5 +152,8 @@ std::pair<Tensor, Tensor> AddLayerNorm(const Tensor& x, const Tensor& delta, con
                                             kernel, delta.defined());
   return {out[0], out[1]};
 }
+
+void SetFuseAddNorm(bool on) { fuse_add_norm.store(on); }
+bool FuseAddNorm() { return fuse_add_norm.load(); }
 
 }  // namespace mosaic::models

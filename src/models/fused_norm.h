@@ -1,8 +1,7 @@
 // The residual add + LayerNorm of a pre-norm transformer block as one autograd function: on
 // CUDA (fp32 residual, bf16 branch output) the fused kernels of kernels/layer_norm.h, elsewhere
 // ATen ops computing the same formulas (Note [fused add + layer norm] in
-// kernels/layer_norm.cu). Not yet wired into TransformerBlock: the kernels still need their
-// first check on a GPU (tests/models/fused_norm_gpu_test.cc).
+// kernels/layer_norm.cu). TransformerStack uses it when SetFuseAddNorm(true) (below).
 //
 //   auto [h, y] = AddLayerNorm(x, attn_out, ln2->weight, ln2->bias, 1e-5);
 //   // h = x + attn_out (fp32, the residual stream), y = layer_norm(h) in bf16, for the MLP
@@ -29,5 +28,33 @@ std::pair<torch::Tensor, torch::Tensor> AddLayerNorm(const torch::Tensor& x,
                                                      const torch::Tensor& weight,
                                                      const torch::Tensor& bias, double eps,
                                                      NormPath path = NormPath::kAuto);
+
+// Note [add + norm fusion in the stack]
+// With the fusion on, a TransformerStack of LayerNorm blocks under bf16 autocast (x fp32, the
+// residual stream) carries each branch's output to the next LayerNorm instead of adding it at
+// once, so every residual add is fused into the LayerNorm that reads its sum:
+//   (h, n1) = AddLayerNorm(h, mlp_out of the block before (none in the first), ln1)
+//   (h, n2) = AddLayerNorm(h, attn(n1), ln2);  mlp_out = mlp(n2)
+// and the stack returns h + the last mlp_out. The values are the unfused block's: the same
+// fp32 sums, LayerNorm in fp32 and its output rounded to bf16 where the unfused path's next
+// matmul casts it (tests/models/fused_norm_test.cc compares the two under CPU autocast). Without
+// autocast (fp32 training, the CPU default) or with RMSNorm the stack runs unfused.
+// Process-wide and read at every forward (a CUDA graph keeps the choice of its capture); off by
+// default until the kernels have passed their gpu test (tests/models/fused_norm_gpu_test.cc)
+// and the benchmark has measured the gain. `mosaic train|bench --fused-norm` turns it on.
+void SetFuseAddNorm(bool on);
+bool FuseAddNorm();
+
+// Sets the fusion for a scope and restores the previous setting (tests).
+class FuseAddNormScope {
+ public:
+  explicit FuseAddNormScope(bool on) : previous_(FuseAddNorm()) { SetFuseAddNorm(on); }
+  ~FuseAddNormScope() { SetFuseAddNorm(previous_); }
+  FuseAddNormScope(const FuseAddNormScope&) = delete;
+  FuseAddNormScope& operator=(const FuseAddNormScope&) = delete;
+
+ private:
+  bool previous_;
+};
 
 }  // namespace mosaic::models

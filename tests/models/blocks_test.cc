@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -84,6 +88,51 @@ INSTANTIATE_TEST_SUITE_P(Cases, AttentionTest,
                                            AttentionCase{"gqa_rope_causal", true, 2, 10000, false},
                                            AttentionCase{"mqa", true, 1, 500000, false}),
                          [](const auto& info) { return std::string(info.param.name); });
+
+TEST_P(AttentionTest, GradientsMatchHandWrittenSoftmaxAttention) {
+  const AttentionCase c = GetParam();
+  torch::manual_seed(2);
+  SelfAttention attn(
+      AttentionOptions(16, 4).kv_heads(c.kv_heads).causal(c.causal).rope_theta(c.rope));
+  attn->to(torch::kDouble);
+  torch::Tensor mask;
+  if (c.mask) mask = torch::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}, torch::kBool).view({2, 5});
+  torch::Tensor x = torch::randn({2, 5, 16}, torch::kDouble).requires_grad_();
+  torch::Tensor w = torch::randn({2, 5, 16}, torch::kDouble);  // a loss weighting every output
+  std::vector<torch::Tensor> wrt = attn->parameters();
+  wrt.push_back(x);
+  const auto got = torch::autograd::grad({(attn(x, mask) * w).sum()}, wrt);
+  const auto want = torch::autograd::grad({(ReferenceAttention(*attn, x, mask) * w).sum()}, wrt);
+  for (size_t i = 0; i < wrt.size(); ++i)
+    EXPECT_TRUE(torch::allclose(got[i], want[i], 1e-10, 1e-10))
+        << "gradient " << i << ": " << (got[i] - want[i]).abs().max();
+}
+
+// Every node of the autograd graph behind `t`, by name.
+std::multiset<std::string> GraphNodeNames(const torch::Tensor& t) {
+  std::multiset<std::string> names;
+  std::set<const torch::autograd::Node*> seen;
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
+  while (!todo.empty()) {
+    auto node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node.get()).second) continue;
+    names.insert(node->name());
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function);
+  }
+  return names;
+}
+
+TEST(AttentionTest, QkvGradientIsOneCatNotThreeZeroFilledSlices) {
+  // Note [one split for q, k, v]: the backward of q/k/v must not zero-fill the qkv output.
+  for (double rope : {0.0, 10000.0}) {
+    SelfAttention attn(AttentionOptions(16, 4).kv_heads(2).rope_theta(rope));
+    const auto names = GraphNodeNames(attn(torch::randn({2, 5, 16}, torch::requires_grad())));
+    EXPECT_EQ(names.count("SliceBackward0"), 0u) << "rope " << rope;
+    EXPECT_EQ(names.count("SplitWithSizesBackward0"), 1u) << "rope " << rope;
+    EXPECT_EQ(names.count("SplitBackward0"), rope > 0 ? 2u : 0u) << "rope " << rope;  // q, k
+  }
+}
 
 TEST(AttentionTest, CausalOutputIgnoresTheFuture) {
   torch::manual_seed(1);

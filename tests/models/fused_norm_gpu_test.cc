@@ -1,10 +1,16 @@
 // The fused add + LayerNorm CUDA kernels against AddLayerNorm's ATen path (itself checked
 // against autograd through at::layer_norm in fused_norm_test.cc), at CLIP ViT-B/16 batch-128
-// size and at widths that are not multiples of 32: values and every gradient.
+// size and at widths that are not multiples of 32: values and every gradient. Then a fused
+// ViT-B stack under bf16 autocast against the unfused one, both against fp32.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
 
 #include "common/tensor_compare.h"
 #include "kernels/layer_norm.h"
+#include "models/blocks.h"
 #include "models/fused_norm.h"
 
 namespace mosaic::models {
@@ -93,6 +99,67 @@ TEST(FusedNormGpuLimits, TooWideARowIsRefusedNotRun) {
       kernels::AddLayerNormBackward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
                                     nullptr, nullptr, 1, kernels::kMaxLayerNormCols + 1, nullptr),
       cudaErrorInvalidValue);
+}
+
+// ||a - b|| / ||b|| over the whole tensor, in double.
+double RelNormError(const torch::Tensor& a, const torch::Tensor& b) {
+  const torch::Tensor af = a.to(torch::kFloat64), bf = b.to(torch::kFloat64);
+  return ((af - bf).norm() / bf.norm().clamp_min(1e-30)).item<double>();
+}
+
+struct StackResult {
+  torch::Tensor out;
+  std::vector<torch::Tensor> grads;  // every parameter, then x
+  bool fused = false;                // an AddLayerNorm node is in the graph
+};
+
+StackResult RunViTStack(TransformerStack& stack, const torch::Tensor& x0, const torch::Tensor& w,
+                        bool fuse, bool bf16) {
+  const FuseAddNormScope scope(fuse);
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, bf16);
+  const torch::Tensor x = x0.clone().requires_grad_();
+  StackResult r;
+  r.out = stack(x);
+  if (const auto node = r.out.grad_fn()) {  // the stack's last add: h + pending when fused
+    for (const auto& e : node->next_edges())
+      r.fused |= e.function && e.function->name().find("AddLayerNormFn") != std::string::npos;
+  }
+  std::vector<torch::Tensor> wrt = stack->parameters();
+  wrt.push_back(x);
+  r.grads = torch::autograd::grad({(r.out.to(torch::kFloat32) * w).sum()}, wrt);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  return r;
+}
+
+// Note [add + norm fusion in the stack] on the GPU: two ViT-B/16 blocks at batch 8, the fused
+// stack (kernels) against the unfused one under the same autocast, both measured against the
+// fp32 stack. The fused kernels round LayerNorm's output to bf16 from their own fp32 arithmetic,
+// so the two bf16 runs differ by bf16 noise; the fused one must be no further from fp32 than
+// the unfused one is, give or take a quarter (the noise of bf16 itself).
+TEST(FusedAddNormStackGpu, AsCloseToFp32AsTheUnfusedStack) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  torch::manual_seed(7);
+  TransformerStack stack(BlockOptions(768, 12), 2);
+  stack->to(torch::kCUDA);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor x = torch::randn({8, 197, 768}, cuda), w = torch::randn({8, 197, 768}, cuda);
+  const StackResult ref = RunViTStack(stack, x, w, /*fuse=*/false, /*bf16=*/false);
+  const StackResult plain = RunViTStack(stack, x, w, /*fuse=*/false, /*bf16=*/true);
+  const StackResult fused = RunViTStack(stack, x, w, /*fuse=*/true, /*bf16=*/true);
+  EXPECT_FALSE(plain.fused);
+  ASSERT_TRUE(fused.fused) << "the fused stack did not take AddLayerNorm";
+  const double out_plain = RelNormError(plain.out, ref.out);
+  const double out_fused = RelNormError(fused.out, ref.out);
+  EXPECT_LE(out_fused, 1.25 * out_plain + 1e-4) << "plain " << out_plain;
+  ASSERT_EQ(fused.grads.size(), ref.grads.size());
+  for (size_t i = 0; i < ref.grads.size(); ++i) {
+    const double gp = RelNormError(plain.grads[i], ref.grads[i]);
+    const double gf = RelNormError(fused.grads[i], ref.grads[i]);
+    EXPECT_LE(gf, 1.25 * gp + 1e-4) << "gradient " << i << ": plain " << gp;
+    EXPECT_LT(gf, 5e-2) << "gradient " << i;  // bf16 training's own error is ~1e-2
+  }
 }
 
 }  // namespace

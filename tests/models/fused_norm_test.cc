@@ -1,8 +1,15 @@
 // AddLayerNorm's ATen path (the formulas the CUDA kernels compute, Note [fused add + layer norm])
-// against autograd through at::layer_norm: values and the gradients of x, delta, weight and bias.
+// against autograd through at::layer_norm: values and the gradients of x, delta, weight and bias;
+// and the fused TransformerStack (Note [add + norm fusion in the stack]) against the unfused one.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+#include <vector>
+
 #include "common/tensor_compare.h"
+#include "models/blocks.h"
 #include "models/fused_norm.h"
 
 namespace mosaic::models {
@@ -90,6 +97,117 @@ TEST(AddLayerNorm, BadInputsAreClearErrors) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("the kernel needs CUDA"), std::string::npos) << e.what();
   }
+}
+
+// bf16 autocast on the CPU for a scope: the fused stack's precondition, reachable without a GPU.
+class CpuAutocastBf16 {
+ public:
+  CpuAutocastBf16()
+      : enabled_(at::autocast::is_autocast_enabled(at::kCPU)),
+        dtype_(at::autocast::get_autocast_dtype(at::kCPU)) {
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+  }
+  ~CpuAutocastBf16() {
+    at::autocast::set_autocast_enabled(at::kCPU, enabled_);
+    at::autocast::set_autocast_dtype(at::kCPU, dtype_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool enabled_;
+  at::ScalarType dtype_;
+};
+
+// How many AddLayerNorm nodes the autograd graph behind `t` has.
+int CountAddLayerNormNodes(const torch::Tensor& t) {
+  int count = 0;
+  std::set<const torch::autograd::Node*> seen;
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
+  while (!todo.empty()) {
+    auto node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node.get()).second) continue;
+    if (node->name().find("AddLayerNormFn") != std::string::npos) ++count;
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function);
+  }
+  return count;
+}
+
+struct StackRun {
+  torch::Tensor out;                // (B, T, C)
+  std::vector<torch::Tensor> grads; // of every parameter, then of x
+  int fused_nodes = 0;
+};
+
+// One forward + backward of `stack` on x with loss sum(out * w).
+StackRun RunStack(TransformerStack& stack, const torch::Tensor& x0, const torch::Tensor& mask,
+                  const torch::Tensor& w, bool fuse, bool autocast) {
+  const FuseAddNormScope scope(fuse);
+  std::optional<CpuAutocastBf16> cast;
+  if (autocast) cast.emplace();
+  const torch::Tensor x = x0.clone().requires_grad_();
+  StackRun run;
+  run.out = stack(x, mask);
+  run.fused_nodes = CountAddLayerNormNodes(run.out);
+  std::vector<torch::Tensor> wrt = stack->parameters();
+  wrt.push_back(x);
+  run.grads = torch::autograd::grad({(run.out.to(torch::kFloat32) * w).sum()}, wrt);
+  return run;
+}
+
+TEST(FusedAddNormStack, MatchesTheUnfusedStackUnderBf16Autocast) {
+  torch::manual_seed(5);
+  const int64_t depth = 3, C = 48;  // C not a multiple of 32
+  TransformerStack stack(BlockOptions(C, 4).causal(true), depth);
+  for (auto& p : stack->parameters()) {  // LayerNorm weights and biases away from 1 and 0
+    torch::NoGradGuard no_grad;
+    if (p.dim() == 1) p.add_(0.1 * torch::randn_like(p));
+  }
+  const torch::Tensor x = torch::randn({2, 7, C});
+  const torch::Tensor mask =
+      torch::tensor({1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1}, torch::kBool).view({2, 7});
+  const torch::Tensor w = torch::randn({2, 7, C});
+  const StackRun plain = RunStack(stack, x, mask, w, /*fuse=*/false, /*autocast=*/true);
+  const StackRun fused = RunStack(stack, x, mask, w, /*fuse=*/true, /*autocast=*/true);
+  EXPECT_EQ(plain.fused_nodes, 0);
+  EXPECT_EQ(fused.fused_nodes, 2 * depth);  // ln1 and ln2 of every block
+  // The forward computes the same fp32 sums and LayerNorms (native_layer_norm both ways) and
+  // rounds to bf16 where the unfused path's matmul casts: bit for bit the same.
+  EXPECT_EQ(fused.out.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(fused.out, plain.out)) << MaxRelError(fused.out, plain.out);
+  // The backward's LayerNorm gradient is the kernel's formula, not ATen's: fp32 rounding
+  // differences only (at most 3.1e-7 with this seed). A bf16 cast of a branch gradient could
+  // turn one into a bf16 step (1/128); with this seed none does, so the bound stays tight.
+  ASSERT_EQ(fused.grads.size(), plain.grads.size());
+  for (size_t i = 0; i < plain.grads.size(); ++i) {
+    EXPECT_LT(MaxRelError(fused.grads[i], plain.grads[i]), 1e-5) << "gradient " << i;
+  }
+}
+
+TEST(FusedAddNormStack, Fp32TrainingAndRmsNormStacksStayUnfused) {
+  torch::manual_seed(6);
+  const torch::Tensor x = torch::randn({2, 5, 32}), w = torch::randn({2, 5, 32});
+  TransformerStack ln_stack(BlockOptions(32, 4), 2);
+  const StackRun plain = RunStack(ln_stack, x, {}, w, /*fuse=*/false, /*autocast=*/false);
+  const StackRun fused = RunStack(ln_stack, x, {}, w, /*fuse=*/true, /*autocast=*/false);
+  EXPECT_EQ(fused.fused_nodes, 0);  // no autocast: the branch outputs are fp32
+  EXPECT_TRUE(torch::equal(fused.out, plain.out));
+  for (size_t i = 0; i < plain.grads.size(); ++i)
+    EXPECT_TRUE(torch::equal(fused.grads[i], plain.grads[i])) << "gradient " << i;
+  TransformerStack rms_stack(BlockOptions(32, 4).norm(NormKind::kRmsNorm).mlp(MlpKind::kSwiGlu)
+                                 .bias(false),
+                             2);
+  EXPECT_EQ(RunStack(rms_stack, x, {}, w, /*fuse=*/true, /*autocast=*/true).fused_nodes, 0);
+}
+
+TEST(FusedAddNormStack, TheSettingIsScoped) {
+  EXPECT_FALSE(FuseAddNorm());  // off by default
+  {
+    const FuseAddNormScope on(true);
+    EXPECT_TRUE(FuseAddNorm());
+  }
+  EXPECT_FALSE(FuseAddNorm());
 }
 
 }  // namespace
