@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Where one training step's GPU time goes, by kind of kernel, from the per-kernel breakdowns
 that `mosaic bench` (sm_utilization.top_kernels, per strategy) and bench/hf_clip_baseline.py
---kernel-steps (kernels, per HF strategy) record: the 15 longest kernels by name, per step.
+--kernel-steps (kernels, per HF strategy) record: every kernel by name, per step (files older
+than 2026-12-05 hold only the 15 longest).
 
     python3 bench/kernel_breakdown.py bench/results/diagnosis/h200-2026-12-04-clip-b16-bs128.bench.json \
         bench/results/diagnosis/h200-2026-12-04-hf-clip-bs128.json
 
 Prints a Markdown table: per strategy, all kernels' time per step (concurrent kernels add up),
-then the top-15 kernels' time split by kind, and what the top 15 leave out ("rest").
+then the listed kernels' time split by kind, and what the list leaves out ("rest": 0 when it
+holds every kernel).
 """
 import json
 import sys
@@ -16,7 +18,7 @@ KINDS = [  # (kind, substrings of the kernel name), first match wins
     ("GEMM", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
     ("attention", ("sdpa", "flash", "fmha")),
     ("fused (triton)", ("triton_",)),
-    ("layer norm", ("layer_norm", "GammaBeta")),
+    ("layer norm", ("layer_norm", "GammaBeta", "AddLayerNorm")),
     ("reduction (bias grads)", ("reduce_kernel",)),
     ("copy / cast", ("copy_kernel", "direct_copy")),
     ("elementwise", ("elementwise", "Functor")),

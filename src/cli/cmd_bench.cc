@@ -119,7 +119,8 @@ Json StatsJson(const engine::StepTimes& t, int batch, double flops_per_step, dou
     for (const auto& k : u.top_kernels)
       top.push_back({{"kernel", k.name},
                      {"ms_per_step", k.ms_per_step},
-                     {"calls_per_step", k.calls_per_step}});
+                     {"calls_per_step", k.calls_per_step},
+                     {"blocks_per_call", k.blocks_per_call}});
     m["sm_utilization"]["top_kernels"] = top;
   } else if (!t.utilization_error.empty()) {
     m["sm_utilization"] = {{"error", t.utilization_error}};

@@ -242,7 +242,12 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     place_of_context.erase(c);
   std::vector<KernelSpan> spans;
   double all_us = 0, unplaced_us = 0;
-  std::map<std::string, std::pair<double, int>> by_name;  // name -> (us, calls)
+  struct NameTotal {
+    double us = 0;
+    int calls = 0;
+    double blocks = 0;
+  };
+  std::map<std::string, NameTotal> by_name;
   for (size_t i = marks.back() + 1; i < kernels.size(); ++i) {
     const KernelRecord& k = kernels[i];
     int place = -1;
@@ -255,17 +260,18 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     all_us += us;
     if (place < 0) unplaced_us += us;
     spans.push_back({k.start_us, k.end_us, std::max(place, 0), std::max<int64_t>(k.blocks, 1)});
-    auto& [name_us, calls] = by_name[k.name];
-    name_us += us;
-    ++calls;
+    NameTotal& t = by_name[k.name];
+    t.us += us;
+    ++t.calls;
+    t.blocks += static_cast<double>(std::max<int64_t>(k.blocks, 1));
   }
   if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
   std::vector<MeasuredUtilization::KernelTotal> totals;
   for (const auto& [name, t] : by_name)
-    totals.push_back({name, t.first / 1000 / steps, static_cast<double>(t.second) / steps});
+    totals.push_back({name, t.us / 1000 / steps, static_cast<double>(t.calls) / steps,
+                      t.blocks / t.calls});
   std::stable_sort(totals.begin(), totals.end(),
                    [](const auto& a, const auto& b) { return a.ms_per_step > b.ms_per_step; });
-  if (totals.size() > 15) totals.resize(15);
   u.top_kernels = std::move(totals);
   u.kernel_ms_per_step = all_us / 1000 / steps;
   MOSAIC_ASSIGN_OR_RETURN(SmUtilization su,

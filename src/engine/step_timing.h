@@ -54,12 +54,14 @@ struct MeasuredUtilization {
   // assumed for it), as a fraction of all kernel time: 0 when every kernel was placed.
   double unplaced_kernel_fraction = 0;
   std::vector<int> place_sms;  // [0]: the whole GPU, then one per green context
-  // Where the GPU time went: the kernels of the traced steps grouped by name, longest total
-  // first (at most 15), per step.
+  // Where the GPU time went: every kernel of the traced steps grouped by name, longest total
+  // first, per step. blocks_per_call (the mean grid) tells one name's sizes apart: an
+  // elementwise kernel over a (B, T, C) activation has B*T*C / its elements per block.
   struct KernelTotal {
     std::string name;
     double ms_per_step = 0;
     double calls_per_step = 0;
+    double blocks_per_call = 0;
   };
   std::vector<KernelTotal> top_kernels;
   double kernel_ms_per_step = 0;  // all kernels' time per step (concurrent ones add up)
