@@ -69,9 +69,13 @@ def table():
                d["gpu"], d["driver"], d["torch"], (d.get("commit") or "?")[:10], d["date"], src,
                d["models"][0]["settings"]["steps"])]
     fused = [m["model"] for m in d["models"] if m["settings"].get("fused_norm")]
-    if fused:
-        out[0] += (" With the fused add + LayerNorm kernels (`--fused-norm`) in every strategy: "
-                   "{}.".format(", ".join(fused)))
+    unfused = [m["model"] for m in d["models"] if not m["settings"].get("fused_norm")]
+    if fused and not unfused:
+        out[0] += " Every strategy runs the fused add + LayerNorm kernels (the default)."
+    elif fused:
+        out[0] += (" With the fused add + LayerNorm kernels in every strategy: {}; without "
+                   "(`--no-fused-norm`, or measured before they were the default): {}.".format(
+                       ", ".join(fused), ", ".join(unfused)))
     out += [""]
     out += ["| model | eager temporal ms | graph temporal ms | shared streams ms | Mosaic ms | "
             "Mosaic vs graph temporal | vs eager | MFU | peak mem vs graph temporal | chosen plan |",

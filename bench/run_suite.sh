@@ -12,8 +12,8 @@
 # profiles named <model>-<device>.json used where configs/profiles has none), MOSAIC_COMMIT,
 # RAW (folder of the raw per-model results; COLLECT=0 skips the merge, for a suite run in parts),
 # MODEL_TIMEOUT (s per model, 300), HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
-# session, MOSAIC_FUSED_NORM=1 to bench with the fused add + LayerNorm kernels (recorded in each
-# results file's settings). Writes $OUT/results.json and $OUT/suite.log.
+# session, MOSAIC_FUSED_NORM=0 to bench without the fused add + LayerNorm kernels (on by default;
+# recorded in each results file's settings). Writes $OUT/results.json and $OUT/suite.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}

@@ -10,9 +10,9 @@
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #   kernels   the fused kernels against their ATen paths (bench/fused_norm_benchmark)
 #                                                             -> $OUT/fused_norm.json
-#   fused     if the fused-norm gpu tests pass: the suite's CLIP models again with
-#             --fused-norm (FUSED_MODELS, default clip-b16 clip-b16-bs128; no HF, no merge)
-#                                                             -> $OUT/fused/raw/*, suite.log
+#   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
+#             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
+#             clip-b16-bs128; no HF, no merge)              -> $OUT/unfused/raw/*, suite.log
 #
 #   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
 #
@@ -68,16 +68,12 @@ for step in ${STEPS_TO_RUN:-tests}; do
       tar -cf "$OUT/profiles.tar" -C out profiles ;;
     suite)
       OUT=$OUT MOSAIC_BIN=$BIN PROFILES=out/profiles bench/run_suite.sh ${SUITE_MODELS:-} ;;
-    fused)
-      if (cd build-gpu && ctest -R 'FusedNormGpu|FusedAddNormStackGpu' --output-on-failure \
-            -j1 --timeout 400) >"$OUT/ctest-fused.log" 2>&1; then
-        mkdir -p "$OUT/fused/raw"
-        OUT=$OUT/fused RAW=$OUT/fused/raw COLLECT=0 HF=0 MOSAIC_FUSED_NORM=1 MOSAIC_BIN=$BIN \
-          PROFILES=out/profiles bench/run_suite.sh ${FUSED_MODELS:-clip-b16 clip-b16-bs128}
-      else
-        echo "[gpu] fused-norm gpu tests failed: no fused suite (see ctest-fused.log)" >&2
-        tail -30 "$OUT/ctest-fused.log"
-      fi ;;
+    unfused)
+      # (bash assigns a command's prefix variables left to right: RAW must not see the new OUT)
+      u=$OUT/unfused
+      mkdir -p "$u/raw"
+      OUT=$u RAW=$u/raw COLLECT=0 HF=0 MOSAIC_FUSED_NORM=0 MOSAIC_BIN=$BIN \
+        PROFILES=out/profiles bench/run_suite.sh ${UNFUSED_MODELS:-clip-b16 clip-b16-bs128} ;;
     kernels)
       build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 \
         --benchmark_report_aggregates_only=true --benchmark_out="$OUT/fused_norm.json" \

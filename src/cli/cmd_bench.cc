@@ -48,7 +48,7 @@ struct BenchFlags {
   bool ablations = true;
   bool eager = true;
   int utilization_steps = 3;
-  bool fused_norm = false;
+  bool fused_norm = true;  // Note [add + norm fusion in the stack]
   std::string commit;
 };
 
@@ -463,8 +463,9 @@ void AddBenchCommand(CLI::App& app) {
   sub->add_option("--utilization-steps", f->utilization_steps,
                   "Steps per mode traced with CUPTI for the measured SM-time utilization (0: off)")
       ->capture_default_str();
-  sub->add_flag("--fused-norm", f->fused_norm,
-                "Fuse every residual add into the LayerNorm after it (CUDA kernels) in every mode")
+  sub->add_flag("--fused-norm,!--no-fused-norm", f->fused_norm,
+                "Fuse every residual add into the LayerNorm after it (CUDA kernels) in every "
+                "mode; on by default, --no-fused-norm runs them apart (the A/B)")
       ->envname("MOSAIC_FUSED_NORM");
   sub->add_option("--commit", f->commit, "Commit recorded in the results")
       ->envname("MOSAIC_COMMIT");

@@ -32,7 +32,7 @@ struct TrainFlags {
   std::string metrics_out;
   double dist_timeout_s = 300;
   double grad_bucket_mb = 25;
-  bool fused_norm = false;
+  bool fused_norm = true;  // Note [add + norm fusion in the stack]
 };
 
 // SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
@@ -322,9 +322,9 @@ void AddTrainCommand(CLI::App& app) {
                   "Profile for --plan auto (default: configs/profiles/<model>-<device-spec>.json "
                   "when it exists, else the synthetic law)")
       ->envname("MOSAIC_PROFILE");
-  sub->add_flag("--fused-norm", f->fused_norm,
+  sub->add_flag("--fused-norm,!--no-fused-norm", f->fused_norm,
                 "On CUDA under bf16: fuse every residual add into the LayerNorm after it (one "
-                "kernel forward, one backward)")
+                "kernel forward, one backward); on by default, --no-fused-norm runs them apart")
       ->envname("MOSAIC_FUSED_NORM");
   sub->add_option("--metrics-out", f->metrics_out,
                   "Also write losses, throughput and retrieval as JSON to this file");
