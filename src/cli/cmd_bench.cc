@@ -32,6 +32,7 @@
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
 #include "models/fused_norm.h"
+#include "models/linear.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -49,6 +50,7 @@ struct BenchFlags {
   bool eager = true;
   int utilization_steps = 3;
   bool fused_norm = true;  // Note [add + norm fusion in the stack]
+  bool fused_linear_grad = false;  // Note [weight and bias gradients in one GEMM]
   std::string commit;
 };
 
@@ -136,6 +138,7 @@ int Run(const BenchFlags& f) {
   // Every mode, the baselines included, runs the same kernels (Note [add + norm fusion in the
   // stack]).
   models::SetFuseAddNorm(f.fused_norm);
+  models::SetFuseLinearGrad(f.fused_linear_grad);
   const char* cmd = "bench";
   if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0 ||
       f.utilization_steps < 0)
@@ -190,7 +193,8 @@ int Run(const BenchFlags& f) {
                      {"optimizer", "fused AdamW"},
                      {"clip_grad", 1.0},
                      {"utilization_steps", f.utilization_steps},
-                     {"fused_norm", f.fused_norm}};
+                     {"fused_norm", f.fused_norm},
+                     {"fused_linear_grad", f.fused_linear_grad}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();
@@ -467,6 +471,10 @@ void AddBenchCommand(CLI::App& app) {
                 "Fuse every residual add into the LayerNorm after it (CUDA kernels) in every "
                 "mode; on by default, --no-fused-norm runs them apart (the A/B)")
       ->envname("MOSAIC_FUSED_NORM");
+  sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->fused_linear_grad,
+                "Take every block projection's weight and bias gradients in one cuBLASLt GEMM "
+                "(bias sum in the epilogue, fp32 out) in every mode; off by default")
+      ->envname("MOSAIC_FUSED_LINEAR_GRAD");
   sub->add_option("--commit", f->commit, "Commit recorded in the results")
       ->envname("MOSAIC_COMMIT");
   SetCommand(sub, [f] { return Run(*f); });

@@ -19,6 +19,7 @@
 #include "dist/connect.h"
 #include "dist/launch_env.h"
 #include "models/fused_norm.h"
+#include "models/linear.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -33,6 +34,7 @@ struct TrainFlags {
   double dist_timeout_s = 300;
   double grad_bucket_mb = 25;
   bool fused_norm = true;  // Note [add + norm fusion in the stack]
+  bool fused_linear_grad = false;  // Note [weight and bias gradients in one GEMM]
 };
 
 // SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
@@ -124,6 +126,7 @@ int Run(TrainFlags& f) {
   f.options.on_nonfinite = *nonfinite;
   if (Status s = ReadTestHooks(&f.options); !s.ok()) return ReportError("train", s);
   models::SetFuseAddNorm(f.fused_norm);
+  models::SetFuseLinearGrad(f.fused_linear_grad);
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
   if (f.options.model_path.empty() && f.options.init.empty()) {
@@ -326,6 +329,10 @@ void AddTrainCommand(CLI::App& app) {
                 "On CUDA under bf16: fuse every residual add into the LayerNorm after it (one "
                 "kernel forward, one backward); on by default, --no-fused-norm runs them apart")
       ->envname("MOSAIC_FUSED_NORM");
+  sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->fused_linear_grad,
+                "On CUDA under bf16: take every block projection's weight and bias gradients in "
+                "one cuBLASLt GEMM (bias sum in the epilogue, fp32 out); off by default")
+      ->envname("MOSAIC_FUSED_LINEAR_GRAD");
   sub->add_option("--metrics-out", f->metrics_out,
                   "Also write losses, throughput and retrieval as JSON to this file");
   SetCommand(sub, [f] { return Run(*f); });

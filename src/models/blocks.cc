@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/fused_norm.h"
+#include "models/linear.h"
 
 namespace mosaic::models {
 
@@ -58,9 +59,8 @@ torch::Tensor LinearGelu(const torch::Tensor& x, const torch::Tensor& weight,
   TORCH_CHECK(bias.defined(), "LinearGelu needs a bias");
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
-  if (epilogue == GeluEpilogue::kUnfused || (epilogue == GeluEpilogue::kAuto && grad)) {
-    return at::gelu(at::linear(x, weight, bias), "tanh");
-  }
+  if (epilogue == GeluEpilogue::kUnfused) return at::gelu(at::linear(x, weight, bias), "tanh");
+  if (epilogue == GeluEpilogue::kAuto && grad) return at::gelu(Linear(x, weight, bias), "tanh");
   torch::Tensor xc = AutocastArg(x), wc = AutocastArg(weight), bc = AutocastArg(bias);
   auto out_shape = x.sizes().vec();
   out_shape.back() = weight.size(0);
@@ -131,11 +131,11 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   const int64_t H = options_.heads(), KV = options_.kv_heads(), hd = C / H;
   torch::Tensor qkv_out;  // (B, T, (H + 2 KV) hd)
   if (options_.key_bias() || !qkv->bias.defined()) {
-    qkv_out = qkv(x);
+    qkv_out = Linear(x, qkv->weight, qkv->bias);
   } else {
     const torch::Tensor& b = qkv->bias;
     qkv_out =
-        torch::linear(x, qkv->weight,
+        Linear(x, qkv->weight,
                       torch::cat({b.narrow(0, 0, H * hd), torch::zeros({KV * hd}, b.options()),
                                   b.narrow(0, (H + KV) * hd, KV * hd)}));
   }
@@ -164,7 +164,7 @@ torch::Tensor SelfAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   }
   torch::Tensor y = at::scaled_dot_product_attention(q, k, v, mask, 0.0, is_causal, std::nullopt,
                                                      /*enable_gqa=*/KV != H);  // (B, H, T, hd)
-  return out(y.transpose(1, 2).reshape({B, T, C}));                            // (B, T, C)
+  return Linear(y.transpose(1, 2).reshape({B, T, C}), out->weight, out->bias);  // (B, T, C)
 }
 
 torch::Tensor Activate(const torch::Tensor& x, Activation activation) {
@@ -186,9 +186,12 @@ GeluMlpImpl::GeluMlpImpl(int64_t width, int64_t hidden, GeluEpilogue e, Activati
 }
 
 torch::Tensor GeluMlpImpl::forward(const torch::Tensor& x) {
-  if (activation != Activation::kGeluTanh) return fc2(Activate(fc1(x), activation));
+  if (activation != Activation::kGeluTanh) {
+    torch::Tensor a = Activate(Linear(x, fc1->weight, fc1->bias), activation);  // (..., hidden)
+    return Linear(a, fc2->weight, fc2->bias);                                   // (..., C)
+  }
   torch::Tensor h = LinearGelu(x, fc1->weight, fc1->bias, epilogue);  // (..., hidden)
-  return fc2(h);                                                      // (..., C)
+  return Linear(h, fc2->weight, fc2->bias);                           // (..., C)
 }
 
 SwiGluMlpImpl::SwiGluMlpImpl(int64_t width, int64_t hidden) {
@@ -199,9 +202,9 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t width, int64_t hidden) {
 }
 
 torch::Tensor SwiGluMlpImpl::forward(const torch::Tensor& x) {
-  torch::Tensor gu = gate_up(x);                    // (..., 2 hidden)
+  torch::Tensor gu = Linear(x, gate_up->weight, {});  // (..., 2 hidden)
   auto halves = gu.chunk(2, -1);                    // gate, up: (..., hidden)
-  return down(torch::silu(halves[0]) * halves[1]);  // (..., C)
+  return Linear(torch::silu(halves[0]) * halves[1], down->weight, {});  // (..., C)
 }
 
 RmsNormImpl::RmsNormImpl(int64_t width, double e) : eps(e) {

@@ -1,0 +1,32 @@
+// A linear layer whose backward, under CUDA bf16 autocast, takes the weight and bias gradients
+// in one cuBLASLt GEMM (the bias sum in its epilogue, both written in fp32): Note [weight and
+// bias gradients in one GEMM] in kernels/linear_grad.cc. Everywhere else it is torch::linear.
+//
+//   torch::Tensor y = Linear(x, fc->weight, fc->bias);  // (..., in) -> (..., out)
+//
+// The blocks (models/blocks.h) route their projections through it. The values are
+// torch::linear's under autocast (the same bf16 GEMM forward, the same input gradient); the
+// weight and bias gradients are the fp32 accumulators' instead of their bf16 roundings cast up.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace mosaic::models {
+
+// x (..., in) floating; weight (out, in); bias (out) or undefined. The fused backward is taken
+// when SetFuseLinearGrad(true), CUDA autocast to bf16 is on, weight and bias are fp32 on x's
+// device, and in and out are multiples of 8 (cuBLASLt's 16-byte rows); a size cuBLASLt has no
+// algorithm for falls back to ATen's kernels inside the backward.
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias);
+
+// Process-wide, read at every forward (a CUDA graph keeps the choice of its capture). Off in
+// the library; `mosaic train|bench` set it from --fused-linear-grad.
+void SetFuseLinearGrad(bool on);
+bool FuseLinearGrad();
+
+// True when Linear(x, weight, bias) would take the fused backward now.
+bool LinearGradFuses(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias);
+
+}  // namespace mosaic::models

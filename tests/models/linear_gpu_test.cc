@@ -1,0 +1,187 @@
+// models::Linear's fused backward (weight and bias gradients from one cuBLASLt GEMM, Note
+// [weight and bias gradients in one GEMM]) against torch::linear under CUDA bf16 autocast, and
+// both against the exact gradients of the same bf16 operands in fp64: the forward and the input
+// gradient are autocast's, the weight and bias gradients at least as close to exact as ATen's
+// bf16 ones (they are fp32 accumulators, ATen's are rounded to bf16). Then the same inside a
+// captured CUDA graph, as the engine runs it.
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "models/linear.h"
+
+namespace mosaic::models {
+namespace {
+
+// max |a - b| / max |ref|: an error relative to the tensor's scale.
+double ScaledError(const torch::Tensor& a, const torch::Tensor& ref) {
+  const torch::Tensor r = ref.to(torch::kFloat64);
+  return (a.to(torch::kFloat64) - r).abs().max().item<double>() /
+         r.abs().max().clamp_min(1e-30).item<double>();
+}
+
+class FuseLinearGradScope {
+ public:
+  explicit FuseLinearGradScope(bool on) : previous_(FuseLinearGrad()) { SetFuseLinearGrad(on); }
+  ~FuseLinearGradScope() { SetFuseLinearGrad(previous_); }
+
+ private:
+  bool previous_;
+};
+
+class CudaBf16Autocast {
+ public:
+  CudaBf16Autocast() {
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  }
+  ~CudaBf16Autocast() {
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+  }
+};
+
+struct Shape {
+  std::vector<int64_t> x;  // (..., in)
+  int64_t out;
+  bool bias;
+};
+
+class LinearGpu : public ::testing::TestWithParam<Shape> {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  }
+};
+
+struct Grads {
+  torch::Tensor y, dx, dw, db;
+};
+
+// One forward and backward of Linear (fused or not) on fresh leaves; gy bf16-representable.
+Grads RunLinear(bool fused, const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& b0,
+          const torch::Tensor& gy) {
+  FuseLinearGradScope scope(fused);
+  torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+  torch::Tensor b = b0.defined() ? b0.clone().requires_grad_() : torch::Tensor();
+  torch::Tensor y;
+  {
+    CudaBf16Autocast autocast;
+    EXPECT_EQ(LinearGradFuses(x, w, b), fused);
+    y = Linear(x, w, b);
+  }
+  (y.to(torch::kFloat32) * gy).sum().backward();
+  return {y.detach(), x.grad(), w.grad(), b.defined() ? b.grad() : torch::Tensor()};
+}
+
+TEST_P(LinearGpu, GradientsAtLeastAsCloseToExactAsAutocastsAten) {
+  const Shape sh = GetParam();
+  torch::manual_seed(11);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t in = sh.x.back();
+  const torch::Tensor x0 = torch::randn(sh.x, cuda);
+  const torch::Tensor w0 = torch::randn({sh.out, in}, cuda) / std::sqrt(static_cast<double>(in));
+  const torch::Tensor b0 = sh.bias ? torch::randn({sh.out}, cuda) : torch::Tensor();
+  std::vector<int64_t> y_shape = sh.x;
+  y_shape.back() = sh.out;
+  const torch::Tensor gy = torch::randn(y_shape, cuda).to(torch::kBFloat16).to(torch::kFloat32);
+
+  const Grads fused = RunLinear(true, x0, w0, b0, gy), aten = RunLinear(false, x0, w0, b0, gy);
+  ASSERT_TRUE(fused.dw.defined());
+  EXPECT_EQ(fused.y.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(fused.dw.scalar_type(), torch::kFloat32);
+  // Forward and input gradient: the same bf16 GEMMs as autocast's (one rounding step at most).
+  EXPECT_LE(ScaledError(fused.y, aten.y), 1.0 / 128);
+  EXPECT_LE(ScaledError(fused.dx, aten.dx), 1.0 / 128);
+
+  // Exact gradients of the bf16 operands autocast multiplies, in fp64.
+  const torch::Tensor xb = x0.to(torch::kBFloat16).to(torch::kFloat64).reshape({-1, in});
+  const torch::Tensor g = gy.to(torch::kFloat64).reshape({-1, sh.out});
+  const torch::Tensor dw_exact = g.t().mm(xb);  // (out, in)
+  const double fused_w = ScaledError(fused.dw, dw_exact), aten_w = ScaledError(aten.dw, dw_exact);
+  EXPECT_LE(fused_w, 1e-5) << "fp32 accumulators";
+  EXPECT_LE(fused_w, aten_w + 1e-6);
+  if (sh.bias) {
+    const torch::Tensor db_exact = g.sum(0);
+    const double fused_b = ScaledError(fused.db, db_exact),
+                 aten_b = ScaledError(aten.db, db_exact);
+    EXPECT_LE(fused_b, 1e-5);
+    EXPECT_LE(fused_b, aten_b + 1e-6);
+  } else {
+    EXPECT_FALSE(fused.db.defined());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LinearGpu,
+    ::testing::Values(Shape{{4, 197, 768}, 2304, true},   // ViT-B qkv
+                      Shape{{4, 197, 3072}, 768, true},   // ViT-B fc2
+                      Shape{{8, 77, 512}, 2048, true},    // text fc1
+                      Shape{{300, 64}, 24, true},         // small, 2-D
+                      Shape{{2, 33, 256}, 1024, false}),  // SwiGLU-style, no bias
+    [](const ::testing::TestParamInfo<Shape>& info) {
+      std::string name;
+      for (int64_t d : info.param.x) name += std::to_string(d) + "x";
+      return name + std::to_string(info.param.out) + (info.param.bias ? "" : "_nobias");
+    });
+
+TEST(LinearGpuLimits, OddWidthsAndFp32RunsTakeTorchLinear) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  FuseLinearGradScope scope(true);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor x = torch::randn({5, 36}, cuda), w = torch::randn({20, 36}, cuda);
+  const torch::Tensor b = torch::randn({20}, cuda);
+  EXPECT_FALSE(LinearGradFuses(x, w, b)) << "no autocast: fp32 training";
+  CudaBf16Autocast autocast;
+  EXPECT_TRUE(LinearGradFuses(x, w, b));
+  const torch::Tensor w_odd = torch::randn({21, 36}, cuda);
+  EXPECT_FALSE(LinearGradFuses(x, w_odd, torch::randn({21}, cuda))) << "21 outputs";
+  EXPECT_FALSE(LinearGradFuses(x, w.to(torch::kBFloat16), b)) << "bf16 weights";
+}
+
+// Captured once, replayed: the gradients the engine's backward graphs would compute.
+TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  FuseLinearGradScope scope(true);
+  torch::manual_seed(12);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor x0 = torch::randn({2, 197, 768}, cuda), w0 = torch::randn({2304, 768}, cuda);
+  const torch::Tensor b0 = torch::randn({2304}, cuda);
+  const torch::Tensor gy = torch::randn({2, 197, 2304}, cuda).to(torch::kBFloat16);
+  const Grads eager = RunLinear(true, x0, w0, b0, gy.to(torch::kFloat32));
+
+  torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+  torch::Tensor b = b0.clone().requires_grad_();
+  auto step = [&] {
+    CudaBf16Autocast autocast;
+    torch::Tensor y = Linear(x, w, b);
+    y.backward(gy);
+  };
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+  at::cuda::CUDAGraph graph;
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    step();  // warm up (cuBLASLt's algorithm chosen outside the capture)
+    x.grad().zero_();
+    w.grad().zero_();
+    b.grad().zero_();
+    graph.capture_begin();
+    step();  // accumulates into the grads allocated by the warm-up
+    graph.capture_end();
+  }
+  torch::cuda::synchronize();
+  for (torch::Tensor t : {x.grad(), w.grad(), b.grad()}) t.zero_();
+  graph.replay();
+  torch::cuda::synchronize();
+  EXPECT_TRUE(torch::allclose(w.grad(), eager.dw, 1e-5, 1e-4));
+  EXPECT_TRUE(torch::allclose(b.grad(), eager.db, 1e-5, 1e-4));
+  EXPECT_TRUE(torch::allclose(x.grad(), eager.dx.to(torch::kFloat32), 1e-3, 1e-3));
+}
+
+}  // namespace
+}  // namespace mosaic::models
