@@ -21,7 +21,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 
 // Process-wide, read at every forward (a CUDA graph keeps the choice of its capture). Off in
-// the library; `mosaic train|bench` set it from --fused-linear-grad.
+// the library (a caller opts in); `mosaic train|bench` turn it on unless --no-fused-linear-grad.
 void SetFuseLinearGrad(bool on);
 bool FuseLinearGrad();
 
