@@ -21,7 +21,8 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 
 // Process-wide, read at every forward (a CUDA graph keeps the choice of its capture). Off in
-// the library (a caller opts in); `mosaic train|bench` turn it on unless --no-fused-linear-grad.
+// the library and, until its gpu tests (tests/models/linear_gpu_test.cc) have run and the
+// benchmark has measured it, in `mosaic train|bench` too (--fused-linear-grad turns it on).
 void SetFuseLinearGrad(bool on);
 bool FuseLinearGrad();
 
