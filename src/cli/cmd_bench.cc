@@ -145,6 +145,11 @@ int Run(const BenchFlags& f) {
       f.utilization_steps < 0)
     return ReportError(cmd, InvalidArgument("--steps and --trial-steps must be >= 1, --warmup, "
                                             "--candidates and --utilization-steps >= 0"));
+  // The outputs are written after minutes of measuring: a path that cannot be written fails now.
+  for (const std::string* path : {&f.out, &f.trace_out}) {
+    if (path->empty()) continue;
+    if (Status s = CheckCanWrite(*path); !s.ok()) return ReportError(cmd, s);
+  }
   StatusOr<PlanningInputs> in = LoadPlanningInputs(f.in);
   if (!in.ok()) return ReportError(cmd, in.status());
   const ModelSpec& spec = in->model;

@@ -32,6 +32,9 @@ struct ProfileFlags {
 
 int Run(const ProfileFlags& f) {
   const char* cmd = "profile";
+  if (!f.out.empty()) {
+    if (Status s = CheckCanWrite(f.out); !s.ok()) return ReportError(cmd, s);
+  }
   StatusOr<std::string> mpath = ResolveSpecPath(f.model, f.configs, "models", "model");
   if (!mpath.ok()) return ReportError(cmd, mpath.status());
   StatusOr<std::string> dpath = ResolveSpecPath(f.device, f.configs, "devices", "device");

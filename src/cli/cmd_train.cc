@@ -126,6 +126,9 @@ int Run(TrainFlags& f) {
   if (!nonfinite.ok()) return ReportError("train", nonfinite.status());
   f.options.on_nonfinite = *nonfinite;
   if (Status s = ReadTestHooks(&f.options); !s.ok()) return ReportError("train", s);
+  if (!f.metrics_out.empty()) {
+    if (Status s = CheckCanWrite(f.metrics_out); !s.ok()) return ReportError("train", s);
+  }
   models::SetFuseAddNorm(f.fused_norm);
   models::SetFuseLinearGrad(f.fused_linear_grad);
   f.options.progress_bar = train::IsTerminal(stderr);

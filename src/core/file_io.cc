@@ -1,6 +1,7 @@
 #include "core/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,6 +77,23 @@ std::string ErrnoMessage(int err) {
 
 Status WriteFileAtomic(const std::string& path, const std::string& contents) {
   return WriteFileAtomic(path, contents, nullptr);
+}
+
+Status CheckCanWrite(const std::string& path) {
+  if (path.empty()) return InvalidArgument("empty output path");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return InvalidArgument(path + ": cannot create (it is a folder)");
+  const size_t slash = path.find_last_of('/');
+  const std::string folder =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  if (::stat(folder.c_str(), &st) != 0)
+    return InvalidArgument(path + ": cannot create (" + folder + ": " + ErrnoMessage(errno) + ")");
+  if (!S_ISDIR(st.st_mode))
+    return InvalidArgument(path + ": cannot create (" + folder + " is not a folder)");
+  if (::access(folder.c_str(), W_OK) != 0)
+    return InvalidArgument(path + ": cannot create (" + folder + ": " + ErrnoMessage(errno) + ")");
+  return Status::Ok();
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& contents,

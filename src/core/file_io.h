@@ -29,6 +29,12 @@ Status WriteFileAtomic(const std::string& path, const std::string& contents);
 Status WriteFileAtomic(const std::string& path, const std::string& contents,
                        const std::function<void(const std::string&)>& midway);
 
+// OK when WriteFileAtomic(path, ...) could create `path` now: its folder exists, is a folder and
+// is writable, and `path` is not a folder. Commands that measure for minutes before writing call
+// it first, so a typo in an output path fails at once instead of after the work. The error is
+// InvalidArgument (bad input: the CLI exits with 2) naming the path and what is wrong.
+Status CheckCanWrite(const std::string& path);
+
 // strerror(err) with the errno name: "No space left on device (ENOSPC)".
 std::string ErrnoMessage(int err);
 // Pretty-printed JSON (2-space indent, trailing newline), written atomically.

@@ -49,6 +49,31 @@ TEST(TrainCli, BadInputIsOneLineAndExitTwo) {
   EXPECT_EQ(bad.code, 2) << bad.out;
 }
 
+// Commands that measure or train for minutes check their output paths first: a missing folder
+// fails at once, as one line naming the path, before any work (bench and profile would otherwise
+// complain that this machine has no GPU; train would train).
+TEST(TrainCli, UnwritableOutputFailsBeforeTheWork) {
+  const std::string bin = std::string(MOSAIC_BIN);
+  const std::string configs = " --configs " + testing::SourceDir() + "/configs";
+  const std::string missing = "/no/such/folder/out.json";
+  for (const std::string& cmd :
+       {bin + " train" + configs + " --model clip-tiny --steps 50 --metrics-out " + missing,
+        bin + " bench -m clip-b16 -o " + missing,
+        bin + " bench -m clip-b16 --trace-out " + missing,
+        bin + " profile -m clip-b16 -o " + missing}) {
+    CliRun r = mosaic::testing::RunCommand(cmd);
+    EXPECT_EQ(r.code, 2) << cmd << "\n" << r.out;
+    EXPECT_EQ(Lines(r.out), 1) << cmd << "\n" << r.out;
+    EXPECT_NE(r.out.find(missing + ": cannot create (/no/such/folder: No such file or directory"),
+              std::string::npos)
+        << cmd << "\n" << r.out;
+  }
+  // A folder where a file should go.
+  CliRun dir = mosaic::testing::RunCommand(bin + " bench -m clip-b16 -o " + ::testing::TempDir());
+  EXPECT_EQ(dir.code, 2) << dir.out;
+  EXPECT_NE(dir.out.find("cannot create (it is a folder)"), std::string::npos) << dir.out;
+}
+
 TEST(TrainCli, ShortRunWritesMetricsAndResumes) {
   TempDir dir("train_cli");
   const std::string common =
