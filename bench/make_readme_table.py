@@ -76,6 +76,10 @@ def table():
         out[0] += (" With the fused add + LayerNorm kernels in every strategy: {}; without "
                    "(`--no-fused-norm`, or measured before they were the default): {}.".format(
                        ", ".join(fused), ", ".join(unfused)))
+    linear = [m["model"] for m in d["models"] if m["settings"].get("fused_linear_grad")]
+    if linear:
+        out[0] += (" With the weight and bias gradients from one cuBLASLt GEMM "
+                   "(`--fused-linear-grad`): {}.".format(", ".join(linear)))
     out += [""]
     out += ["| model | eager temporal ms | graph temporal ms | shared streams ms | Mosaic ms | "
             "Mosaic vs graph temporal | vs eager | MFU | peak mem vs graph temporal | chosen plan |",
