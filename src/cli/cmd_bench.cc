@@ -31,8 +31,6 @@
 #include "engine/profiler.h"
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
-#include "models/fused_norm.h"
-#include "models/linear.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -49,9 +47,7 @@ struct BenchFlags {
   bool ablations = true;
   bool eager = true;
   int utilization_steps = 3;
-  bool fused_norm = true;  // Note [add + norm fusion in the stack]
-  bool fused_linear_grad = false;  // Note [weight and bias gradients in one GEMM]; off until
-                                   // LinearGpu.* has passed on a GPU
+  FusedKernelFlags fused;
   std::string commit;
 };
 
@@ -138,8 +134,7 @@ double RelError(double predicted, double measured) {
 int Run(const BenchFlags& f) {
   // Every mode, the baselines included, runs the same kernels (Note [add + norm fusion in the
   // stack]).
-  models::SetFuseAddNorm(f.fused_norm);
-  models::SetFuseLinearGrad(f.fused_linear_grad);
+  ApplyFusedKernelFlags(f.fused);
   const char* cmd = "bench";
   if (f.steps < 1 || f.warmup < 0 || f.trial_steps < 1 || f.candidates < 0 ||
       f.utilization_steps < 0)
@@ -199,8 +194,8 @@ int Run(const BenchFlags& f) {
                      {"optimizer", "fused AdamW"},
                      {"clip_grad", 1.0},
                      {"utilization_steps", f.utilization_steps},
-                     {"fused_norm", f.fused_norm},
-                     {"fused_linear_grad", f.fused_linear_grad}};
+                     {"fused_norm", f.fused.norm},
+                     {"fused_linear_grad", f.fused.linear_grad}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();
@@ -473,15 +468,7 @@ void AddBenchCommand(CLI::App& app) {
   sub->add_option("--utilization-steps", f->utilization_steps,
                   "Steps per mode traced with CUPTI for the measured SM-time utilization (0: off)")
       ->capture_default_str();
-  sub->add_flag("--fused-norm,!--no-fused-norm", f->fused_norm,
-                "Fuse every residual add into the LayerNorm after it (CUDA kernels) in every "
-                "mode; on by default, --no-fused-norm runs them apart (the A/B)")
-      ->envname("MOSAIC_FUSED_NORM");
-  sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->fused_linear_grad,
-                "Take every block projection's weight and bias gradients in one cuBLASLt GEMM "
-                "(bias sum in the epilogue, fp32 out) in every mode; off by default (not yet "
-                "run on a GPU)")
-      ->envname("MOSAIC_FUSED_LINEAR_GRAD");
+  AddFusedKernelFlags(sub, &f->fused);
   sub->add_option("--commit", f->commit, "Commit recorded in the results")
       ->envname("MOSAIC_COMMIT");
   SetCommand(sub, [f] { return Run(*f); });

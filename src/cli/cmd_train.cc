@@ -18,8 +18,6 @@
 #include "core/file_io.h"
 #include "dist/connect.h"
 #include "dist/launch_env.h"
-#include "models/fused_norm.h"
-#include "models/linear.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 
@@ -33,9 +31,7 @@ struct TrainFlags {
   std::string metrics_out;
   double dist_timeout_s = 300;
   double grad_bucket_mb = 25;
-  bool fused_norm = true;  // Note [add + norm fusion in the stack]
-  bool fused_linear_grad = false;  // Note [weight and bias gradients in one GEMM]; off until
-                                   // LinearGpu.* has passed on a GPU
+  FusedKernelFlags fused;
 };
 
 // SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint; a second
@@ -129,8 +125,7 @@ int Run(TrainFlags& f) {
   if (!f.metrics_out.empty()) {
     if (Status s = CheckCanWrite(f.metrics_out); !s.ok()) return ReportError("train", s);
   }
-  models::SetFuseAddNorm(f.fused_norm);
-  models::SetFuseLinearGrad(f.fused_linear_grad);
+  ApplyFusedKernelFlags(f.fused);
   f.options.progress_bar = train::IsTerminal(stderr);
   f.options.stop_requested = &g_stop;
   if (f.options.model_path.empty() && f.options.init.empty()) {
@@ -329,15 +324,7 @@ void AddTrainCommand(CLI::App& app) {
                   "Profile for --plan auto (default: configs/profiles/<model>-<device-spec>.json "
                   "when it exists, else the synthetic law)")
       ->envname("MOSAIC_PROFILE");
-  sub->add_flag("--fused-norm,!--no-fused-norm", f->fused_norm,
-                "On CUDA under bf16: fuse every residual add into the LayerNorm after it (one "
-                "kernel forward, one backward); on by default, --no-fused-norm runs them apart")
-      ->envname("MOSAIC_FUSED_NORM");
-  sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->fused_linear_grad,
-                "On CUDA under bf16: take every block projection's weight and bias gradients in "
-                "one cuBLASLt GEMM (bias sum in the epilogue, fp32 out); off by default (not yet run "
-                "on a GPU)")
-      ->envname("MOSAIC_FUSED_LINEAR_GRAD");
+  AddFusedKernelFlags(sub, &f->fused);
   sub->add_option("--metrics-out", f->metrics_out,
                   "Also write losses, throughput and retrieval as JSON to this file");
   SetCommand(sub, [f] { return Run(*f); });

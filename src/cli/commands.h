@@ -40,6 +40,16 @@ void AddSimulateCommand(CLI::App& app);
 void AddShowCommand(CLI::App& app);
 #endif
 #ifdef MOSAIC_HAVE_TORCH
+// The fused-kernel switches of `mosaic train` and `mosaic bench`, process-wide once applied
+// (Note [add + norm fusion in the stack]; Note [weight and bias gradients in one GEMM]: off
+// until LinearGpu.* has passed on a GPU).
+struct FusedKernelFlags {
+  bool norm = true;
+  bool linear_grad = false;
+};
+void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f);
+void ApplyFusedKernelFlags(const FusedKernelFlags& f);
+
 void AddTrainCommand(CLI::App& app);
 void AddExportCommand(CLI::App& app);
 #endif

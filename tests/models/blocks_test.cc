@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/autograd_graph.h"
 #include "test_util.h"
 
 namespace mosaic::models {
@@ -108,20 +109,7 @@ TEST_P(AttentionTest, GradientsMatchHandWrittenSoftmaxAttention) {
         << "gradient " << i << ": " << (got[i] - want[i]).abs().max();
 }
 
-// Every node of the autograd graph behind `t`, by name.
-std::multiset<std::string> GraphNodeNames(const torch::Tensor& t) {
-  std::multiset<std::string> names;
-  std::set<const torch::autograd::Node*> seen;
-  std::vector<std::shared_ptr<torch::autograd::Node>> todo{t.grad_fn()};
-  while (!todo.empty()) {
-    auto node = todo.back();
-    todo.pop_back();
-    if (!node || !seen.insert(node.get()).second) continue;
-    names.insert(node->name());
-    for (const auto& edge : node->next_edges()) todo.push_back(edge.function);
-  }
-  return names;
-}
+using mosaic::testing::GraphNodeNames;
 
 TEST(AttentionTest, QkvGradientIsOneCatNotThreeZeroFilledSlices) {
   // Note [one split for q, k, v]: the backward of q/k/v must not zero-fill the qkv output.

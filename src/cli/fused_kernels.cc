@@ -1,0 +1,26 @@
+// The fused-kernel switches that `mosaic train` and `mosaic bench` share (commands.h).
+#include "cli/commands.h"
+#include "models/fused_norm.h"
+#include "models/linear.h"
+
+namespace mosaic::cli {
+
+void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f) {
+  sub->add_flag("--fused-norm,!--no-fused-norm", f->norm,
+                "On CUDA under bf16, in every mode: fuse every residual add into the LayerNorm "
+                "after it (one kernel forward, one backward); on by default, --no-fused-norm "
+                "runs them apart (the A/B)")
+      ->envname("MOSAIC_FUSED_NORM");
+  sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->linear_grad,
+                "On CUDA under bf16, in every mode: take every block projection's weight and "
+                "bias gradients in one cuBLASLt GEMM (bias sum in the epilogue, fp32 out); off "
+                "by default (not yet run on a GPU)")
+      ->envname("MOSAIC_FUSED_LINEAR_GRAD");
+}
+
+void ApplyFusedKernelFlags(const FusedKernelFlags& f) {
+  models::SetFuseAddNorm(f.norm);
+  models::SetFuseLinearGrad(f.linear_grad);
+}
+
+}  // namespace mosaic::cli
