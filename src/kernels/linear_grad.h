@@ -30,4 +30,25 @@ cublasStatus_t LinearWeightBiasGrad(cublasLtHandle_t handle, const __nv_bfloat16
                                     int64_t rows, int64_t in, int64_t out, void* workspace,
                                     size_t workspace_bytes, cudaStream_t stream);
 
+// The MLP's first layer with its bias and GELU (tanh) in the GEMM's epilogue, keeping the
+// pre-activation for the backward (CUBLASLT_EPILOGUE_GELU_AUX_BIAS):
+//   z (rows, hidden) = x W^T + b;  h = gelu_tanh(z)   (both bf16)
+// x (rows, in), weight (hidden, in), bias (hidden), all bf16; hidden a multiple of 8.
+cublasStatus_t LinearGeluForward(cublasLtHandle_t handle, const __nv_bfloat16* x,
+                                 const __nv_bfloat16* weight, const __nv_bfloat16* bias,
+                                 __nv_bfloat16* h, __nv_bfloat16* z, int64_t rows, int64_t in,
+                                 int64_t hidden, void* workspace, size_t workspace_bytes,
+                                 cudaStream_t stream);
+
+// The second layer's input gradient through the GELU, with the first layer's bias gradient, in
+// one GEMM (CUBLASLT_EPILOGUE_DGELU_BGRAD):
+//   dz (rows, hidden) = (dy W2) * gelu_tanh'(z) (bf16);  dbias (hidden) = sum over rows of dz
+// dy (rows, width), weight2 (width, hidden), z (rows, hidden) from LinearGeluForward, all bf16;
+// dbias fp32.
+cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy,
+                                const __nv_bfloat16* weight2, const __nv_bfloat16* z,
+                                __nv_bfloat16* dz, float* dbias, int64_t rows, int64_t hidden,
+                                int64_t width, void* workspace, size_t workspace_bytes,
+                                cudaStream_t stream);
+
 }  // namespace mosaic::kernels

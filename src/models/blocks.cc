@@ -190,6 +190,10 @@ torch::Tensor GeluMlpImpl::forward(const torch::Tensor& x) {
     torch::Tensor a = Activate(Linear(x, fc1->weight, fc1->bias), activation);  // (..., hidden)
     return Linear(a, fc2->weight, fc2->bias);                                   // (..., C)
   }
+  const bool grad = torch::GradMode::is_enabled();
+  if (epilogue == GeluEpilogue::kAuto && grad &&
+      GeluMlpFuses(x, fc1->weight, fc1->bias, fc2->weight, fc2->bias))
+    return FusedGeluMlp(x, fc1->weight, fc1->bias, fc2->weight, fc2->bias);  // (..., C)
   torch::Tensor h = LinearGelu(x, fc1->weight, fc1->bias, epilogue);  // (..., hidden)
   return Linear(h, fc2->weight, fc2->bias);                           // (..., C)
 }

@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <atomic>
+#include <tuple>
+#include <utility>
 
 #include "kernels/linear_grad.h"
 
@@ -17,6 +19,39 @@ std::atomic<bool> fuse_linear_grad{false};
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+const __nv_bfloat16* Bf16(const Tensor& t) {
+  return reinterpret_cast<const __nv_bfloat16*>(t.data_ptr());
+}
+__nv_bfloat16* MutableBf16(Tensor& t) { return reinterpret_cast<__nv_bfloat16*>(t.data_ptr()); }
+
+void CheckLt(cublasStatus_t s, const char* what, int64_t rows, int64_t in, int64_t out) {
+  TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, what, " (", rows, " x ", in, " -> ", out,
+              "): cuBLASLt status ", static_cast<int>(s));
+}
+
+// dW (out, in) = g^T x and, with a bias, db (out) = column sums of g, both fp32, from one
+// cuBLASLt GEMM; ATen's kernels where cuBLASLt has no algorithm for the sizes.
+// g (N, out), x (N, in): bf16, contiguous.
+std::pair<Tensor, Tensor> WeightBiasGrad(const Tensor& g, const Tensor& x, bool has_bias) {
+  const int64_t rows = x.size(0), in = x.size(1), out = g.size(1);
+  const c10::cuda::CUDAGuard guard(g.device());
+  Tensor dw = torch::empty({out, in}, g.options().dtype(torch::kFloat32));
+  Tensor db = has_bias ? torch::empty({out}, g.options().dtype(torch::kFloat32)) : Tensor();
+  const cublasStatus_t s = kernels::LinearWeightBiasGrad(
+      at::cuda::getCurrentCUDABlasLtHandle(), Bf16(g), Bf16(x), dw.data_ptr<float>(),
+      has_bias ? db.data_ptr<float>() : nullptr, rows, in, out,
+      at::cuda::getCUDABlasLtWorkspace(), at::cuda::getCUDABlasLtWorkspaceSize(),
+      at::cuda::getCurrentCUDAStream());
+  if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
+    // No cuBLASLt algorithm for these sizes: ATen's kernels, as torch::linear's backward.
+    dw = g.t().mm(x).to(torch::kFloat32);
+    if (has_bias) db = g.sum(0).to(torch::kFloat32);
+  } else {
+    CheckLt(s, "LinearWeightBiasGrad", rows, in, out);
+  }
+  return {dw, db};
+}
 
 // y = x W^T + b in bf16 (autocast's GEMM); backward: dx = dy W (bf16, as ATen), and dW, db from
 // one cuBLASLt call in fp32. `bias_or_weight` is the bias, or the weight again when there is
@@ -50,27 +85,70 @@ struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
       dx = g.mm(wb).view(x_shape);  // (..., in) bf16; autograd casts it to x's dtype
     }
     Tensor dw, db;
-    if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2))) {
-      const c10::cuda::CUDAGuard guard(g.device());
-      dw = torch::empty({out, in}, g.options().dtype(torch::kFloat32));
-      if (has_bias) db = torch::empty({out}, g.options().dtype(torch::kFloat32));
-      const cublasStatus_t s = kernels::LinearWeightBiasGrad(
-          at::cuda::getCurrentCUDABlasLtHandle(),
-          reinterpret_cast<const __nv_bfloat16*>(g.data_ptr()),
-          reinterpret_cast<const __nv_bfloat16*>(x2d.data_ptr()), dw.data_ptr<float>(),
-          has_bias ? db.data_ptr<float>() : nullptr, rows, in, out,
-          at::cuda::getCUDABlasLtWorkspace(), at::cuda::getCUDABlasLtWorkspaceSize(),
-          at::cuda::getCurrentCUDAStream());
-      if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
-        // No cuBLASLt algorithm for these sizes: ATen's kernels, as torch::linear's backward.
-        dw = g.t().mm(x2d).to(torch::kFloat32);
-        if (has_bias) db = g.sum(0).to(torch::kFloat32);
-      } else {
-        TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "LinearWeightBiasGrad (", rows, " x ", in,
-                    " -> ", out, "): cuBLASLt status ", static_cast<int>(s));
-      }
-    }
+    if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2)))
+      std::tie(dw, db) = WeightBiasGrad(g, x2d, has_bias);
     return {dx, dw, has_bias ? db : Tensor(), Tensor()};
+  }
+};
+
+// fc2(gelu_tanh(fc1(x))) in bf16 with fc1's bias + GELU in its GEMM's epilogue (z kept), and
+// in backward fc2's input-gradient GEMM applying gelu'(z) and summing fc1's bias gradient.
+struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w1,
+                        const Tensor& b1, const Tensor& w2, const Tensor& b2) {
+    const int64_t in = x.size(-1), hidden = w1.size(0), width = w2.size(0);
+    const Tensor x2d = x.to(torch::kBFloat16).reshape({-1, in}).contiguous();  // (N, in)
+    const int64_t rows = x2d.size(0);
+    const Tensor w1b = w1.to(torch::kBFloat16), b1b = b1.to(torch::kBFloat16);  // (hidden, in)
+    const Tensor w2b = w2.to(torch::kBFloat16), b2b = b2.to(torch::kBFloat16);  // (C, hidden)
+    const c10::cuda::CUDAGuard guard(x2d.device());
+    Tensor z = torch::empty({rows, hidden}, x2d.options());  // (N, hidden) pre-activation
+    Tensor h = torch::empty({rows, hidden}, x2d.options());  // (N, hidden) gelu(z)
+    const cublasStatus_t s = kernels::LinearGeluForward(
+        at::cuda::getCurrentCUDABlasLtHandle(), Bf16(x2d), Bf16(w1b), Bf16(b1b), MutableBf16(h),
+        MutableBf16(z), rows, in, hidden, at::cuda::getCUDABlasLtWorkspace(),
+        at::cuda::getCUDABlasLtWorkspaceSize(), at::cuda::getCurrentCUDAStream());
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
+      z = at::addmm(b1b, x2d, w1b.t());
+      h = at::gelu(z, "tanh");
+    } else {
+      CheckLt(s, "LinearGeluForward", rows, in, hidden);
+    }
+    const Tensor y2d = at::addmm(b2b, h, w2b.t());  // (N, C)
+    ctx->save_for_backward({x2d, w1b, z, h, w2b});
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = width;
+    return y2d.view(out_shape);  // (..., C)
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &x2d = saved[0], &w1b = saved[1], &z = saved[2], &h = saved[3], &w2b = saved[4];
+    const int64_t rows = x2d.size(0), in = x2d.size(1), hidden = w1b.size(0);
+    const int64_t width = w2b.size(0);
+    const Tensor g = grads[0].to(torch::kBFloat16).reshape({rows, width}).contiguous();  // (N, C)
+    auto [dw2, db2] = WeightBiasGrad(g, h, /*has_bias=*/true);
+    const c10::cuda::CUDAGuard guard(g.device());
+    Tensor dz = torch::empty({rows, hidden}, g.options());  // (N, hidden) bf16
+    Tensor db1 = torch::empty({hidden}, g.options().dtype(torch::kFloat32));
+    const cublasStatus_t s = kernels::GeluBackwardGemm(
+        at::cuda::getCurrentCUDABlasLtHandle(), Bf16(g), Bf16(w2b), Bf16(z), MutableBf16(dz),
+        db1.data_ptr<float>(), rows, hidden, width, at::cuda::getCUDABlasLtWorkspace(),
+        at::cuda::getCUDABlasLtWorkspaceSize(), at::cuda::getCurrentCUDAStream());
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
+      dz = at::gelu_backward(g.mm(w2b), z, "tanh");
+      db1 = dz.sum(0).to(torch::kFloat32);
+    } else {
+      CheckLt(s, "GeluBackwardGemm", rows, width, hidden);
+    }
+    Tensor dw1 = WeightBiasGrad(dz, x2d, /*has_bias=*/false).first;
+    Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      auto x_shape = grads[0].sizes().vec();
+      x_shape.back() = in;
+      dx = dz.mm(w1b).view(x_shape);  // (..., in) bf16; autograd casts it to x's dtype
+    }
+    return {dx, dw1, db1, dw2, db2};
   }
 };
 
@@ -90,6 +168,22 @@ bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   if (weight.dim() != 2 || !fp32_here(weight) || (bias.defined() && !fp32_here(bias)))
     return false;
   return weight.size(1) == x.size(-1) && weight.size(0) % 8 == 0 && weight.size(1) % 8 == 0;
+}
+
+bool GeluMlpFuses(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                  const Tensor& b2) {
+  if (!b1.defined() || !b2.defined() || !LinearGradFuses(x, w1, b1)) return false;
+  if (w2.dim() != 2 || w2.size(1) != w1.size(0) || w2.size(0) % 8 != 0) return false;
+  return w2.scalar_type() == torch::kFloat32 && b2.scalar_type() == torch::kFloat32 &&
+         w2.device() == x.device() && b2.device() == x.device();
+}
+
+Tensor FusedGeluMlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                    const Tensor& b2) {
+  TORCH_CHECK(GeluMlpFuses(x, w1, b1, w2, b2),
+              "FusedGeluMlp: needs CUDA bf16 autocast, fp32 weights and biases, widths that "
+              "are multiples of 8 and the setting on (GeluMlpFuses)");
+  return GeluMlpFn::apply(x, w1, b1, w2, b2);
 }
 
 Tensor Linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {

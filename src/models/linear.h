@@ -26,6 +26,18 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
 void SetFuseLinearGrad(bool on);
 bool FuseLinearGrad();
 
+// fc2(gelu_tanh(fc1(x))): x (..., C) -> (..., C); w1 (hidden, C), b1 (hidden), w2 (C, hidden),
+// b2 (C). fc1's bias and GELU run in its GEMM's epilogue (the pre-activation kept for backward),
+// and the backward applies GELU's derivative and sums fc1's bias gradient in fc2's
+// input-gradient GEMM; the weight gradients as in Linear. Only where GeluMlpFuses (an error
+// otherwise); GeluMlp (blocks.h) calls it then.
+torch::Tensor FusedGeluMlp(const torch::Tensor& x, const torch::Tensor& w1,
+                           const torch::Tensor& b1, const torch::Tensor& w2,
+                           const torch::Tensor& b2);
+// LinearGradFuses for both layers, biases defined, w2 (C, hidden) matching w1 (hidden, C).
+bool GeluMlpFuses(const torch::Tensor& x, const torch::Tensor& w1, const torch::Tensor& b1,
+                  const torch::Tensor& w2, const torch::Tensor& b2);
+
 // True when Linear(x, weight, bias) would take the fused backward now.
 bool LinearGradFuses(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);

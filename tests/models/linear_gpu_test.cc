@@ -183,5 +183,49 @@ TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
   EXPECT_TRUE(torch::allclose(x.grad(), eager.dx.to(torch::kFloat32), 1e-3, 1e-3));
 }
 
+// The GELU MLP with its epilogues (FusedGeluMlp) and the unfused autocast MLP, both against the
+// same MLP in fp64 on the bf16-rounded operands: the fused one no further from it (it rounds
+// fewer intermediates: gelu'(z) is applied to fp32 accumulators), every output and gradient.
+TEST(GeluMlpGpu, AsCloseToFp64AsTheUnfusedMlp) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  torch::manual_seed(13);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t C = 768, hidden = 3072;
+  const torch::Tensor x0 = torch::randn({4, 197, C}, cuda);
+  const torch::Tensor w10 = torch::randn({hidden, C}, cuda) / std::sqrt(double(C));
+  const torch::Tensor b10 = 0.1 * torch::randn({hidden}, cuda);
+  const torch::Tensor w20 = torch::randn({C, hidden}, cuda) / std::sqrt(double(hidden));
+  const torch::Tensor b20 = 0.1 * torch::randn({C}, cuda);
+  const torch::Tensor gy = torch::randn({4, 197, C}, cuda).to(torch::kBFloat16).to(torch::kFloat32);
+  auto run = [&](int mode) {  // 0: fused, 1: unfused autocast, 2: fp64 reference
+    FuseLinearGradScope scope(mode == 0);
+    auto leaf = [&](const torch::Tensor& t) {
+      torch::Tensor v = mode == 2 ? t.to(torch::kBFloat16).to(torch::kFloat64) : t.clone();
+      return v.requires_grad_();
+    };
+    std::vector<torch::Tensor> p{leaf(x0), leaf(w10), leaf(b10), leaf(w20), leaf(b20)};
+    torch::Tensor y;
+    if (mode == 2) {
+      y = torch::linear(at::gelu(torch::linear(p[0], p[1], p[2]), "tanh"), p[3], p[4]);
+    } else {
+      CudaBf16Autocast autocast;
+      EXPECT_EQ(GeluMlpFuses(p[0], p[1], p[2], p[3], p[4]), mode == 0);
+      y = mode == 0 ? FusedGeluMlp(p[0], p[1], p[2], p[3], p[4])
+                    : torch::linear(at::gelu(torch::linear(p[0], p[1], p[2]), "tanh"), p[3], p[4]);
+    }
+    (y.to(torch::kFloat64) * gy.to(torch::kFloat64)).sum().backward();
+    std::vector<torch::Tensor> out{y.detach()};
+    for (const torch::Tensor& t : p) out.push_back(t.grad());
+    return out;
+  };
+  const auto fused = run(0), aten = run(1), exact = run(2);
+  const char* names[] = {"y", "dx", "dw1", "db1", "dw2", "db2"};
+  for (size_t i = 0; i < exact.size(); ++i) {
+    const double ef = ScaledError(fused[i], exact[i]), ea = ScaledError(aten[i], exact[i]);
+    EXPECT_LE(ef, 1.25 * ea + 1e-3) << names[i] << ": fused " << ef << ", autocast " << ea;
+    EXPECT_LE(ef, 2e-2) << names[i];
+  }
+}
+
 }  // namespace
 }  // namespace mosaic::models

@@ -22,6 +22,8 @@ TEST(LinearCpu, IsTorchLinearOffCuda) {
     EXPECT_EQ(y.scalar_type(), ref.scalar_type());
     EXPECT_TRUE(torch::equal(y, ref));
     EXPECT_TRUE(torch::equal(Linear(x, w, {}), torch::linear(x, w, {})));
+    EXPECT_FALSE(GeluMlpFuses(x, torch::randn({24, 16}), torch::randn({24}),
+                              torch::randn({16, 24}), torch::randn({16})));
   }
   at::autocast::set_autocast_enabled(at::kCPU, false);
   SetFuseLinearGrad(previous);
