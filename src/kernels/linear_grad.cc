@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 
@@ -98,7 +99,7 @@ using AlgoKey = std::tuple<std::array<int64_t, 13>, std::array<uint32_t, 4>, siz
 
 struct AlgoCache {
   std::mutex mu;
-  std::map<AlgoKey, cublasLtMatmulAlgo_t> algos;
+  std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> algos;  // nullopt: none exists
 };
 
 AlgoCache& Cache() {
@@ -155,7 +156,8 @@ cublasStatus_t RunGemm(cublasLtHandle_t handle, const Gemm& g, void* workspace,
     AlgoCache& cache = Cache();
     std::lock_guard<std::mutex> lock(cache.mu);
     if (auto it = cache.algos.find(key); it != cache.algos.end()) {
-      algo = it->second;
+      if (!it->second) return CUBLAS_STATUS_NOT_SUPPORTED;  // asked before: no algorithm
+      algo = *it->second;
       cached = true;
     }
   }
@@ -176,13 +178,16 @@ cublasStatus_t RunGemm(cublasLtHandle_t handle, const Gemm& g, void* workspace,
     }
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    MOSAIC_LT_RETURN_IF_ERROR(cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a.get(), b.get(),
-                                                             d.get(), d.get(), pref.get(), 1,
-                                                             &result, &found));
-    if (found == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
-    algo = result.algo;
+    const cublasStatus_t h = cublasLtMatmulAlgoGetHeuristic(
+        handle, desc.get(), a.get(), b.get(), d.get(), d.get(), pref.get(), 1, &result, &found);
+    if (h != CUBLAS_STATUS_SUCCESS && h != CUBLAS_STATUS_NOT_SUPPORTED) return h;
     AlgoCache& cache = Cache();
     std::lock_guard<std::mutex> lock(cache.mu);
+    if (h == CUBLAS_STATUS_NOT_SUPPORTED || found == 0) {
+      cache.algos.emplace(key, std::nullopt);  // remembered: the heuristic is not asked again
+      return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    algo = result.algo;
     cache.algos.emplace(key, algo);
   }
   const float alpha = 1.0f, beta = 0.0f;
@@ -252,7 +257,7 @@ cublasStatus_t LinearGeluForward(cublasLtHandle_t handle, const __nv_bfloat16* x
 // gelu'(z) and sums the result over rows (the columns of D) into the bias gradient.
 cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy,
                                 const __nv_bfloat16* weight2, const __nv_bfloat16* z,
-                                __nv_bfloat16* dz, float* dbias, int64_t rows, int64_t hidden,
+                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows, int64_t hidden,
                                 int64_t width, void* workspace, size_t workspace_bytes,
                                 cudaStream_t stream) {
   Gemm g;
@@ -270,7 +275,7 @@ cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy
   g.ldd = hidden;
   g.epilogue = CUBLASLT_EPILOGUE_DGELU_BGRAD;
   g.bias = dbias;
-  g.bias_type = CUDA_R_32F;
+  g.bias_type = CUDA_R_16BF;  // D's type
   g.aux = const_cast<__nv_bfloat16*>(z);  // read, not written, by this epilogue
   g.aux_type = CUDA_R_16BF;
   g.aux_ld = hidden;

@@ -43,11 +43,11 @@ cublasStatus_t LinearGeluForward(cublasLtHandle_t handle, const __nv_bfloat16* x
 // The second layer's input gradient through the GELU, with the first layer's bias gradient, in
 // one GEMM (CUBLASLT_EPILOGUE_DGELU_BGRAD):
 //   dz (rows, hidden) = (dy W2) * gelu_tanh'(z) (bf16);  dbias (hidden) = sum over rows of dz
-// dy (rows, width), weight2 (width, hidden), z (rows, hidden) from LinearGeluForward, all bf16;
-// dbias fp32.
+// dy (rows, width), weight2 (width, hidden), z (rows, hidden) from LinearGeluForward, dz and
+// dbias, all bf16 (the epilogue's bias gradient takes D's type).
 cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy,
                                 const __nv_bfloat16* weight2, const __nv_bfloat16* z,
-                                __nv_bfloat16* dz, float* dbias, int64_t rows, int64_t hidden,
+                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows, int64_t hidden,
                                 int64_t width, void* workspace, size_t workspace_bytes,
                                 cudaStream_t stream);
 

@@ -68,7 +68,9 @@ struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
     ctx->saved_data["has_bias"] = has_bias;
     auto out_shape = x.sizes().vec();
     out_shape.back() = out;
-    return y2d.view(out_shape);  // (..., out)
+    // _unsafe_view: a view made inside a custom Function (and views of it, like the q/k/v
+    // split) could never be modified in place; this output owns its storage.
+    return at::_unsafe_view(y2d, out_shape);  // (..., out)
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -118,7 +120,7 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
     ctx->save_for_backward({x2d, w1b, z, h, w2b});
     auto out_shape = x.sizes().vec();
     out_shape.back() = width;
-    return y2d.view(out_shape);  // (..., C)
+    return at::_unsafe_view(y2d, out_shape);  // (..., C), as in LinearBf16Fn
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -130,16 +132,19 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
     auto [dw2, db2] = WeightBiasGrad(g, h, /*has_bias=*/true);
     const c10::cuda::CUDAGuard guard(g.device());
     Tensor dz = torch::empty({rows, hidden}, g.options());  // (N, hidden) bf16
-    Tensor db1 = torch::empty({hidden}, g.options().dtype(torch::kFloat32));
+    // The bias gradient of DGELU_BGRAD takes D's type (cublasLt.h: "the same type as the
+    // output elements"): bf16 here, cast to the fp32 master bias after.
+    Tensor db1 = torch::empty({hidden}, g.options());
     const cublasStatus_t s = kernels::GeluBackwardGemm(
         at::cuda::getCurrentCUDABlasLtHandle(), Bf16(g), Bf16(w2b), Bf16(z), MutableBf16(dz),
-        db1.data_ptr<float>(), rows, hidden, width, at::cuda::getCUDABlasLtWorkspace(),
+        MutableBf16(db1), rows, hidden, width, at::cuda::getCUDABlasLtWorkspace(),
         at::cuda::getCUDABlasLtWorkspaceSize(), at::cuda::getCurrentCUDAStream());
     if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
       dz = at::gelu_backward(g.mm(w2b), z, "tanh");
       db1 = dz.sum(0).to(torch::kFloat32);
     } else {
       CheckLt(s, "GeluBackwardGemm", rows, width, hidden);
+      db1 = db1.to(torch::kFloat32);
     }
     Tensor dw1 = WeightBiasGrad(dz, x2d, /*has_bias=*/false).first;
     Tensor dx;
@@ -167,7 +172,11 @@ bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   };
   if (weight.dim() != 2 || !fp32_here(weight) || (bias.defined() && !fp32_here(bias)))
     return false;
-  return weight.size(1) == x.size(-1) && weight.size(0) % 8 == 0 && weight.size(1) % 8 == 0;
+  if (weight.size(1) != x.size(-1) || weight.size(0) % 8 != 0 || weight.size(1) % 8 != 0)
+    return false;
+  // At least two rows: no empty GEMM, and cuBLASLt has summed bias gradients over k = 1 wrongly
+  // (OneFlow routes that case around BGRADB); one row is cheap in ATen anyway.
+  return x.numel() / x.size(-1) >= 2;
 }
 
 bool GeluMlpFuses(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,

@@ -134,14 +134,16 @@ TEST(LinearGpuLimits, OddWidthsAndFp32RunsTakeTorchLinear) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
   FuseLinearGradScope scope(true);
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
-  const torch::Tensor x = torch::randn({5, 36}, cuda), w = torch::randn({20, 36}, cuda);
-  const torch::Tensor b = torch::randn({20}, cuda);
+  const torch::Tensor x = torch::randn({5, 32}, cuda), w = torch::randn({24, 32}, cuda);
+  const torch::Tensor b = torch::randn({24}, cuda);
   EXPECT_FALSE(LinearGradFuses(x, w, b)) << "no autocast: fp32 training";
   CudaBf16Autocast autocast;
   EXPECT_TRUE(LinearGradFuses(x, w, b));
-  const torch::Tensor w_odd = torch::randn({21, 36}, cuda);
+  const torch::Tensor w_odd = torch::randn({21, 32}, cuda);
   EXPECT_FALSE(LinearGradFuses(x, w_odd, torch::randn({21}, cuda))) << "21 outputs";
   EXPECT_FALSE(LinearGradFuses(x, w.to(torch::kBFloat16), b)) << "bf16 weights";
+  EXPECT_FALSE(LinearGradFuses(x.narrow(0, 0, 1), w, b)) << "one row: ATen's kernels";
+  EXPECT_FALSE(LinearGradFuses(x.narrow(0, 0, 0), w, b)) << "no rows";
 }
 
 // Captured once, replayed: the gradients the engine's backward graphs would compute.
@@ -150,7 +152,8 @@ TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
   FuseLinearGradScope scope(true);
   torch::manual_seed(12);
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
-  const torch::Tensor x0 = torch::randn({2, 197, 768}, cuda), w0 = torch::randn({2304, 768}, cuda);
+  const torch::Tensor x0 = torch::randn({2, 197, 768}, cuda);
+  const torch::Tensor w0 = torch::randn({2304, 768}, cuda) / std::sqrt(768.0);
   const torch::Tensor b0 = torch::randn({2304}, cuda);
   const torch::Tensor gy = torch::randn({2, 197, 2304}, cuda).to(torch::kBFloat16);
   const Grads eager = RunLinear(true, x0, w0, b0, gy.to(torch::kFloat32));
@@ -165,6 +168,7 @@ TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
   at::cuda::CUDAGraph graph;
   {
+    torch::cuda::synchronize();  // the side stream does not wait for the default one's clones
     const c10::cuda::CUDAStreamGuard guard(side);
     step();  // warm up (cuBLASLt's algorithm chosen outside the capture)
     x.grad().zero_();
@@ -180,7 +184,8 @@ TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
   torch::cuda::synchronize();
   EXPECT_TRUE(torch::allclose(w.grad(), eager.dw, 1e-5, 1e-4));
   EXPECT_TRUE(torch::allclose(b.grad(), eager.db, 1e-5, 1e-4));
-  EXPECT_TRUE(torch::allclose(x.grad(), eager.dx.to(torch::kFloat32), 1e-3, 1e-3));
+  // dx is a bf16 GEMM on another stream: equal to a rounding step, not bit for bit.
+  EXPECT_LE(ScaledError(x.grad(), eager.dx), 1.0 / 128);
 }
 
 // The GELU MLP with its epilogues (FusedGeluMlp) and the unfused autocast MLP, both against the
