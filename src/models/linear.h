@@ -16,8 +16,8 @@ namespace mosaic::models {
 // x (..., in) floating; weight (out, in); bias (out) or undefined. The fused backward is taken
 // when SetFuseLinearGrad(true), CUDA autocast to bf16 is on, weight and bias are fp32 on x's
 // device, in and out are multiples of 8 (cuBLASLt's 16-byte rows) and there are at least two
-// rows (x.numel() / in); a size cuBLASLt has no
-// algorithm for falls back to ATen's kernels inside the backward.
+// rows (x.numel() / in); a size cuBLASLt has no algorithm for falls back to ATen's kernels
+// inside the backward.
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 
