@@ -259,11 +259,12 @@ StatusOr<MeasuredUtilization> MeasureSmUtilization(models::MultimodalModel model
     const double us = k.end_us - k.start_us;
     all_us += us;
     if (place < 0) unplaced_us += us;
-    spans.push_back({k.start_us, k.end_us, std::max(place, 0), std::max<int64_t>(k.blocks, 1)});
+    const int64_t blocks = std::max<int64_t>(k.blocks, 1);
+    spans.push_back({k.start_us, k.end_us, std::max(place, 0), blocks});
     NameTotal& t = by_name[k.name];
     t.us += us;
     ++t.calls;
-    t.blocks += static_cast<double>(std::max<int64_t>(k.blocks, 1));
+    t.blocks += static_cast<double>(blocks);
   }
   if (spans.empty()) return FailedPrecondition("SM utilization: no kernels in the traced steps");
   std::vector<MeasuredUtilization::KernelTotal> totals;

@@ -257,9 +257,9 @@ cublasStatus_t LinearGeluForward(cublasLtHandle_t handle, const __nv_bfloat16* x
 // gelu'(z) and sums the result over rows (the columns of D) into the bias gradient.
 cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy,
                                 const __nv_bfloat16* weight2, const __nv_bfloat16* z,
-                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows, int64_t hidden,
-                                int64_t width, void* workspace, size_t workspace_bytes,
-                                cudaStream_t stream) {
+                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows,
+                                int64_t hidden, int64_t width, void* workspace,
+                                size_t workspace_bytes, cudaStream_t stream) {
   Gemm g;
   g.trans_a = CUBLAS_OP_N;
   g.trans_b = CUBLAS_OP_N;

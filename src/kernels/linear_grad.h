@@ -47,8 +47,8 @@ cublasStatus_t LinearGeluForward(cublasLtHandle_t handle, const __nv_bfloat16* x
 // dbias, all bf16 (the epilogue's bias gradient takes D's type).
 cublasStatus_t GeluBackwardGemm(cublasLtHandle_t handle, const __nv_bfloat16* dy,
                                 const __nv_bfloat16* weight2, const __nv_bfloat16* z,
-                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows, int64_t hidden,
-                                int64_t width, void* workspace, size_t workspace_bytes,
-                                cudaStream_t stream);
+                                __nv_bfloat16* dz, __nv_bfloat16* dbias, int64_t rows,
+                                int64_t hidden, int64_t width, void* workspace,
+                                size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace mosaic::kernels

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "kernels/linear_grad.h"
 
@@ -24,6 +25,18 @@ const __nv_bfloat16* Bf16(const Tensor& t) {
   return reinterpret_cast<const __nv_bfloat16*>(t.data_ptr());
 }
 __nv_bfloat16* MutableBf16(Tensor& t) { return reinterpret_cast<__nv_bfloat16*>(t.data_ptr()); }
+
+// x (..., in) as the (N, in) bf16 rows the GEMMs take.
+Tensor Bf16Rows(const Tensor& x) {
+  return x.to(torch::kBFloat16).reshape({-1, x.size(-1)}).contiguous();
+}
+
+// `sizes` with the last dimension replaced by `last`: (..., in) -> (..., last).
+std::vector<int64_t> WithLast(c10::IntArrayRef sizes, int64_t last) {
+  std::vector<int64_t> s = sizes.vec();
+  s.back() = last;
+  return s;
+}
 
 void CheckLt(cublasStatus_t s, const char* what, int64_t rows, int64_t in, int64_t out) {
   TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, what, " (", rows, " x ", in, " -> ", out,
@@ -59,18 +72,16 @@ std::pair<Tensor, Tensor> WeightBiasGrad(const Tensor& g, const Tensor& x, bool 
 struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
                         const Tensor& bias_or_weight, bool has_bias) {
-    const int64_t in = x.size(-1), out = weight.size(0);
-    const Tensor x2d = x.to(torch::kBFloat16).reshape({-1, in}).contiguous();  // (N, in)
-    const Tensor wb = weight.to(torch::kBFloat16);                              // (out, in)
+    const int64_t out = weight.size(0);
+    const Tensor x2d = Bf16Rows(x);                 // (N, in)
+    const Tensor wb = weight.to(torch::kBFloat16);  // (out, in)
     const Tensor y2d = has_bias ? at::addmm(bias_or_weight.to(torch::kBFloat16), x2d, wb.t())
                                 : at::mm(x2d, wb.t());  // (N, out)
     ctx->save_for_backward({x2d, wb});
     ctx->saved_data["has_bias"] = has_bias;
-    auto out_shape = x.sizes().vec();
-    out_shape.back() = out;
     // _unsafe_view: a view made inside a custom Function (and views of it, like the q/k/v
     // split) could never be modified in place; this output owns its storage.
-    return at::_unsafe_view(y2d, out_shape);  // (..., out)
+    return at::_unsafe_view(y2d, WithLast(x.sizes(), out));  // (..., out)
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -82,9 +93,8 @@ struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
     const Tensor g = grads[0].to(torch::kBFloat16).reshape({rows, out}).contiguous();  // (N, out)
     Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      auto x_shape = grads[0].sizes().vec();
-      x_shape.back() = in;
-      dx = g.mm(wb).view(x_shape);  // (..., in) bf16; autograd casts it to x's dtype
+      // (..., in) bf16; autograd casts it to x's dtype
+      dx = g.mm(wb).view(WithLast(grads[0].sizes(), in));
     }
     Tensor dw, db;
     if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2)))
@@ -99,7 +109,7 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& w1,
                         const Tensor& b1, const Tensor& w2, const Tensor& b2) {
     const int64_t in = x.size(-1), hidden = w1.size(0), width = w2.size(0);
-    const Tensor x2d = x.to(torch::kBFloat16).reshape({-1, in}).contiguous();  // (N, in)
+    const Tensor x2d = Bf16Rows(x);  // (N, in)
     const int64_t rows = x2d.size(0);
     const Tensor w1b = w1.to(torch::kBFloat16), b1b = b1.to(torch::kBFloat16);  // (hidden, in)
     const Tensor w2b = w2.to(torch::kBFloat16), b2b = b2.to(torch::kBFloat16);  // (C, hidden)
@@ -118,9 +128,7 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
     }
     const Tensor y2d = at::addmm(b2b, h, w2b.t());  // (N, C)
     ctx->save_for_backward({x2d, w1b, z, h, w2b});
-    auto out_shape = x.sizes().vec();
-    out_shape.back() = width;
-    return at::_unsafe_view(y2d, out_shape);  // (..., C), as in LinearBf16Fn
+    return at::_unsafe_view(y2d, WithLast(x.sizes(), width));  // (..., C), as in LinearBf16Fn
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -149,9 +157,8 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
     Tensor dw1 = WeightBiasGrad(dz, x2d, /*has_bias=*/false).first;
     Tensor dx;
     if (ctx->needs_input_grad(0)) {
-      auto x_shape = grads[0].sizes().vec();
-      x_shape.back() = in;
-      dx = dz.mm(w1b).view(x_shape);  // (..., in) bf16; autograd casts it to x's dtype
+      // (..., in) bf16; autograd casts it to x's dtype
+      dx = dz.mm(w1b).view(WithLast(grads[0].sizes(), in));
     }
     return {dx, dw1, db1, dw2, db2};
   }

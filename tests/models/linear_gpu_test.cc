@@ -64,8 +64,8 @@ struct Grads {
 };
 
 // One forward and backward of Linear (fused or not) on fresh leaves; gy bf16-representable.
-Grads RunLinear(bool fused, const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& b0,
-          const torch::Tensor& gy) {
+Grads RunLinear(bool fused, const torch::Tensor& x0, const torch::Tensor& w0,
+                const torch::Tensor& b0, const torch::Tensor& gy) {
   FuseLinearGradScope scope(fused);
   torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
   torch::Tensor b = b0.defined() ? b0.clone().requires_grad_() : torch::Tensor();
