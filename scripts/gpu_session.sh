@@ -13,7 +13,7 @@
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
 #             clip-b16-bs128; no HF, no merge)              -> $OUT/unfused/raw/*, suite.log
-#   linear    if LinearGpu.* passes: the same CLIP models with --fused-linear-grad (off by
+#   linear    if LinearGpu.* and GeluMlpGpu.* pass: the same CLIP models with --fused-linear-grad (off by
 #             default until measured; LINEAR_MODELS)      -> $OUT/linear/raw/*, suite.log
 # The device returns 8 files at most: tar the raw folders before the call ends.
 #
@@ -78,7 +78,7 @@ for step in ${STEPS_TO_RUN:-tests}; do
       OUT=$u RAW=$u/raw COLLECT=0 HF=0 MOSAIC_FUSED_NORM=0 MOSAIC_BIN=$BIN \
         PROFILES=out/profiles bench/run_suite.sh ${UNFUSED_MODELS:-clip-b16 clip-b16-bs128} ;;
     linear)
-      if (cd build-gpu && ctest -R 'LinearGpu' --output-on-failure -j1 --timeout 300) \
+      if (cd build-gpu && ctest -R 'LinearGpu|GeluMlpGpu' --output-on-failure -j1 --timeout 300) \
           >"$OUT/ctest-linear.log" 2>&1; then
         l=$OUT/linear
         mkdir -p "$l/raw"
