@@ -31,6 +31,7 @@
 #include "engine/profiler.h"
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
+#include "models/fused_norm.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -147,6 +148,8 @@ int Run(const BenchFlags& f) {
   }
   StatusOr<PlanningInputs> in = LoadPlanningInputs(f.in);
   if (!in.ok()) return ReportError(cmd, in.status());
+  if (std::string w = ProfileKernelsWarning(*in, models::FusedKernelsInUse()); !w.empty())
+    std::cerr << "mosaic bench: " << w << "\n";
   const ModelSpec& spec = in->model;
   if (!torch::cuda::is_available())
     return ReportError(cmd, Unavailable("no CUDA GPU here: the benchmark measures on the GPU"));
@@ -187,6 +190,7 @@ int Run(const BenchFlags& f) {
   doc["date"] = Today();
   doc["device_spec"] = in->device.name;
   doc["profile"] = in->profile_from;
+  doc["profile_fused_kernels"] = in->profile.fused_kernels;
   doc["settings"] = {{"steps", f.steps},
                      {"warmup", f.warmup},
                      {"trial_steps", f.trial_steps},

@@ -13,6 +13,7 @@
 #include "cli/planning_inputs.h"
 #include "core/file_io.h"
 #include "engine/profiler.h"
+#include "models/fused_norm.h"
 #include "models/multimodal_model.h"
 
 namespace mosaic::cli {
@@ -28,6 +29,7 @@ struct ProfileFlags {
   int reps = 10;
   int micro_batch_size = 0;
   bool no_pairs = false;
+  FusedKernelFlags fused;  // measured as `mosaic train|bench` will run (recorded in the profile)
 };
 
 int Run(const ProfileFlags& f) {
@@ -65,14 +67,17 @@ int Run(const ProfileFlags& f) {
   if (!torch::cuda::is_available())
     return ReportError(cmd, Unavailable("no CUDA GPU here: profiles are measured on the GPU"));
   const torch::Device device(torch::kCUDA, 0);
+  ApplyFusedKernelFlags(f.fused);
   torch::manual_seed(1);
   StatusOr<models::MultimodalModel> model = models::BuildMultimodalModel(*spec, device);
   if (!model.ok()) return ReportError(cmd, model.status());
   std::cerr << "profiling " << spec->name << " (micro-batch "
             << (f.micro_batch_size > 0 ? f.micro_batch_size : spec->micro_batch_size()) << ", "
-            << ToString(spec->precision) << ") on " << dev->name << "\n";
+            << ToString(spec->precision) << ", fused kernels: " << models::FusedKernelsInUse()
+            << ") on " << dev->name << "\n";
   StatusOr<Profile> p = engine::ProfileModel(*model, *dev, device, o);
   if (!p.ok()) return ReportError(cmd, p.status());
+  p->fused_kernels = models::FusedKernelsInUse();
   const Json doc = ToJson(*p);
   StatusOr<Profile> back = ParseProfile(doc);  // what `mosaic validate` checks
   if (!back.ok())
@@ -114,6 +119,7 @@ void AddProfileCommand(CLI::App& app) {
   sub->add_option("--micro-batch-size", f->micro_batch_size,
                   "Samples per measured micro-batch (default: the spec's)");
   sub->add_flag("--no-pairs", f->no_pairs, "Skip timing pairs of modules side by side");
+  AddFusedKernelFlags(sub, &f->fused);
   SetCommand(sub, [f] { return Run(*f); });
 }
 

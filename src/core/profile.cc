@@ -2,6 +2,7 @@
 
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "core/file_io.h"
 
@@ -51,6 +52,12 @@ StatusOr<Profile> ParseProfile(const Json& doc) {
   r.Optional("driver", &p.driver, "");
   r.Optional("torch", &p.torch, "");
   r.Optional("created", &p.created, "");
+  if (r.Optional("fused_kernels", &p.fused_kernels, "none") && p.fused_kernels != "none") {
+    std::stringstream names(p.fused_kernels);
+    std::string name;
+    while (std::getline(names, name, '+'))
+      r.ExpectOneOf("fused_kernels", name, {"add-norm", "linear-grad"});
+  }
   std::map<std::pair<std::string, TaskPhase>, size_t> seen;
   size_t count = r.ForEach("entries", [&](JsonReader e) {
     ProfileEntry entry;
@@ -128,7 +135,7 @@ StatusOr<Profile> ParseProfile(const Json& doc) {
       },
       /*required=*/false);
   r.RejectUnknownKeys({"model", "device", "precision", "micro_batch_size", "source", "driver",
-                       "torch", "created", "entries", "pairs", "step_overhead"});
+                       "torch", "created", "fused_kernels", "entries", "pairs", "step_overhead"});
   if (!errors.empty()) return errors.ToStatus();
   return p;
 }
@@ -156,6 +163,7 @@ Json ToJson(const Profile& p) {
   if (!p.driver.empty()) j["driver"] = p.driver;
   if (!p.torch.empty()) j["torch"] = p.torch;
   if (!p.created.empty()) j["created"] = p.created;
+  if (p.fused_kernels != "none") j["fused_kernels"] = p.fused_kernels;
   Json entries = Json::array();
   for (const auto& e : p.entries) {
     Json o;

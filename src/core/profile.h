@@ -69,6 +69,12 @@ struct Profile {
   std::string driver;  // informational, measured profiles
   std::string torch;
   std::string created;
+  // The fused kernels the model ran with while measured (cli/fused_kernels.h): "none", or names
+  // from {"add-norm", "linear-grad"} joined by '+'. A profile without the key was measured
+  // without them (every profile before the key existed: `mosaic profile` did not apply them).
+  // A plan for a run with other kernels is planned from other task times: `mosaic bench|train`
+  // warn.
+  std::string fused_kernels = "none";
   std::vector<ProfileEntry> entries;
   std::vector<ColocationSample> pairs;
   StepOverhead step_overhead;  // "step_overhead": {"zero_grad_us": .., "optimizer_us": ..}

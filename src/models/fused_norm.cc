@@ -7,6 +7,7 @@
 #include <atomic>
 
 #include "kernels/layer_norm.h"
+#include "models/linear.h"
 
 namespace mosaic::models {
 namespace {
@@ -155,5 +156,12 @@ std::pair<Tensor, Tensor> AddLayerNorm(const Tensor& x, const Tensor& delta, con
 
 void SetFuseAddNorm(bool on) { fuse_add_norm.store(on); }
 bool FuseAddNorm() { return fuse_add_norm.load(); }
+
+std::string FusedKernelsInUse() {
+  std::string names;
+  if (FuseAddNorm()) names = "add-norm";
+  if (FuseLinearGrad()) names += names.empty() ? "linear-grad" : "+linear-grad";
+  return names.empty() ? "none" : names;
+}
 
 }  // namespace mosaic::models

@@ -46,6 +46,10 @@ std::pair<torch::Tensor, torch::Tensor> AddLayerNorm(const torch::Tensor& x,
 void SetFuseAddNorm(bool on);
 bool FuseAddNorm();
 
+// The process-wide fused kernels now on, as a profile records them (core/profile.h
+// Profile::fused_kernels): "none", "add-norm", "linear-grad" or "add-norm+linear-grad".
+std::string FusedKernelsInUse();
+
 // Sets the fusion for a scope and restores the previous setting (tests).
 class FuseAddNormScope {
  public:

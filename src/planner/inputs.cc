@@ -16,6 +16,14 @@ bool FileExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+std::string ProfileKernelsWarning(const PlanningInputs& inputs, const std::string& run_kernels) {
+  const Profile& p = inputs.profile;
+  if (p.source != "measured" || p.fused_kernels == run_kernels) return "";
+  return "warning: " + inputs.profile_from + " was measured with fused kernels \"" +
+         p.fused_kernels + "\" and this run uses \"" + run_kernels +
+         "\": its task times are not this run's (re-measure it with `mosaic profile`)";
+}
+
 StatusOr<std::string> ResolveSpecPath(const std::string& arg, const std::string& configs,
                                       const std::string& folder, const std::string& what) {
   if (arg.empty()) return InvalidArgument("no " + what + " given");

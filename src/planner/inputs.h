@@ -43,6 +43,11 @@ struct PlanningInputs {
 
 bool FileExists(const std::string& path);
 
+// One warning line when `inputs` plans from a measured profile taken with other fused kernels
+// than `run_kernels` (Profile::fused_kernels' names; models::FusedKernelsInUse()), so its task
+// times are not this run's; "" when they agree or the profile is synthetic.
+std::string ProfileKernelsWarning(const PlanningInputs& inputs, const std::string& run_kernels);
+
 // A path when it names a file or ends in .json; else <configs>/<folder>/<name>.json.
 StatusOr<std::string> ResolveSpecPath(const std::string& arg, const std::string& configs,
                                       const std::string& folder, const std::string& what);

@@ -4,6 +4,7 @@
 
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
+#include "models/fused_norm.h"
 #include "planner/inputs.h"
 #include "planner/planner.h"
 
@@ -41,6 +42,10 @@ StatusOr<PlanChoice> ChooseTrainingPlan(const ModelSpec& spec, models::Multimoda
                                       &in.profile_from);
     if (p.ok()) {
       in.profile = std::move(*p);
+      // (The fused kernels run on CUDA only: on the CPU every profile's kernels are as good.)
+      if (std::string w = ProfileKernelsWarning(in, models::FusedKernelsInUse());
+          device.is_cuda() && !w.empty())
+        log("mosaic train: " + w);
       inputs = std::move(in);
     } else if (options.plan == "auto") {
       return p.status();

@@ -63,6 +63,23 @@ TEST(Profile, MeasuredStepOverheadIsOptionalAndRoundTrips) {
       << bad.status();
 }
 
+TEST(Profile, FusedKernelsAbsentMeanNoneAndRoundTrip) {
+  Json doc = ValidProfile();
+  StatusOr<Profile> none = ParseProfile(doc);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->fused_kernels, "none");  // every profile measured before the key existed
+  EXPECT_FALSE(ToJson(*none).contains("fused_kernels"));
+  doc["fused_kernels"] = "add-norm+linear-grad";
+  StatusOr<Profile> both = ParseProfile(doc);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_EQ(both->fused_kernels, "add-norm+linear-grad");
+  const Json written = ToJson(*both);  // (key order is the writer's, not the edited doc's)
+  EXPECT_EQ(written["fused_kernels"], "add-norm+linear-grad");
+  StatusOr<Profile> back = ParseProfile(written);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(ToJson(*back), written);
+}
+
 class BrokenProfile : public ::testing::TestWithParam<BrokenCase> {};
 
 TEST_P(BrokenProfile, FailsWithPathAndReason) {
@@ -91,6 +108,8 @@ INSTANTIATE_TEST_SUITE_P(
                    "entries[0].flops: must not be negative, got -1"},
         BrokenCase{"PairUnknownEntry", [](Json& d) { d["pairs"][0]["b"]["phase"] = "bwd"; },
                    "pairs[0].b.module: no entry for text bwd in this profile's entries"},
+        BrokenCase{"UnknownFusedKernel", [](Json& d) { d["fused_kernels"] = "add-norm+gelu"; },
+                   "fused_kernels: \"gelu\" is not one of add-norm | linear-grad"},
         BrokenCase{"BadSource", [](Json& d) { d["source"] = "guessed"; },
                    "source: \"guessed\" is not one of measured | synthetic"}));
 

@@ -376,5 +376,24 @@ TEST(Planner, BadMicroBatchCountIsRejected) {
   EXPECT_NE(r.status().message().find("does not divide"), std::string::npos);
 }
 
+// A plan from task times taken with other kernels than the run's is flagged, exactly when the
+// profile was measured and its kernels differ.
+TEST(ProfileKernels, WarnsOnlyForAMeasuredProfileOfOtherKernels) {
+  PlanningInputs in = testing::LoadZooInputs("clip-b16");
+  in.profile.source = "measured";
+  in.profile.fused_kernels = "none";
+  in.profile_from = "configs/profiles/clip-b16-h100-sxm.json";
+  const std::string w = ProfileKernelsWarning(in, "add-norm");
+  EXPECT_EQ(w,
+            "warning: configs/profiles/clip-b16-h100-sxm.json was measured with fused kernels "
+            "\"none\" and this run uses \"add-norm\": its task times are not this run's "
+            "(re-measure it with `mosaic profile`)");
+  in.profile.fused_kernels = "add-norm";
+  EXPECT_EQ(ProfileKernelsWarning(in, "add-norm"), "");
+  EXPECT_NE(ProfileKernelsWarning(in, "add-norm+linear-grad"), "");
+  in.profile.source = "synthetic";  // the law has no kernels to disagree with
+  EXPECT_EQ(ProfileKernelsWarning(in, "none"), "");
+}
+
 }  // namespace
 }  // namespace mosaic
