@@ -1,6 +1,8 @@
 // The fused residual add + LayerNorm (models/fused_norm.h) against its ATen path on the GPU, at
-// the CLIP ViT-B/16 batch-128 shape (25216 tokens x 768), forward and forward+backward; CUDA
-// event time per iteration (manual time), median of the repetitions. Skips without a GPU.
+// the zoo's shapes (rows = batch x tokens): CLIP ViT-B/16 at batch 128 (25216 x 768), its text
+// tower (128 x 77 = 9856 x 512) and llava-small's ViT-L/14-336 at batch 8 (4616 x 1024),
+// forward and forward+backward; CUDA event time per iteration (manual time), median of the
+// repetitions. Skips without a GPU.
 //
 //   build/bench/fused_norm_benchmark --benchmark_repetitions=5
 //     --benchmark_report_aggregates_only=true --benchmark_out=R.json  (one line)
@@ -20,9 +22,13 @@ void BM_AddLayerNorm(benchmark::State& state) {
     state.SkipWithError("no CUDA GPU");
     return;
   }
-  const NormPath path = state.range(0) ? NormPath::kKernel : NormPath::kAten;
+  // kernel 0: ATen's ops (the unfused path), 1: the fused kernels (vectorized where the shape
+  // allows), 2: the fused kernels' scalar forms (the first version, for the A/B)
+  constexpr NormPath kPaths[] = {NormPath::kAten, NormPath::kKernel, NormPath::kScalarKernel};
+  const NormPath path = kPaths[state.range(0)];
   const bool backward = state.range(1) != 0;
-  const int64_t rows = 128 * 197, C = 768;
+  constexpr int64_t kShapes[][2] = {{128 * 197, 768}, {128 * 77, 512}, {8 * 577, 1024}};
+  const int64_t rows = kShapes[state.range(2)][0], C = kShapes[state.range(2)][1];
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
   torch::Tensor x = torch::randn({rows, C}, cuda).requires_grad_(backward);
   torch::Tensor d = torch::randn({rows, C}, cuda).to(torch::kBFloat16).requires_grad_(backward);
@@ -58,8 +64,8 @@ void BM_AddLayerNorm(benchmark::State& state) {
   cudaEventDestroy(stop);
 }
 BENCHMARK(BM_AddLayerNorm)
-    ->ArgNames({"kernel", "backward"})
-    ->ArgsProduct({{0, 1}, {0, 1}})
+    ->ArgNames({"kernel", "backward", "shape"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1}, {0, 1, 2}})
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

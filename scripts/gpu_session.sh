@@ -8,7 +8,8 @@
 #   profile   mosaic profile for the zoo models without a committed profile for this GPU's
 #             device spec (h100-sxm or h200) -> out/profiles/<model>-<spec>.json (and $OUT/profiles.tar)
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
-#   kernels   the fused kernels against their ATen paths (bench/fused_norm_benchmark)
+#   kernels   the fused kernels against their ATen paths and their scalar forms, at the zoo's
+#             LayerNorm shapes (bench/fused_norm_benchmark)
 #                                                             -> $OUT/fused_norm.json
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
@@ -89,9 +90,9 @@ for step in ${STEPS_TO_RUN:-tests}; do
         tail -30 "$OUT/ctest-linear.log"
       fi ;;
     kernels)
-      build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 \
+      build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 --benchmark_min_time=0.1 \
         --benchmark_report_aggregates_only=true --benchmark_out="$OUT/fused_norm.json" \
-        --benchmark_out_format=json 2>&1 | tail -12 ;;
+        --benchmark_out_format=json 2>&1 | grep median ;;
   esac
   echo "[gpu] $step done at $(($(date +%s) - t0)) s" >&2
 done

@@ -25,10 +25,13 @@ static_assert(2 * kMaxLayerNormCols * sizeof(float) <= 48 * 1024,
               "the backward's dynamic shared memory must fit the default 48 KiB per block");
 
 // `delta` may be null: then y = LayerNorm(x) and `h` is not written (may be null).
+// `vectorized` false forces the scalar kernels (one element per lane and load), which the
+// vectorized ones replace where the width and alignment allow (Note [vectorized rows in
+// registers]); tests and benchmarks compare the two.
 cudaError_t AddLayerNormForward(const float* x, const __nv_bfloat16* delta, const float* weight,
                                 const float* bias, float* h, __nv_bfloat16* y, float* mean,
                                 float* rstd, int64_t rows, int cols, float eps,
-                                cudaStream_t stream);
+                                cudaStream_t stream, bool vectorized = true);
 
 // `h` is LayerNorm's input (h of the forward, or x when it had no delta). `dh_in` may be null
 // (no gradient reached h from elsewhere). dweight and dbias are accumulated into (+=): zero
@@ -37,6 +40,6 @@ cudaError_t AddLayerNormForward(const float* x, const __nv_bfloat16* delta, cons
 cudaError_t AddLayerNormBackward(const __nv_bfloat16* dy, const float* dh_in, const float* h,
                                  const float* mean, const float* rstd, const float* weight,
                                  float* dh, float* dweight, float* dbias, int64_t rows, int cols,
-                                 cudaStream_t stream);
+                                 cudaStream_t stream, bool vectorized = true);
 
 }  // namespace mosaic::kernels

@@ -38,7 +38,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
   // functions take no undefined tensors.
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& delta_or_x,
                                const Tensor& weight, const Tensor& bias, double eps, bool kernel,
-                               bool has_delta) {
+                               bool vectorized, bool has_delta) {
     const Tensor delta = has_delta ? delta_or_x : Tensor();
     const int64_t C = x.size(-1);
     const int64_t rows = x.numel() / C;
@@ -59,7 +59,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
                     dc.defined() ? h.data_ptr<float>() : nullptr,
                     reinterpret_cast<__nv_bfloat16*>(y.data_ptr()), mean.data_ptr<float>(),
                     rstd.data_ptr<float>(), rows, static_cast<int>(C), static_cast<float>(eps),
-                    at::cuda::getCurrentCUDAStream()),
+                    at::cuda::getCurrentCUDAStream(), vectorized),
                 "AddLayerNormForward");
     } else {
       h = delta.defined() ? x + delta.to(torch::kFloat32) : x;
@@ -72,6 +72,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({h, mean, rstd, weight});
     ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["vectorized"] = vectorized;
     ctx->saved_data["has_delta"] = delta.defined();
     ctx->saved_data["delta_dtype"] =
         static_cast<int64_t>(delta.defined() ? delta.scalar_type() : torch::kFloat32);
@@ -105,7 +106,8 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
               ghc.defined() ? ghc.data_ptr<float>() : nullptr, h.data_ptr<float>(),
               mean.data_ptr<float>(), rstd.data_ptr<float>(), weight.contiguous().data_ptr<float>(),
               dh.data_ptr<float>(), dw.data_ptr<float>(), db.data_ptr<float>(), rows,
-              static_cast<int>(C), at::cuda::getCurrentCUDAStream()),
+              static_cast<int>(C), at::cuda::getCurrentCUDAStream(),
+              ctx->saved_data["vectorized"].toBool()),
           "AddLayerNormBackward");
     } else {
       // The kernel's formulas (Note [fused add + layer norm]) in ATen ops, on (rows, C).
@@ -124,7 +126,7 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
     Tensor ddelta;
     if (dh.defined() && ctx->saved_data["has_delta"].toBool())
       ddelta = dh.to(static_cast<c10::ScalarType>(ctx->saved_data["delta_dtype"].toInt()));
-    return {dh, ddelta, dw, db, Tensor(), Tensor(), Tensor()};
+    return {dh, ddelta, dw, db, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -141,16 +143,18 @@ std::pair<Tensor, Tensor> AddLayerNorm(const Tensor& x, const Tensor& delta, con
   TORCH_CHECK(weight.scalar_type() == torch::kFloat32 && bias.scalar_type() == torch::kFloat32,
               "AddLayerNorm: weight and bias must be fp32 (master weights)");
   const bool suits = KernelSuits(x, delta, weight, bias);
-  TORCH_CHECK(path != NormPath::kKernel || suits,
+  const bool forced = path == NormPath::kKernel || path == NormPath::kScalarKernel;
+  TORCH_CHECK(!forced || suits,
               "AddLayerNorm: the kernel needs CUDA fp32 x/weight/bias, a bf16 delta and C <= ",
               kernels::kMaxLayerNormCols);
   // The kernel's weight/bias sums use atomics (run-to-run rounding differences): under
   // deterministic algorithms kAuto takes the ATen path.
-  const bool kernel = path == NormPath::kKernel || (path == NormPath::kAuto && suits &&
-                                                    !at::globalContext().deterministicAlgorithms());
+  const bool kernel = forced || (path == NormPath::kAuto && suits &&
+                                 !at::globalContext().deterministicAlgorithms());
   // Without a delta h is x itself; autograd hands it back as a view of x.
   variable_list out = AddLayerNormFn::apply(x, delta.defined() ? delta : x, weight, bias, eps,
-                                            kernel, delta.defined());
+                                            kernel, path != NormPath::kScalarKernel,
+                                            delta.defined());
   return {out[0], out[1]};
 }
 

@@ -13,12 +13,15 @@
 
 namespace mosaic::models {
 
-enum class NormPath { kAuto, kKernel, kAten };
+// kScalarKernel: the kernels with their vectorized forms turned off (one element per lane and
+// load: the first fused kernels, kept for tests and benchmarks to compare against).
+enum class NormPath { kAuto, kKernel, kAten, kScalarKernel };
 
 // x: (..., C) fp32; delta: same shape (any floating dtype; bf16 for the kernel) or undefined
 // (then h = x); weight, bias: (C) fp32. Returns (h, y): h fp32 (..., C), y bf16 (..., C).
 // kAuto takes the kernel when the inputs suit it (CUDA, the dtypes above, C within
-// kernels::kMaxLayerNormCols); kKernel insists (an error otherwise); kAten never takes it.
+// kernels::kMaxLayerNormCols); kKernel and kScalarKernel insist (an error otherwise); kAten
+// never takes it.
 // Gradients flow to x, delta (in its dtype), weight and bias; no double backward. Without a
 // delta, h is a view of x that autograd forbids modifying in place (write h + ..., not h += ...).
 // Under at::globalContext().deterministicAlgorithms() kAuto takes the ATen path (the kernel's

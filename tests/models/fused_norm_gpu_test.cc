@@ -23,6 +23,7 @@ struct Shape {
   bool with_delta = true;
   bool h_grad = true;    // false: only y is differentiated (no dh_in)
   bool strided = false;  // x a transposed view, weight and bias every other element of a buffer
+  bool offset = false;   // x starts one element into its buffer (not 16-byte aligned)
 };
 
 class FusedNormGpu : public ::testing::TestWithParam<Shape> {
@@ -32,7 +33,9 @@ class FusedNormGpu : public ::testing::TestWithParam<Shape> {
   }
 };
 
-TEST_P(FusedNormGpu, KernelMatchesTheAtenPath) {
+// The kernels (vectorized where the shape allows, and the scalar ones forced) against the ATen
+// path.
+TEST_P(FusedNormGpu, KernelsMatchTheAtenPath) {
   const Shape sh = GetParam();
   const int64_t rows = sh.rows, C = sh.cols;
   torch::manual_seed(5);
@@ -40,58 +43,79 @@ TEST_P(FusedNormGpu, KernelMatchesTheAtenPath) {
   // Leaves: x (maybe a transposed view: clone keeps its strides), delta, and the buffers that
   // weight and bias are taken from (every other element when strided).
   const torch::Tensor x0 =
-      sh.strided ? torch::randn({C, rows}, cuda).t() : torch::randn({rows, C}, cuda);
+      sh.strided ? torch::randn({C, rows}, cuda).t()
+                 : torch::randn({rows * C + (sh.offset ? 1 : 0)}, cuda);
   const torch::Tensor d0 = torch::randn({rows, C}, cuda).to(torch::kBFloat16);
   const int64_t step = sh.strided ? 2 : 1;
   const torch::Tensor w0 = 1 + 0.1 * torch::randn({C * step}, cuda);
   const torch::Tensor b0 = 0.1 * torch::randn({C * step}, cuda);
   const torch::Tensor gy = torch::randn({rows, C}, cuda).to(torch::kBFloat16);
   const torch::Tensor gh = torch::randn({rows, C}, cuda);
-  std::vector<std::vector<torch::Tensor>> leaves(2);
+  const NormPath paths[] = {NormPath::kKernel, NormPath::kScalarKernel, NormPath::kAten};
+  std::vector<std::vector<torch::Tensor>> leaves(3);
   std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < 3; ++k) {
     leaves[k] = {x0.clone().requires_grad_(), d0.clone().requires_grad_(),
                  w0.clone().requires_grad_(), b0.clone().requires_grad_()};
     const auto& l = leaves[k];
-    ASSERT_EQ(l[0].is_contiguous(), !sh.strided);
+    // (rows, C): the transposed leaf, or a view into the flat one (from element 1 with offset)
+    const torch::Tensor x = sh.strided ? l[0] : l[0].narrow(0, sh.offset ? 1 : 0, rows * C)
+                                                     .view({rows, C});
+    ASSERT_EQ(x.is_contiguous(), !sh.strided);
     const torch::Tensor w = l[2].slice(0, 0, C * step, step), b = l[3].slice(0, 0, C * step, step);
-    out.push_back(AddLayerNorm(l[0], sh.with_delta ? l[1] : torch::Tensor(), w, b, 1e-5,
-                               k == 0 ? NormPath::kKernel : NormPath::kAten));
+    out.push_back(AddLayerNorm(x, sh.with_delta ? l[1] : torch::Tensor(), w, b, 1e-5,
+                               paths[k]));
     if (sh.h_grad) {
       torch::autograd::backward({out[k].first, out[k].second}, {gh, gy});
     } else {
       torch::autograd::backward({out[k].second}, {gy});
     }
   }
-  EXPECT_TRUE(torch::equal(out[0].first, out[1].first));            // h: the same fp32 add
-  EXPECT_LE(MaxRelError(out[0].second, out[1].second), 1.0 / 128);  // y: one bf16 step
-  // Gradients: fp32 sums in other orders (row sums over C; dweight/dbias over all rows).
-  EXPECT_LT(MaxRelError(leaves[0][0].grad(), leaves[1][0].grad()), 1e-4);
-  for (int p : {2, 3}) {
-    const double scale = leaves[1][p].grad().abs().max().item<double>();
-    EXPECT_LT((leaves[0][p].grad() - leaves[1][p].grad()).abs().max().item<double>(), 1e-5 * scale)
-        << (p == 2 ? "weight" : "bias");
-  }
-  if (sh.with_delta) {
-    EXPECT_LE(MaxRelError(leaves[0][1].grad(), leaves[1][1].grad()), 1.0 / 128);
+  const auto& ref = leaves[2];
+  for (int k = 0; k < 2; ++k) {
+    SCOPED_TRACE(k == 0 ? "kernel" : "scalar kernel");
+    EXPECT_TRUE(torch::equal(out[k].first, out[2].first));            // h: the same fp32 add
+    EXPECT_LE(MaxRelError(out[k].second, out[2].second), 1.0 / 128);  // y: one bf16 step
+    // Gradients: fp32 sums in other orders (row sums over C; dweight/dbias over all rows).
+    EXPECT_LT(MaxRelError(leaves[k][0].grad(), ref[0].grad()), 1e-4);
+    for (int p : {2, 3}) {
+      const double scale = ref[p].grad().abs().max().item<double>();
+      EXPECT_LT((leaves[k][p].grad() - ref[p].grad()).abs().max().item<double>(), 1e-5 * scale)
+          << (p == 2 ? "weight" : "bias");
+    }
+    if (sh.with_delta) {
+      EXPECT_LE(MaxRelError(leaves[k][1].grad(), ref[1].grad()), 1.0 / 128);
+    }
   }
 }
 
-// 25216 x 768: CLIP ViT-B/16 at batch 128, and the only shape with more rows than the
-// backward's grid (4 blocks per SM), so the one that runs its grid-stride loop; 6144: the
-// widest row (48 KiB of shared memory); 16: lanes without elements.
+// Which kernels a shape takes (Note [vectorized rows in registers]): widths that are multiples
+// of 4 take the vectorized forward up to 2048 and the vectorized backward up to 768, in groups
+// of 128 columns per warp pass (1, 2, 3, 4, 6, 8, 12 or 16 of them); the rest, and x one
+// element into its buffer (misaligned; h is x without a delta, so the backward too), the
+// scalar ones.
+// 25216 x 768: CLIP ViT-B/16 at batch 128, and the shape with the most rows per backward
+// block, so the one that runs the grid-stride loop longest; 100: one group, lanes 25-31
+// empty; 16: lanes without elements; 1028: 9 groups in a 12-group forward; 1024, 1280, 2048:
+// vectorized forward, scalar backward; 4096, 33, 6144 (the widest row, 48 KiB of shared
+// memory): scalar both ways.
 INSTANTIATE_TEST_SUITE_P(Shapes, FusedNormGpu,
                          ::testing::Values(Shape{128 * 197, 768}, Shape{1000, 100},
                                            Shape{77, 512, false}, Shape{3, 4096}, Shape{5, 33},
                                            Shape{64, 6144}, Shape{7, 16},
                                            Shape{300, 768, true, false},
                                            Shape{300, 768, false, false},
-                                           Shape{257, 96, true, true, true}),
+                                           Shape{257, 96, true, true, true},
+                                           Shape{8 * 577, 1024}, Shape{50, 1280},
+                                           Shape{9, 2048}, Shape{33, 1028},
+                                           Shape{300, 768, true, true, false, true},
+                                           Shape{300, 768, false, true, false, true}),
                          [](const auto& info) {
                            const Shape& s = info.param;
                            return std::to_string(s.rows) + "x" + std::to_string(s.cols) +
                                   (s.with_delta ? "" : "_nodelta") +
-                                  (s.h_grad ? "" : "_ygradonly") + (s.strided ? "_strided" : "");
+                                  (s.h_grad ? "" : "_ygradonly") + (s.strided ? "_strided" : "") +
+                                  (s.offset ? "_offset" : "");
                          });
 
 TEST(FusedNormGpuLimits, TooWideARowIsRefusedNotRun) {
