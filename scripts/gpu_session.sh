@@ -20,7 +20,8 @@
 #
 #   OUT=/tmp/o STEPS_TO_RUN="tests profile" scripts/gpu_session.sh
 #
-# NINJA_TARGETS (default: everything) builds less, e.g. "mosaic train_gpu_test".
+# NINJA_TARGETS (default: everything) builds less, e.g. "mosaic train_gpu_test". QUOTAS and
+# PROFILE_REPS (5) set the profile step's SM quotas and timed replays per measurement.
 # Binaries run later in the same call, outside this script, need the bundled libraries too:
 #   export LD_LIBRARY_PATH=/tmp/tl:$LD_LIBRARY_PATH; build-gpu/cli/mosaic bench ...
 set -uo pipefail
@@ -64,7 +65,7 @@ for step in ${STEPS_TO_RUN:-tests}; do
     profile)
       for m in ${PROFILE_MODELS:-clip-b16 clip-b16-bs128 llava-small imagebind-like omni-small clip-l14}; do
         [[ -f configs/profiles/$m-$devspec.json ]] && continue
-        "$BIN" profile -m "$m" --device "$devspec" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps 5 \
+        "$BIN" profile -m "$m" --device "$devspec" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps ${PROFILE_REPS:-5} \
           -o "out/profiles/$m-$devspec.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
         mkdir -p "$OUT/profiles"; cp "out/profiles/$m-$devspec.json" "$OUT/profiles/" 2>/dev/null
         echo "[gpu] profiled $m at $(($(date +%s) - t0)) s" >&2
