@@ -76,6 +76,14 @@ def table():
         out[0] += (" With the fused add + LayerNorm kernels in every strategy: {}; without "
                    "(`--no-fused-norm`, or measured before they were the default): {}.".format(
                        ", ".join(fused), ", ".join(unfused)))
+    vec = [m["model"] for m in d["models"] if m["settings"].get("vectorized_norm")]
+    if vec:
+        out[0] += (" With those kernels in their vectorized forms (`--vectorized-norm`): {}."
+                   .format(", ".join(vec)))
+    bias = [m["model"] for m in d["models"] if m["settings"].get("fused_bias_grad")]
+    if bias:
+        out[0] += (" With the bias gradients from one column-sum kernel (`--fused-bias-grad`): {}."
+                   .format(", ".join(bias)))
     linear = [m["model"] for m in d["models"] if m["settings"].get("fused_linear_grad")]
     if linear:
         out[0] += (" With the weight and bias gradients from one cuBLASLt GEMM "

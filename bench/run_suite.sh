@@ -13,7 +13,9 @@
 # RAW (folder of the raw per-model results; COLLECT=0 skips the merge, for a suite run in parts),
 # MODEL_TIMEOUT (s per model, 300), HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
 # session, MOSAIC_FUSED_NORM=0 to bench without the fused add + LayerNorm kernels (on by default;
-# recorded in each results file's settings), MOSAIC_FUSED_LINEAR_GRAD=1 to bench with the weight and
+# recorded in each results file's settings), MOSAIC_VECTORIZED_NORM=1 to run those kernels in their
+# vectorized forms (off by default until measured; recorded too), MOSAIC_FUSED_BIAS_GRAD=1 to take
+# the bias gradients from one column-sum kernel (off by default; recorded), MOSAIC_FUSED_LINEAR_GRAD=1 to bench with the weight and
 # bias gradients from one cuBLASLt GEMM (off by default; recorded too). Writes $OUT/results.json and $OUT/suite.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."

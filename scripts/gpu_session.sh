@@ -9,7 +9,11 @@
 #             device spec (h100-sxm or h200) -> out/profiles/<model>-<spec>.json (and $OUT/profiles.tar)
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #   kernels   the fused kernels against their ATen paths and their scalar forms, at the zoo's
-#             LayerNorm shapes (bench/fused_norm_benchmark)
+#             LayerNorm shapes (bench/fused_norm_benchmark)     -> $OUT/fused_norm.json
+#   newkernels  the kernels written 2026-12-07, off by default until measured: if FusedNormGpu.*
+#             (both kernel forms) pass, --vectorized-norm; if the BiasGrad gpu tests pass,
+#             --fused-bias-grad; the CLIP models with those on (NEW_KERNEL_MODELS)
+#                                                             -> $OUT/newkernels/raw/*, suite.log
 #                                                             -> $OUT/fused_norm.json
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
@@ -89,6 +93,30 @@ for step in ${STEPS_TO_RUN:-tests}; do
       else
         echo "[gpu] LinearGpu failed: no --fused-linear-grad bench (see ctest-linear.log)" >&2
         tail -30 "$OUT/ctest-linear.log"
+      fi ;;
+    newkernels)
+      # Each new kernel's gpu tests gate its switch; the CLIP models then run with every switch
+      # whose tests passed (one A/B against the suite's defaults).
+      envs=()
+      if (cd build-gpu && ctest -R 'FusedNormGpu|FusedAddNormStackGpu' --output-on-failure -j1 \
+            --timeout 300) >"$OUT/ctest-vecnorm.log" 2>&1; then
+        envs+=(MOSAIC_VECTORIZED_NORM=1)
+      else
+        echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
+        tail -30 "$OUT/ctest-vecnorm.log"
+      fi
+      if (cd build-gpu && ctest -R 'BiasGrad' --output-on-failure -j1 --timeout 300) \
+          >"$OUT/ctest-biasgrad.log" 2>&1; then
+        envs+=(MOSAIC_FUSED_BIAS_GRAD=1)
+      else
+        echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
+        tail -30 "$OUT/ctest-biasgrad.log"
+      fi
+      if ((${#envs[@]})); then
+        n=$OUT/newkernels
+        mkdir -p "$n/raw"
+        env "${envs[@]}" OUT="$n" RAW="$n/raw" COLLECT=0 HF=0 MOSAIC_BIN="$BIN" \
+          PROFILES=out/profiles bench/run_suite.sh ${NEW_KERNEL_MODELS:-clip-b16 clip-b16-bs128}
       fi ;;
     kernels)
       build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 --benchmark_min_time=0.1 \

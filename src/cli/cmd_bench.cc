@@ -199,7 +199,9 @@ int Run(const BenchFlags& f) {
                      {"clip_grad", 1.0},
                      {"utilization_steps", f.utilization_steps},
                      {"fused_norm", f.fused.norm},
-                     {"fused_linear_grad", f.fused.linear_grad}};
+                     {"vectorized_norm", f.fused.norm && f.fused.vectorized_norm},
+                     {"fused_linear_grad", f.fused.linear_grad},
+                     {"fused_bias_grad", f.fused.bias_grad && !f.fused.linear_grad}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();

@@ -45,7 +45,9 @@ void AddShowCommand(CLI::App& app);
 // until LinearGpu.* has passed on a GPU).
 struct FusedKernelFlags {
   bool norm = true;
+  bool vectorized_norm = false;
   bool linear_grad = false;
+  bool bias_grad = false;
 };
 void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f);
 void ApplyFusedKernelFlags(const FusedKernelFlags& f);

@@ -2,6 +2,7 @@
 #include "kernels/layer_norm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -144,7 +145,7 @@ int64_t Blocks(int64_t rows) { return (rows + kWarpsPerBlock - 1) / kWarpsPerBlo
 // sums (row sums, and the weight/bias sums over rows) differs.
 constexpr int kMaxVec = 16;  // rows of up to 2048 columns
 
-struct Bf16x4 {
+struct alignas(8) Bf16x4 {  // alignas: one 8-byte access, not two 4-byte ones
   __nv_bfloat162 lo, hi;
 };
 
@@ -400,15 +401,21 @@ cudaError_t AddLayerNormBackward(const __nv_bfloat16* dy, const float* dh_in, co
       const auto kernel = AddLayerNormBackwardVecKernel<decltype(v)::value>;
       // One wave of resident blocks: every block's sums reach dweight/dbias once, after all
       // the rows it visits (Note [vectorized rows in registers]).
-      // (Asked once per width, at its widest row: registers, not shared memory, bound it.)
-      static const int per_sm = [&] {
-        int n = 0;
+      // (Asked once per width, at its widest row: registers, not shared memory, bound it. A
+      // failed query is not kept: it is asked again next time, and its error cleared.)
+      static std::atomic<int> cached_per_sm{0};
+      int per_sm = cached_per_sm.load();
+      if (per_sm == 0) {
         const size_t widest = 2 * size_t(128 * decltype(v)::value) * sizeof(float);
-        return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarpsPerBlock * 32,
-                                                             widest) == cudaSuccess
-                   ? std::max(n, 1)
-                   : 1;
-      }();
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarpsPerBlock * 32,
+                                                          widest) == cudaSuccess &&
+            per_sm > 0) {
+          cached_per_sm.store(per_sm);
+        } else {
+          (void)cudaGetLastError();
+          per_sm = 1;
+        }
+      }
       const int64_t grid = std::min<int64_t>(Blocks(rows), int64_t(sms) * per_sm);
       kernel<<<static_cast<unsigned>(grid), kWarpsPerBlock * 32, shared, stream>>>(
           dy, dh_in, h, mean, rstd, weight, dh, dweight, dbias, rows, cols);

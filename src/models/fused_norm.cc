@@ -13,6 +13,7 @@ namespace mosaic::models {
 namespace {
 
 std::atomic<bool> fuse_add_norm{false};
+std::atomic<bool> vectorized_add_norm{false};
 
 using torch::Tensor;
 using torch::autograd::AutogradContext;
@@ -153,18 +154,23 @@ std::pair<Tensor, Tensor> AddLayerNorm(const Tensor& x, const Tensor& delta, con
                                  !at::globalContext().deterministicAlgorithms());
   // Without a delta h is x itself; autograd hands it back as a view of x.
   variable_list out = AddLayerNormFn::apply(x, delta.defined() ? delta : x, weight, bias, eps,
-                                            kernel, path != NormPath::kScalarKernel,
+                                            kernel,
+                                            path == NormPath::kKernel ||
+                                                (path == NormPath::kAuto && VectorizedAddNorm()),
                                             delta.defined());
   return {out[0], out[1]};
 }
 
 void SetFuseAddNorm(bool on) { fuse_add_norm.store(on); }
 bool FuseAddNorm() { return fuse_add_norm.load(); }
+void SetVectorizedAddNorm(bool on) { vectorized_add_norm.store(on); }
+bool VectorizedAddNorm() { return vectorized_add_norm.load(); }
 
 std::string FusedKernelsInUse() {
   std::string names;
-  if (FuseAddNorm()) names = "add-norm";
+  if (FuseAddNorm()) names = VectorizedAddNorm() ? "add-norm+vectorized-norm" : "add-norm";
   if (FuseLinearGrad()) names += names.empty() ? "linear-grad" : "+linear-grad";
+  if (FuseBiasGrad() && !FuseLinearGrad()) names += names.empty() ? "bias-grad" : "+bias-grad";
   return names.empty() ? "none" : names;
 }
 

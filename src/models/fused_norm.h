@@ -13,8 +13,10 @@
 
 namespace mosaic::models {
 
-// kScalarKernel: the kernels with their vectorized forms turned off (one element per lane and
-// load: the first fused kernels, kept for tests and benchmarks to compare against).
+// kKernel: the kernels, vectorized where the shape allows (Note [vectorized rows in registers]
+// in kernels/layer_norm.cu); kScalarKernel: their scalar forms only (one element per lane and
+// load: the first fused kernels). kAuto takes the vectorized forms only under
+// SetVectorizedAddNorm(true) (below), else the scalar ones.
 enum class NormPath { kAuto, kKernel, kAten, kScalarKernel };
 
 // x: (..., C) fp32; delta: same shape (any floating dtype; bf16 for the kernel) or undefined
@@ -49,8 +51,17 @@ std::pair<torch::Tensor, torch::Tensor> AddLayerNorm(const torch::Tensor& x,
 void SetFuseAddNorm(bool on);
 bool FuseAddNorm();
 
+// Whether kAuto (and so the fused stack) runs the kernels' vectorized forms. Off until their gpu
+// tests (tests/models/fused_norm_gpu_test.cc, both forms against the ATen path) have passed on
+// a GPU: written 2026-12-07, when no device was lent. `mosaic train|bench|profile
+// --vectorized-norm` (MOSAIC_VECTORIZED_NORM=1) turn it on for the A/B.
+void SetVectorizedAddNorm(bool on);
+bool VectorizedAddNorm();
+
 // The process-wide fused kernels now on, as a profile records them (core/profile.h
-// Profile::fused_kernels): "none", "add-norm", "linear-grad" or "add-norm+linear-grad".
+// Profile::fused_kernels): "none", or "+"-joined names out of "add-norm", "vectorized-norm" (the
+// add-norm kernels in their vectorized forms), "linear-grad" and "bias-grad" (models/linear.h),
+// in that order.
 std::string FusedKernelsInUse();
 
 // Sets the fusion for a scope and restores the previous setting (tests).

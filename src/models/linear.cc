@@ -10,12 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/bias_grad.h"
 #include "kernels/linear_grad.h"
 
 namespace mosaic::models {
 namespace {
 
 std::atomic<bool> fuse_linear_grad{false};
+std::atomic<bool> fuse_bias_grad{false};
 
 using torch::Tensor;
 using torch::autograd::AutogradContext;
@@ -103,6 +105,50 @@ struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
   }
 };
 
+// db (out) fp32 = column sums of g (N, out) bf16 contiguous: Note [bias gradient kernel].
+Tensor ColumnSum(const Tensor& g) {
+  const int64_t rows = g.size(0), out = g.size(1);
+  const c10::cuda::CUDAGuard guard(g.device());
+  const int slices = kernels::ColumnSumSlices(
+      rows, static_cast<int>(out), at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  Tensor db = torch::empty({out}, g.options().dtype(torch::kFloat32));
+  Tensor workspace = torch::empty({slices, out}, g.options().dtype(torch::kFloat32));
+  const cudaError_t e = kernels::ColumnSumBf16(Bf16(g), db.data_ptr<float>(),
+                                               workspace.data_ptr<float>(), rows,
+                                               static_cast<int>(out), slices,
+                                               at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(e == cudaSuccess, "ColumnSumBf16 (", rows, " x ", out,
+              "): ", cudaGetErrorString(e));
+  return db;
+}
+
+// y = x W^T + b as autocast computes it (bf16 operands, ATen's GEMM); backward: dx = dy W and
+// dW = dy^T x with ATen's bf16 GEMMs (autograd casts dW to the fp32 weight), db from ColumnSum.
+struct LinearBiasGradFn : public torch::autograd::Function<LinearBiasGradFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
+                        const Tensor& bias) {
+    const int64_t out = weight.size(0);
+    const Tensor x2d = Bf16Rows(x);                 // (N, in)
+    const Tensor wb = weight.to(torch::kBFloat16);  // (out, in)
+    const Tensor y2d = at::addmm(bias.to(torch::kBFloat16), x2d, wb.t());  // (N, out)
+    ctx->save_for_backward({x2d, wb});
+    return at::_unsafe_view(y2d, WithLast(x.sizes(), out));  // (..., out), as LinearBf16Fn
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor& x2d = saved[0];  // (N, in) bf16
+    const Tensor& wb = saved[1];   // (out, in) bf16
+    const int64_t rows = x2d.size(0), in = x2d.size(1), out = wb.size(0);
+    const Tensor g = grads[0].to(torch::kBFloat16).reshape({rows, out}).contiguous();  // (N, out)
+    Tensor dx, dw, db;
+    if (ctx->needs_input_grad(0)) dx = g.mm(wb).view(WithLast(grads[0].sizes(), in));
+    if (ctx->needs_input_grad(1)) dw = g.t().mm(x2d);  // (out, in) bf16
+    if (ctx->needs_input_grad(2)) db = ColumnSum(g);   // (out) fp32
+    return {dx, dw, db};
+  }
+};
+
 // fc2(gelu_tanh(fc1(x))) in bf16 with fc1's bias + GELU in its GEMM's epilogue (z kept), and
 // in backward fc2's input-gradient GEMM applying gelu'(z) and summing fc1's bias gradient.
 struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
@@ -168,19 +214,35 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
 
 void SetFuseLinearGrad(bool on) { fuse_linear_grad.store(on); }
 bool FuseLinearGrad() { return fuse_linear_grad.load(); }
+void SetFuseBiasGrad(bool on) { fuse_bias_grad.store(on); }
+bool FuseBiasGrad() { return fuse_bias_grad.load(); }
 
-bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  if (!FuseLinearGrad() || !x.is_cuda() || !x.is_floating_point() || x.dim() < 1) return false;
+namespace {
+
+// CUDA x under bf16 autocast, a 2-D fp32 weight (out, x.size(-1)) and an fp32 bias (if any) on
+// x's device: what both kernel paths of Linear need.
+bool Bf16AutocastLinear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (!x.is_cuda() || !x.is_floating_point() || x.dim() < 1) return false;
   if (!at::autocast::is_autocast_enabled(at::kCUDA) ||
       at::autocast::get_autocast_dtype(at::kCUDA) != at::kBFloat16)
     return false;
   auto fp32_here = [&](const Tensor& t) {
     return t.scalar_type() == torch::kFloat32 && t.device() == x.device();
   };
-  if (weight.dim() != 2 || !fp32_here(weight) || (bias.defined() && !fp32_here(bias)))
-    return false;
-  if (weight.size(1) != x.size(-1) || weight.size(0) % 8 != 0 || weight.size(1) % 8 != 0)
-    return false;
+  return weight.dim() == 2 && fp32_here(weight) && (!bias.defined() || fp32_here(bias)) &&
+         weight.size(1) == x.size(-1);
+}
+
+}  // namespace
+
+bool BiasGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return FuseBiasGrad() && bias.defined() && !LinearGradFuses(x, weight, bias) &&
+         Bf16AutocastLinear(x, weight, bias) && x.numel() > 0;
+}
+
+bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (!FuseLinearGrad() || !Bf16AutocastLinear(x, weight, bias)) return false;
+  if (weight.size(0) % 8 != 0 || weight.size(1) % 8 != 0) return false;
   // At least two rows: no empty GEMM, and cuBLASLt has summed bias gradients over k = 1 wrongly
   // (OneFlow routes that case around BGRADB); one row is cheap in ATen anyway.
   return x.numel() / x.size(-1) >= 2;
@@ -203,6 +265,7 @@ Tensor FusedGeluMlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const T
 }
 
 Tensor Linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (BiasGradFuses(x, weight, bias)) return LinearBiasGradFn::apply(x, weight, bias);
   if (!LinearGradFuses(x, weight, bias)) return torch::linear(x, weight, bias);
   return LinearBf16Fn::apply(x, weight, bias.defined() ? bias : weight, bias.defined());
 }

@@ -27,6 +27,21 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
 void SetFuseLinearGrad(bool on);
 bool FuseLinearGrad();
 
+// Note [bias gradient kernel]: with SetFuseBiasGrad(true) (and the setting above off), under
+// CUDA bf16 autocast Linear keeps autocast's bf16 GEMMs for the output and the input and weight
+// gradients (ATen's kernels, as torch::linear) and takes only the bias gradient from
+// kernels::ColumnSumBf16 (one full-width read of dy, fp32 out, deterministic) instead of ATen's
+// bf16 reduction and the cast after it. Off in the library and in `mosaic train|bench` until
+// its gpu tests (tests/models/linear_gpu_test.cc, BiasGradGpu*) have run and the benchmark has
+// measured it (--fused-bias-grad turns it on): written 2026-12-07, when no GPU was lent.
+void SetFuseBiasGrad(bool on);
+bool FuseBiasGrad();
+// True when Linear(x, weight, bias) would take the bias-gradient kernel now: the setting on, the
+// cuBLASLt path not taken, CUDA bf16 autocast, fp32 weight and bias on x's device, a bias, at
+// least one row.
+bool BiasGradFuses(const torch::Tensor& x, const torch::Tensor& weight,
+                   const torch::Tensor& bias);
+
 // fc2(gelu_tanh(fc1(x))): x (..., C) -> (..., C); w1 (hidden, C), b1 (hidden), w2 (C, hidden),
 // b2 (C). fc1's bias and GELU run in its GEMM's epilogue (the pre-activation kept for backward),
 // and the backward applies GELU's derivative and sums fc1's bias gradient in fc2's

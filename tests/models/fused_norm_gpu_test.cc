@@ -96,7 +96,8 @@ TEST_P(FusedNormGpu, KernelsMatchTheAtenPath) {
 // scalar ones.
 // 25216 x 768: CLIP ViT-B/16 at batch 128, and the shape with the most rows per backward
 // block, so the one that runs the grid-stride loop longest; 100: one group, lanes 25-31
-// empty; 16: lanes without elements; 1028: 9 groups in a 12-group forward; 1024, 1280, 2048:
+// empty; 16: lanes without elements; 384: 3 groups; 644: 6 groups, the last partly filled;
+// 1028: 9 groups in a 12-group forward; 1024, 1280, 2048:
 // vectorized forward, scalar backward; 4096, 33, 6144 (the widest row, 48 KiB of shared
 // memory): scalar both ways.
 INSTANTIATE_TEST_SUITE_P(Shapes, FusedNormGpu,
@@ -108,6 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FusedNormGpu,
                                            Shape{257, 96, true, true, true},
                                            Shape{8 * 577, 1024}, Shape{50, 1280},
                                            Shape{9, 2048}, Shape{33, 1028},
+                                           Shape{300, 384}, Shape{300, 644},
                                            Shape{300, 768, true, true, false, true},
                                            Shape{300, 768, false, true, false, true}),
                          [](const auto& info) {

@@ -12,6 +12,7 @@
 #include "common/tensor_compare.h"
 #include "models/blocks.h"
 #include "models/fused_norm.h"
+#include "models/linear.h"
 
 namespace mosaic::models {
 namespace {
@@ -98,6 +99,40 @@ TEST(AddLayerNorm, BadInputsAreClearErrors) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("the kernel needs CUDA"), std::string::npos) << e.what();
   }
+}
+
+// The names a profile records (core/profile.h fused_kernels) follow the switches; the CPU takes
+// the ATen path whatever they say, and the scalar kernels refuse CPU tensors as the kernels do.
+TEST(AddLayerNorm, FusedKernelNamesFollowTheSwitches) {
+  const bool vectorized = VectorizedAddNorm();
+  {
+    const FuseAddNormScope off(false);
+    SetVectorizedAddNorm(true);
+    EXPECT_EQ(FusedKernelsInUse().find("norm"), std::string::npos) << FusedKernelsInUse();
+  }
+  {
+    const FuseAddNormScope on(true);
+    SetVectorizedAddNorm(false);
+    EXPECT_EQ(FusedKernelsInUse().substr(0, 8), "add-norm");
+    EXPECT_EQ(FusedKernelsInUse().find("vectorized-norm"), std::string::npos);
+    SetVectorizedAddNorm(true);
+    EXPECT_EQ(FusedKernelsInUse().substr(0, 24), "add-norm+vectorized-norm");
+    const torch::Tensor x = torch::randn({3, 8}), w = torch::ones({8}), b = torch::zeros({8});
+    const auto [h, y] = AddLayerNorm(x, {}, w, b, 1e-5);  // kAuto: ATen on the CPU
+    EXPECT_TRUE(torch::allclose(y.to(torch::kFloat32),
+                                at::layer_norm(x, {8}, w, b, 1e-5).to(torch::kBFloat16).to(
+                                    torch::kFloat32)));
+    EXPECT_THROW(AddLayerNorm(x, {}, w, b, 1e-5, NormPath::kScalarKernel), c10::Error);
+    const bool bias = FuseBiasGrad(), linear = FuseLinearGrad();
+    SetFuseLinearGrad(false);
+    SetFuseBiasGrad(true);
+    EXPECT_EQ(FusedKernelsInUse(), "add-norm+vectorized-norm+bias-grad");
+    SetFuseLinearGrad(true);  // the cuBLASLt path takes the bias gradient itself
+    EXPECT_EQ(FusedKernelsInUse(), "add-norm+vectorized-norm+linear-grad");
+    SetFuseBiasGrad(bias);
+    SetFuseLinearGrad(linear);
+  }
+  SetVectorizedAddNorm(vectorized);
 }
 
 // bf16 autocast on the CPU for a scope: the fused stack's precondition, reachable without a GPU.

@@ -3,8 +3,10 @@
 // both against the exact gradients of the same bf16 operands in fp64: the forward and the input
 // gradient are autocast's, the weight and bias gradients at least as close to exact as ATen's
 // bf16 ones (they are fp32 accumulators, ATen's are rounded to bf16). Then the same inside a
-// captured CUDA graph, as the engine runs it.
+// captured CUDA graph, as the engine runs it. Then the bias-gradient kernel (Note [bias gradient
+// kernel]): its column sums against fp64, and Linear with it against torch::linear.
 #include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bias_grad.h"
 #include "models/linear.h"
 
 namespace mosaic::models {
@@ -25,14 +28,18 @@ double ScaledError(const torch::Tensor& a, const torch::Tensor& ref) {
          r.abs().max().clamp_min(1e-30).item<double>();
 }
 
-class FuseLinearGradScope {
+// Sets one of models/linear.h's process-wide switches for a scope, then restores it.
+template <bool (*kGet)(), void (*kSet)(bool)>
+class SwitchScope {
  public:
-  explicit FuseLinearGradScope(bool on) : previous_(FuseLinearGrad()) { SetFuseLinearGrad(on); }
-  ~FuseLinearGradScope() { SetFuseLinearGrad(previous_); }
+  explicit SwitchScope(bool on) : previous_(kGet()) { kSet(on); }
+  ~SwitchScope() { kSet(previous_); }
 
  private:
   bool previous_;
 };
+using FuseLinearGradScope = SwitchScope<FuseLinearGrad, SetFuseLinearGrad>;
+using FuseBiasGradScope = SwitchScope<FuseBiasGrad, SetFuseBiasGrad>;
 
 class CudaBf16Autocast {
  public:
@@ -146,18 +153,20 @@ TEST(LinearGpuLimits, OddWidthsAndFp32RunsTakeTorchLinear) {
   EXPECT_FALSE(LinearGradFuses(x.narrow(0, 0, 0), w, b)) << "no rows";
 }
 
-// Captured once, replayed: the gradients the engine's backward graphs would compute.
-TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
-  FuseLinearGradScope scope(true);
-  torch::manual_seed(12);
+// Linear((2, 197, 768) -> out) forward + backward under whichever switch is on: once eager on a
+// side stream (also the warm-up: cuBLASLt's algorithms are chosen outside the capture), then
+// captured once and replayed, as the engine's backward graphs run it.
+struct EagerAndReplayed {
+  Grads eager, replayed;
+};
+
+EagerAndReplayed RunEagerThenReplayed(int64_t out, uint64_t seed) {
+  torch::manual_seed(seed);
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
   const torch::Tensor x0 = torch::randn({2, 197, 768}, cuda);
-  const torch::Tensor w0 = torch::randn({2304, 768}, cuda) / std::sqrt(768.0);
-  const torch::Tensor b0 = torch::randn({2304}, cuda);
-  const torch::Tensor gy = torch::randn({2, 197, 2304}, cuda).to(torch::kBFloat16);
-  const Grads eager = RunLinear(true, x0, w0, b0, gy.to(torch::kFloat32));
-
+  const torch::Tensor w0 = torch::randn({out, 768}, cuda) / std::sqrt(768.0);
+  const torch::Tensor b0 = torch::randn({out}, cuda);
+  const torch::Tensor gy = torch::randn({2, 197, out}, cuda).to(torch::kBFloat16);
   torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
   torch::Tensor b = b0.clone().requires_grad_();
   auto step = [&] {
@@ -165,27 +174,36 @@ TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
     torch::Tensor y = Linear(x, w, b);
     y.backward(gy);
   };
+  auto grads = [&] { return Grads{{}, x.grad().clone(), w.grad().clone(), b.grad().clone()}; };
   c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+  EagerAndReplayed r;
   at::cuda::CUDAGraph graph;
+  torch::cuda::synchronize();  // the side stream does not wait for the default one's clones
   {
-    torch::cuda::synchronize();  // the side stream does not wait for the default one's clones
     const c10::cuda::CUDAStreamGuard guard(side);
-    step();  // warm up (cuBLASLt's algorithm chosen outside the capture)
-    x.grad().zero_();
-    w.grad().zero_();
-    b.grad().zero_();
+    step();
+    torch::cuda::synchronize();
+    r.eager = grads();
+    for (torch::Tensor t : {x.grad(), w.grad(), b.grad()}) t.zero_();
     graph.capture_begin();
-    step();  // accumulates into the grads allocated by the warm-up
+    step();  // accumulates into the grads allocated by the eager step
     graph.capture_end();
   }
   torch::cuda::synchronize();
   for (torch::Tensor t : {x.grad(), w.grad(), b.grad()}) t.zero_();
   graph.replay();
   torch::cuda::synchronize();
-  EXPECT_TRUE(torch::allclose(w.grad(), eager.dw, 1e-5, 1e-4));
-  EXPECT_TRUE(torch::allclose(b.grad(), eager.db, 1e-5, 1e-4));
-  // dx is a bf16 GEMM on another stream: equal to a rounding step, not bit for bit.
-  EXPECT_LE(ScaledError(x.grad(), eager.dx), 1.0 / 128);
+  r.replayed = grads();
+  return r;
+}
+
+TEST(LinearGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  FuseLinearGradScope scope(true);
+  const EagerAndReplayed r = RunEagerThenReplayed(2304, 12);
+  EXPECT_TRUE(torch::allclose(r.replayed.dw, r.eager.dw, 1e-5, 1e-4));
+  EXPECT_TRUE(torch::allclose(r.replayed.db, r.eager.db, 1e-5, 1e-4));
+  EXPECT_LE(ScaledError(r.replayed.dx, r.eager.dx), 1.0 / 128);
 }
 
 // The GELU MLP with its epilogues (FusedGeluMlp) and the unfused autocast MLP, both against the
@@ -230,6 +248,141 @@ TEST(GeluMlpGpu, AsCloseToFp64AsTheUnfusedMlp) {
     EXPECT_LE(ef, 1.25 * ea + 1e-3) << names[i] << ": fused " << ef << ", autocast " << ea;
     EXPECT_LE(ef, 2e-2) << names[i];
   }
+}
+
+// kernels::ColumnSumBf16 (Note [bias gradients as column sums]) against the fp64 column sums of
+// the same bf16 values: at batch-128 CLIP sizes (vectorized, many slices), widths that are not
+// multiples of 8 and a misaligned start (the scalar kernel), one row, no rows; and the same bits
+// on a second run.
+struct SumShape {
+  int64_t rows, cols;
+  int64_t offset = 0;  // elements dy starts into its buffer (1: not 16-byte aligned)
+};
+
+class BiasGradGpuKernel : public ::testing::TestWithParam<SumShape> {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  }
+};
+
+TEST_P(BiasGradGpuKernel, ColumnSumsMatchFp64AndRepeatBitForBit) {
+  const SumShape sh = GetParam();
+  torch::manual_seed(14);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor buffer =
+      torch::randn({sh.rows * sh.cols + sh.offset}, cuda).to(torch::kBFloat16);
+  const torch::Tensor dy = buffer.narrow(0, sh.offset, sh.rows * sh.cols).view({sh.rows, sh.cols});
+  const int slices = kernels::ColumnSumSlices(
+      sh.rows, static_cast<int>(sh.cols),
+      at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  ASSERT_GE(slices, 1);
+  auto sum = [&] {
+    torch::Tensor db = torch::full({sh.cols}, 7.0f, cuda);  // overwritten, not added to
+    torch::Tensor ws = torch::empty({slices, sh.cols}, cuda);
+    EXPECT_EQ(kernels::ColumnSumBf16(reinterpret_cast<const __nv_bfloat16*>(dy.data_ptr()),
+                                     db.data_ptr<float>(), ws.data_ptr<float>(), sh.rows,
+                                     static_cast<int>(sh.cols), slices,
+                                     at::cuda::getCurrentCUDAStream()),
+              cudaSuccess);
+    return db;
+  };
+  const torch::Tensor a = sum(), b = sum();
+  const torch::Tensor exact = dy.to(torch::kFloat64).sum(0);
+  if (sh.rows == 0) {
+    EXPECT_EQ(a.abs().max().item<float>(), 0.0f);
+  } else {
+    EXPECT_LE(ScaledError(a, exact), 1e-5) << slices << " slices";
+  }
+  EXPECT_TRUE(torch::equal(a, b)) << "not deterministic";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BiasGradGpuKernel,
+                         ::testing::Values(SumShape{128 * 197, 3072}, SumShape{128 * 197, 768},
+                                           SumShape{128 * 77, 2048}, SumShape{1000, 100},
+                                           SumShape{37, 16, 1}, SumShape{1, 24},
+                                           SumShape{7, 3}, SumShape{0, 16},
+                                           SumShape{3, 2304 + 8}),
+                         [](const ::testing::TestParamInfo<SumShape>& info) {
+                           return std::to_string(info.param.rows) + "x" +
+                                  std::to_string(info.param.cols) +
+                                  (info.param.offset ? "_misaligned" : "");
+                         });
+
+// Linear with the bias-gradient kernel (Note [bias gradient kernel]) against torch::linear under
+// the same autocast: forward, input and weight gradients autocast's (bf16 GEMMs), the bias
+// gradient at least as close to the exact sum as ATen's bf16 one.
+TEST_P(LinearGpu, BiasGradKernelKeepsAutocastsGemms) {
+  const Shape sh = GetParam();
+  torch::manual_seed(15);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const int64_t in = sh.x.back();
+  const torch::Tensor x0 = torch::randn(sh.x, cuda);
+  const torch::Tensor w0 = torch::randn({sh.out, in}, cuda) / std::sqrt(static_cast<double>(in));
+  const torch::Tensor b0 = torch::randn({sh.out}, cuda);
+  if (!sh.bias) {  // nothing for the kernel to do: torch::linear itself
+    FuseBiasGradScope scope(true);
+    CudaBf16Autocast autocast;
+    EXPECT_FALSE(BiasGradFuses(x0, w0, {}));
+    EXPECT_TRUE(torch::equal(Linear(x0, w0, {}), torch::linear(x0, w0, {})));
+    return;
+  }
+  std::vector<int64_t> y_shape = sh.x;
+  y_shape.back() = sh.out;
+  const torch::Tensor gy = torch::randn(y_shape, cuda).to(torch::kBFloat16).to(torch::kFloat32);
+  auto run = [&](bool kernel) {
+    FuseBiasGradScope scope(kernel);
+    torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+    torch::Tensor b = b0.clone().requires_grad_();
+    torch::Tensor y;
+    {
+      CudaBf16Autocast autocast;
+      EXPECT_EQ(BiasGradFuses(x, w, b), kernel);
+      y = Linear(x, w, b);
+    }
+    (y.to(torch::kFloat32) * gy).sum().backward();
+    return Grads{y.detach(), x.grad(), w.grad(), b.grad()};
+  };
+  const Grads k = run(true), aten = run(false);
+  EXPECT_EQ(k.y.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(k.dw.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(k.db.scalar_type(), torch::kFloat32);
+  EXPECT_LE(ScaledError(k.y, aten.y), 1.0 / 128);
+  EXPECT_LE(ScaledError(k.dx, aten.dx), 1.0 / 128);
+  EXPECT_LE(ScaledError(k.dw, aten.dw), 1.0 / 128);
+  const torch::Tensor db_exact = gy.to(torch::kFloat64).reshape({-1, sh.out}).sum(0);
+  const double kb = ScaledError(k.db, db_exact), ab = ScaledError(aten.db, db_exact);
+  EXPECT_LE(kb, 1e-5);
+  EXPECT_LE(kb, ab + 1e-6);
+}
+
+TEST(BiasGradGpuLimits, TakenOnlyUnderBf16AutocastWithABias) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  FuseBiasGradScope scope(true);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor x = torch::randn({5, 32}, cuda), w = torch::randn({21, 32}, cuda);
+  const torch::Tensor b = torch::randn({21}, cuda);
+  EXPECT_FALSE(BiasGradFuses(x, w, b)) << "no autocast: fp32 training";
+  CudaBf16Autocast autocast;
+  EXPECT_TRUE(BiasGradFuses(x, w, b)) << "any width: the kernel has a scalar form";
+  EXPECT_FALSE(BiasGradFuses(x, w, {})) << "no bias";
+  EXPECT_FALSE(BiasGradFuses(x.narrow(0, 0, 0), w, b)) << "no rows";
+  EXPECT_FALSE(BiasGradFuses(x.cpu(), w, b)) << "CPU input";
+  const torch::Tensor w8 = torch::randn({24, 32}, cuda), b8 = torch::randn({24}, cuda);
+  FuseLinearGradScope linear(true);
+  EXPECT_FALSE(BiasGradFuses(x, w8, b8)) << "the cuBLASLt path comes first";
+  EXPECT_TRUE(BiasGradFuses(x, w, b)) << "21 outputs: not the cuBLASLt path's";
+}
+
+// The bias-gradient kernel replayed from a captured graph: its column sums are deterministic, so
+// the bias gradient replays bit for bit.
+TEST(BiasGradGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  FuseBiasGradScope scope(true);
+  const EagerAndReplayed r = RunEagerThenReplayed(3072, 16);
+  EXPECT_TRUE(torch::equal(r.replayed.db, r.eager.db));
+  EXPECT_TRUE(torch::allclose(r.replayed.dw, r.eager.dw, 1e-5, 1e-4));
+  EXPECT_LE(ScaledError(r.replayed.dx, r.eager.dx), 1.0 / 128);
 }
 
 }  // namespace
