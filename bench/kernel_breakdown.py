@@ -19,7 +19,7 @@ KINDS = [  # (kind, substrings of the kernel name), first match wins
     ("attention", ("sdpa", "flash", "fmha")),
     ("fused (triton)", ("triton_",)),
     ("layer norm", ("layer_norm", "GammaBeta", "AddLayerNorm")),
-    ("reduction (bias grads)", ("reduce_kernel",)),
+    ("reduction (bias grads)", ("reduce_kernel", "ColumnSum", "SumSlicesKernel")),
     ("copy / cast", ("copy_kernel", "direct_copy")),
     ("elementwise", ("elementwise", "Functor")),
     ("optimizer", ("multi_tensor_apply", "FusedOptimizer")),

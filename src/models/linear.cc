@@ -136,6 +136,8 @@ struct LinearBiasGradFn : public torch::autograd::Function<LinearBiasGradFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The gradients are computed without history: a second derivative would be silently wrong.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "Linear: double backward is not supported");
     const variable_list saved = ctx->get_saved_variables();
     const Tensor& x2d = saved[0];  // (N, in) bf16
     const Tensor& wb = saved[1];   // (out, in) bf16
@@ -236,7 +238,7 @@ bool Bf16AutocastLinear(const Tensor& x, const Tensor& weight, const Tensor& bia
 }  // namespace
 
 bool BiasGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return FuseBiasGrad() && bias.defined() && !LinearGradFuses(x, weight, bias) &&
+  return FuseBiasGrad() && !FuseLinearGrad() && bias.defined() &&
          Bf16AutocastLinear(x, weight, bias) && x.numel() > 0;
 }
 
@@ -245,7 +247,7 @@ bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   if (weight.size(0) % 8 != 0 || weight.size(1) % 8 != 0) return false;
   // At least two rows: no empty GEMM, and cuBLASLt has summed bias gradients over k = 1 wrongly
   // (OneFlow routes that case around BGRADB); one row is cheap in ATen anyway.
-  return x.numel() / x.size(-1) >= 2;
+  return x.size(-1) > 0 && x.numel() / x.size(-1) >= 2;
 }
 
 bool GeluMlpFuses(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2,

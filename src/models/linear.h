@@ -27,7 +27,8 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight,
 void SetFuseLinearGrad(bool on);
 bool FuseLinearGrad();
 
-// Note [bias gradient kernel]: with SetFuseBiasGrad(true) (and the setting above off), under
+// Note [bias gradient kernel]: with SetFuseBiasGrad(true) and the setting above off (with it on,
+// this one is ignored: the cuBLASLt path takes its own bias gradients), under
 // CUDA bf16 autocast Linear keeps autocast's bf16 GEMMs for the output and the input and weight
 // gradients (ATen's kernels, as torch::linear) and takes only the bias gradient from
 // kernels::ColumnSumBf16 (one full-width read of dy, fp32 out, deterministic) instead of ATen's
@@ -36,8 +37,8 @@ bool FuseLinearGrad();
 // measured it (--fused-bias-grad turns it on): written 2026-12-07, when no GPU was lent.
 void SetFuseBiasGrad(bool on);
 bool FuseBiasGrad();
-// True when Linear(x, weight, bias) would take the bias-gradient kernel now: the setting on, the
-// cuBLASLt path not taken, CUDA bf16 autocast, fp32 weight and bias on x's device, a bias, at
+// True when Linear(x, weight, bias) would take the bias-gradient kernel now: the setting on and
+// SetFuseLinearGrad off, CUDA bf16 autocast, fp32 weight and bias on x's device, a bias, at
 // least one row.
 bool BiasGradFuses(const torch::Tensor& x, const torch::Tensor& weight,
                    const torch::Tensor& bias);

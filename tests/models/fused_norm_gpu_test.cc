@@ -173,19 +173,25 @@ TEST(FusedAddNormStackGpu, AsCloseToFp32AsTheUnfusedStack) {
   const torch::Tensor x = torch::randn({8, 197, 768}, cuda), w = torch::randn({8, 197, 768}, cuda);
   const StackResult ref = RunViTStack(stack, x, w, /*fuse=*/false, /*bf16=*/false);
   const StackResult plain = RunViTStack(stack, x, w, /*fuse=*/false, /*bf16=*/true);
-  const StackResult fused = RunViTStack(stack, x, w, /*fuse=*/true, /*bf16=*/true);
   EXPECT_FALSE(plain.fused);
-  ASSERT_TRUE(fused.fused) << "the fused stack did not take AddLayerNorm";
-  const double out_plain = RelNormError(plain.out, ref.out);
-  const double out_fused = RelNormError(fused.out, ref.out);
-  EXPECT_LE(out_fused, 1.25 * out_plain + 1e-4) << "plain " << out_plain;
-  ASSERT_EQ(fused.grads.size(), ref.grads.size());
-  for (size_t i = 0; i < ref.grads.size(); ++i) {
-    const double gp = RelNormError(plain.grads[i], ref.grads[i]);
-    const double gf = RelNormError(fused.grads[i], ref.grads[i]);
-    EXPECT_LE(gf, 1.25 * gp + 1e-4) << "gradient " << i << ": plain " << gp;
-    EXPECT_LT(gf, 5e-2) << "gradient " << i;  // bf16 training's own error is ~1e-2
+  const bool vectorized = VectorizedAddNorm();
+  for (bool vec : {false, true}) {  // the kernels' scalar forms, then their vectorized ones
+    SCOPED_TRACE(vec ? "vectorized kernels" : "scalar kernels");
+    SetVectorizedAddNorm(vec);
+    const StackResult fused = RunViTStack(stack, x, w, /*fuse=*/true, /*bf16=*/true);
+    ASSERT_TRUE(fused.fused) << "the fused stack did not take AddLayerNorm";
+    const double out_plain = RelNormError(plain.out, ref.out);
+    const double out_fused = RelNormError(fused.out, ref.out);
+    EXPECT_LE(out_fused, 1.25 * out_plain + 1e-4) << "plain " << out_plain;
+    ASSERT_EQ(fused.grads.size(), ref.grads.size());
+    for (size_t i = 0; i < ref.grads.size(); ++i) {
+      const double gp = RelNormError(plain.grads[i], ref.grads[i]);
+      const double gf = RelNormError(fused.grads[i], ref.grads[i]);
+      EXPECT_LE(gf, 1.25 * gp + 1e-4) << "gradient " << i << ": plain " << gp;
+      EXPECT_LT(gf, 5e-2) << "gradient " << i;  // bf16 training's own error is ~1e-2
+    }
   }
+  SetVectorizedAddNorm(vectorized);
 }
 
 }  // namespace

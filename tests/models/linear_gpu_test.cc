@@ -368,10 +368,8 @@ TEST(BiasGradGpuLimits, TakenOnlyUnderBf16AutocastWithABias) {
   EXPECT_FALSE(BiasGradFuses(x, w, {})) << "no bias";
   EXPECT_FALSE(BiasGradFuses(x.narrow(0, 0, 0), w, b)) << "no rows";
   EXPECT_FALSE(BiasGradFuses(x.cpu(), w, b)) << "CPU input";
-  const torch::Tensor w8 = torch::randn({24, 32}, cuda), b8 = torch::randn({24}, cuda);
   FuseLinearGradScope linear(true);
-  EXPECT_FALSE(BiasGradFuses(x, w8, b8)) << "the cuBLASLt path comes first";
-  EXPECT_TRUE(BiasGradFuses(x, w, b)) << "21 outputs: not the cuBLASLt path's";
+  EXPECT_FALSE(BiasGradFuses(x, w, b)) << "--fused-linear-grad on: this switch is ignored";
 }
 
 // The bias-gradient kernel replayed from a captured graph: its column sums are deterministic, so
