@@ -8,8 +8,8 @@
 #   OUT=/tmp/suite scripts/gpu_build.sh && OUT=/tmp/suite bench/run_suite.sh
 #   bench/run_suite.sh clip-b16 llava-small          # a subset
 #
-# Env: MOSAIC_BIN (default build-gpu/src/cli/mosaic), STEPS (20), PROFILES (a folder of measured
-# profiles named <model>-<device>.json used where configs/profiles has none), MOSAIC_COMMIT,
+# Env: MOSAIC_BIN (default build-gpu/src/cli/mosaic), STEPS (20), PROFILES (a folder of profiles
+# measured in this session, named <model>-<device>.json, used before configs/profiles), MOSAIC_COMMIT,
 # RAW (folder of the raw per-model results; COLLECT=0 skips the merge, for a suite run in parts),
 # MODEL_TIMEOUT (s per model, 300), HF=0 to skip the Hugging Face baseline, HF_FROM=file to take it from an earlier run in the same
 # session, MOSAIC_FUSED_NORM=0 to bench without the fused add + LayerNorm kernels (on by default;
@@ -40,7 +40,9 @@ esac
 echo "[suite] $gpu (device spec $devspec), models: ${models[*]}, $STEPS steps" | tee "$OUT/suite.log"
 for m in "${models[@]}"; do
   prof=()
-  if [[ ! -f configs/profiles/$m-$devspec.json && -f $PROFILES/$m-$devspec.json ]]; then
+  # A profile measured in this session (PROFILES) wins over the committed one: it was measured
+  # with this build's kernels on this machine.
+  if [[ -f $PROFILES/$m-$devspec.json ]]; then
     prof=(--profile "$PROFILES/$m-$devspec.json")
   fi
   timeout "${MODEL_TIMEOUT:-300}" "$BIN" bench -m "$m" --device "$devspec" --steps "$STEPS" "${prof[@]}" \

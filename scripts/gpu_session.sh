@@ -6,7 +6,9 @@
 #   tests     ctest -L gpu (every layer; fixtures that need transformers are made here
 #             by the bundle script, not there: -FA)       -> $OUT/ctest-gpu.log
 #   profile   mosaic profile for the zoo models without a committed profile for this GPU's
-#             device spec (h100-sxm or h200) -> out/profiles/<model>-<spec>.json (and $OUT/profiles.tar)
+#             device spec (h100-sxm or h200), or all of PROFILE_MODELS with PROFILE_FORCE=1 (the
+#             committed ones are stale once the kernels change) -> out/profiles/<model>-<spec>.json
+#             (and $OUT/profiles.tar); the suite step then plans from those
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #   kernels   the fused kernels against their ATen paths and their scalar forms, at the zoo's
 #             LayerNorm shapes (bench/fused_norm_benchmark)  -> $OUT/fused_norm.json
@@ -69,7 +71,7 @@ for step in ${STEPS_TO_RUN:-tests}; do
       grep -E "tests passed|Failed|\*\*\*|Passed|loss|plan" "$OUT/ctest-gpu.log" | tail -40 ;;
     profile)
       for m in ${PROFILE_MODELS:-clip-b16 clip-b16-bs128 llava-small imagebind-like omni-small clip-l14}; do
-        [[ -f configs/profiles/$m-$devspec.json ]] && continue
+        [[ -f configs/profiles/$m-$devspec.json && -z ${PROFILE_FORCE:-} ]] && continue
         "$BIN" profile -m "$m" --device "$devspec" --quotas ${QUOTAS:-8,16,32,64,96,132} --reps ${PROFILE_REPS:-5} \
           -o "out/profiles/$m-$devspec.json" 2>>"$OUT/profile.log" || echo "[gpu] profile $m failed" >&2
         mkdir -p "$OUT/profiles"; cp "out/profiles/$m-$devspec.json" "$OUT/profiles/" 2>/dev/null
