@@ -63,6 +63,33 @@ if ! ninja -C build-gpu -j"$(nproc)" ${NINJA_TARGETS:-} >"$OUT/build.log" 2>&1; 
 fi
 echo "[gpu] built in $(($(date +%s) - t0)) s" >&2
 BIN=build-gpu/cli/mosaic
+
+# gpu_tests_pass NAME CTEST_ARGS...: the matching gpu tests into $OUT/ctest-NAME.log; on a
+# failure the log's end is shown and the status is non-zero.
+gpu_tests_pass() {
+  local name=$1
+  shift
+  (cd build-gpu && ctest "$@" --output-on-failure -j1 --timeout 300) >"$OUT/ctest-$name.log" 2>&1 \
+    && return 0
+  tail -30 "$OUT/ctest-$name.log"
+  return 1
+}
+
+# ab_suite NAME VAR=value... -- MODELS...: the models again under those settings, an A/B against
+# the suite's defaults (no HF baseline, no merge) -> $OUT/NAME/raw/*, $OUT/NAME/suite.log.
+ab_suite() {
+  local dir=$OUT/$1
+  shift
+  local envs=()
+  while [[ $1 != -- ]]; do
+    envs+=("$1")
+    shift
+  done
+  shift
+  mkdir -p "$dir/raw"
+  env "${envs[@]}" OUT="$dir" RAW="$dir/raw" COLLECT=0 HF=0 MOSAIC_BIN="$BIN" \
+    PROFILES=out/profiles bench/run_suite.sh "$@"
+}
 for step in ${STEPS_TO_RUN:-tests}; do
   case $step in
     tests)
@@ -81,46 +108,29 @@ for step in ${STEPS_TO_RUN:-tests}; do
     suite)
       OUT=$OUT MOSAIC_BIN=$BIN PROFILES=out/profiles bench/run_suite.sh ${SUITE_MODELS:-} ;;
     unfused)
-      # (bash assigns a command's prefix variables left to right: RAW must not see the new OUT)
-      u=$OUT/unfused
-      mkdir -p "$u/raw"
-      OUT=$u RAW=$u/raw COLLECT=0 HF=0 MOSAIC_FUSED_NORM=0 MOSAIC_BIN=$BIN \
-        PROFILES=out/profiles bench/run_suite.sh ${UNFUSED_MODELS:-clip-b16 clip-b16-bs128} ;;
+      ab_suite unfused MOSAIC_FUSED_NORM=0 -- ${UNFUSED_MODELS:-clip-b16 clip-b16-bs128} ;;
     linear)
-      if (cd build-gpu && ctest -R 'LinearGpu|GeluMlpGpu' -E 'BiasGrad' --output-on-failure -j1 \
-            --timeout 300) \
-          >"$OUT/ctest-linear.log" 2>&1; then
-        l=$OUT/linear
-        mkdir -p "$l/raw"
-        OUT=$l RAW=$l/raw COLLECT=0 HF=0 MOSAIC_FUSED_LINEAR_GRAD=1 MOSAIC_BIN=$BIN \
-          PROFILES=out/profiles bench/run_suite.sh ${LINEAR_MODELS:-clip-b16 clip-b16-bs128}
+      if gpu_tests_pass linear -R 'LinearGpu|GeluMlpGpu' -E 'BiasGrad'; then
+        ab_suite linear MOSAIC_FUSED_LINEAR_GRAD=1 -- ${LINEAR_MODELS:-clip-b16 clip-b16-bs128}
       else
-        echo "[gpu] LinearGpu failed: no --fused-linear-grad bench (see ctest-linear.log)" >&2
-        tail -30 "$OUT/ctest-linear.log"
+        echo "[gpu] LinearGpu failed: no --fused-linear-grad bench (ctest-linear.log)" >&2
       fi ;;
     newkernels)
       # Each new kernel's gpu tests gate its switch; the CLIP models then run with every switch
       # whose tests passed (one A/B against the suite's defaults).
       envs=()
-      if (cd build-gpu && ctest -R 'FusedNormGpu|FusedAddNormStackGpu' --output-on-failure -j1 \
-            --timeout 300) >"$OUT/ctest-vecnorm.log" 2>&1; then
+      if gpu_tests_pass vecnorm -R 'FusedNormGpu|FusedAddNormStackGpu'; then
         envs+=(MOSAIC_VECTORIZED_NORM=1)
       else
         echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
-        tail -30 "$OUT/ctest-vecnorm.log"
       fi
-      if (cd build-gpu && ctest -R 'BiasGrad' --output-on-failure -j1 --timeout 300) \
-          >"$OUT/ctest-biasgrad.log" 2>&1; then
+      if gpu_tests_pass biasgrad -R 'BiasGrad'; then
         envs+=(MOSAIC_FUSED_BIAS_GRAD=1)
       else
         echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
-        tail -30 "$OUT/ctest-biasgrad.log"
       fi
       if ((${#envs[@]})); then
-        n=$OUT/newkernels
-        mkdir -p "$n/raw"
-        env "${envs[@]}" OUT="$n" RAW="$n/raw" COLLECT=0 HF=0 MOSAIC_BIN="$BIN" \
-          PROFILES=out/profiles bench/run_suite.sh ${NEW_KERNEL_MODELS:-clip-b16 clip-b16-bs128}
+        ab_suite newkernels "${envs[@]}" -- ${NEW_KERNEL_MODELS:-clip-b16 clip-b16-bs128}
       fi ;;
     kernels)
       build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 --benchmark_min_time=0.1 \
