@@ -32,6 +32,7 @@
 #include "engine/standard_plans.h"
 #include "engine/step_timing.h"
 #include "models/fused_norm.h"
+#include "models/linear.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -201,7 +202,7 @@ int Run(const BenchFlags& f) {
                      {"fused_norm", f.fused.norm},
                      {"vectorized_norm", f.fused.norm && f.fused.vectorized_norm},
                      {"fused_linear_grad", f.fused.linear_grad},
-                     {"fused_bias_grad", f.fused.bias_grad && !f.fused.linear_grad}};
+                     {"fused_bias_grad", models::BiasGradKernelOn()}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();

@@ -56,7 +56,8 @@ StatusOr<Profile> ParseProfile(const Json& doc) {
     std::stringstream names(p.fused_kernels);
     std::string name;
     while (std::getline(names, name, '+'))
-      r.ExpectOneOf("fused_kernels", name, {"add-norm", "vectorized-norm", "linear-grad", "bias-grad"});
+      r.ExpectOneOf("fused_kernels", name,
+                    {"add-norm", "vectorized-norm", "linear-grad", "bias-grad"});
   }
   std::map<std::pair<std::string, TaskPhase>, size_t> seen;
   size_t count = r.ForEach("entries", [&](JsonReader e) {

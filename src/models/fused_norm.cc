@@ -170,7 +170,7 @@ std::string FusedKernelsInUse() {
   std::string names;
   if (FuseAddNorm()) names = VectorizedAddNorm() ? "add-norm+vectorized-norm" : "add-norm";
   if (FuseLinearGrad()) names += names.empty() ? "linear-grad" : "+linear-grad";
-  if (FuseBiasGrad() && !FuseLinearGrad()) names += names.empty() ? "bias-grad" : "+bias-grad";
+  if (BiasGradKernelOn()) names += names.empty() ? "bias-grad" : "+bias-grad";
   return names.empty() ? "none" : names;
 }
 

@@ -68,43 +68,6 @@ std::pair<Tensor, Tensor> WeightBiasGrad(const Tensor& g, const Tensor& x, bool 
   return {dw, db};
 }
 
-// y = x W^T + b in bf16 (autocast's GEMM); backward: dx = dy W (bf16, as ATen), and dW, db from
-// one cuBLASLt call in fp32. `bias_or_weight` is the bias, or the weight again when there is
-// none (`has_bias` false): autograd functions take no undefined tensors.
-struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias_or_weight, bool has_bias) {
-    const int64_t out = weight.size(0);
-    const Tensor x2d = Bf16Rows(x);                 // (N, in)
-    const Tensor wb = weight.to(torch::kBFloat16);  // (out, in)
-    const Tensor y2d = has_bias ? at::addmm(bias_or_weight.to(torch::kBFloat16), x2d, wb.t())
-                                : at::mm(x2d, wb.t());  // (N, out)
-    ctx->save_for_backward({x2d, wb});
-    ctx->saved_data["has_bias"] = has_bias;
-    // _unsafe_view: a view made inside a custom Function (and views of it, like the q/k/v
-    // split) could never be modified in place; this output owns its storage.
-    return at::_unsafe_view(y2d, WithLast(x.sizes(), out));  // (..., out)
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const Tensor& x2d = saved[0];  // (N, in) bf16
-    const Tensor& wb = saved[1];   // (out, in) bf16
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    const int64_t rows = x2d.size(0), in = x2d.size(1), out = wb.size(0);
-    const Tensor g = grads[0].to(torch::kBFloat16).reshape({rows, out}).contiguous();  // (N, out)
-    Tensor dx;
-    if (ctx->needs_input_grad(0)) {
-      // (..., in) bf16; autograd casts it to x's dtype
-      dx = g.mm(wb).view(WithLast(grads[0].sizes(), in));
-    }
-    Tensor dw, db;
-    if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2)))
-      std::tie(dw, db) = WeightBiasGrad(g, x2d, has_bias);
-    return {dx, dw, has_bias ? db : Tensor(), Tensor()};
-  }
-};
-
 // db (out) fp32 = column sums of g (N, out) bf16 contiguous: Note [bias gradient kernel].
 Tensor ColumnSum(const Tensor& g) {
   const int64_t rows = g.size(0), out = g.size(1);
@@ -122,32 +85,57 @@ Tensor ColumnSum(const Tensor& g) {
   return db;
 }
 
-// y = x W^T + b as autocast computes it (bf16 operands, ATen's GEMM); backward: dx = dy W and
-// dW = dy^T x with ATen's bf16 GEMMs (autograd casts dW to the fp32 weight), db from ColumnSum.
-struct LinearBiasGradFn : public torch::autograd::Function<LinearBiasGradFn> {
+// How LinearBf16Fn's backward takes the weight and bias gradients.
+enum class LinearGrads : int64_t {
+  kCublasLt,   // both from one cuBLASLt GEMM in fp32: Note [weight and bias gradients in one
+               // GEMM]
+  kColumnSum,  // dW from ATen's bf16 GEMM, db from ColumnSum: Note [bias gradient kernel]
+};
+
+// y = x W^T + b in bf16 (autocast's GEMM); backward: dx = dy W (bf16, as ATen), and dW, db as
+// `grads` says. `bias_or_weight` is the bias, or the weight again when there is none
+// (`has_bias` false): autograd functions take no undefined tensors.
+struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias) {
+                        const Tensor& bias_or_weight, bool has_bias, int64_t grads) {
     const int64_t out = weight.size(0);
     const Tensor x2d = Bf16Rows(x);                 // (N, in)
     const Tensor wb = weight.to(torch::kBFloat16);  // (out, in)
-    const Tensor y2d = at::addmm(bias.to(torch::kBFloat16), x2d, wb.t());  // (N, out)
+    const Tensor y2d = has_bias ? at::addmm(bias_or_weight.to(torch::kBFloat16), x2d, wb.t())
+                                : at::mm(x2d, wb.t());  // (N, out)
     ctx->save_for_backward({x2d, wb});
-    return at::_unsafe_view(y2d, WithLast(x.sizes(), out));  // (..., out), as LinearBf16Fn
+    ctx->saved_data["has_bias"] = has_bias;
+    ctx->saved_data["grads"] = grads;
+    // _unsafe_view: a view made inside a custom Function (and views of it, like the q/k/v
+    // split) could never be modified in place; this output owns its storage.
+    return at::_unsafe_view(y2d, WithLast(x.sizes(), out));  // (..., out)
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    // The gradients are computed without history: a second derivative would be silently wrong.
-    TORCH_CHECK(!torch::GradMode::is_enabled(), "Linear: double backward is not supported");
+    const auto how = static_cast<LinearGrads>(ctx->saved_data["grads"].toInt());
+    // The column-sum path's gradients are computed without history: a second derivative would
+    // be silently wrong.
+    TORCH_CHECK(how != LinearGrads::kColumnSum || !torch::GradMode::is_enabled(),
+                "Linear: double backward is not supported");
     const variable_list saved = ctx->get_saved_variables();
     const Tensor& x2d = saved[0];  // (N, in) bf16
     const Tensor& wb = saved[1];   // (out, in) bf16
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const int64_t rows = x2d.size(0), in = x2d.size(1), out = wb.size(0);
     const Tensor g = grads[0].to(torch::kBFloat16).reshape({rows, out}).contiguous();  // (N, out)
-    Tensor dx, dw, db;
-    if (ctx->needs_input_grad(0)) dx = g.mm(wb).view(WithLast(grads[0].sizes(), in));
-    if (ctx->needs_input_grad(1)) dw = g.t().mm(x2d);  // (out, in) bf16
-    if (ctx->needs_input_grad(2)) db = ColumnSum(g);   // (out) fp32
-    return {dx, dw, db};
+    Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      // (..., in) bf16; autograd casts it to x's dtype
+      dx = g.mm(wb).view(WithLast(grads[0].sizes(), in));
+    }
+    Tensor dw, db;
+    if (how == LinearGrads::kColumnSum) {
+      if (ctx->needs_input_grad(1)) dw = g.t().mm(x2d);  // (out, in) bf16; autograd casts it
+      if (has_bias && ctx->needs_input_grad(2)) db = ColumnSum(g);  // (out) fp32
+    } else if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2))) {
+      std::tie(dw, db) = WeightBiasGrad(g, x2d, has_bias);
+    }
+    return {dx, dw, has_bias ? db : Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -237,9 +225,11 @@ bool Bf16AutocastLinear(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 }  // namespace
 
+bool BiasGradKernelOn() { return FuseBiasGrad() && !FuseLinearGrad(); }
+
 bool BiasGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  return FuseBiasGrad() && !FuseLinearGrad() && bias.defined() &&
-         Bf16AutocastLinear(x, weight, bias) && x.numel() > 0;
+  return BiasGradKernelOn() && bias.defined() && Bf16AutocastLinear(x, weight, bias) &&
+         x.numel() > 0;
 }
 
 bool LinearGradFuses(const Tensor& x, const Tensor& weight, const Tensor& bias) {
@@ -267,9 +257,13 @@ Tensor FusedGeluMlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const T
 }
 
 Tensor Linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  if (BiasGradFuses(x, weight, bias)) return LinearBiasGradFn::apply(x, weight, bias);
+  if (BiasGradFuses(x, weight, bias)) {
+    return LinearBf16Fn::apply(x, weight, bias, true,
+                               static_cast<int64_t>(LinearGrads::kColumnSum));
+  }
   if (!LinearGradFuses(x, weight, bias)) return torch::linear(x, weight, bias);
-  return LinearBf16Fn::apply(x, weight, bias.defined() ? bias : weight, bias.defined());
+  return LinearBf16Fn::apply(x, weight, bias.defined() ? bias : weight, bias.defined(),
+                             static_cast<int64_t>(LinearGrads::kCublasLt));
 }
 
 }  // namespace mosaic::models

@@ -37,9 +37,11 @@ bool FuseLinearGrad();
 // measured it (--fused-bias-grad turns it on): written 2026-12-07, when no GPU was lent.
 void SetFuseBiasGrad(bool on);
 bool FuseBiasGrad();
-// True when Linear(x, weight, bias) would take the bias-gradient kernel now: the setting on and
-// SetFuseLinearGrad off, CUDA bf16 autocast, fp32 weight and bias on x's device, a bias, at
-// least one row.
+// The rule above in one place: the switch on and SetFuseLinearGrad off (what a profile and the
+// bench record as "bias-grad").
+bool BiasGradKernelOn();
+// True when Linear(x, weight, bias) would take the bias-gradient kernel now: BiasGradKernelOn,
+// CUDA bf16 autocast, fp32 weight and bias on x's device, a bias, at least one row.
 bool BiasGradFuses(const torch::Tensor& x, const torch::Tensor& weight,
                    const torch::Tensor& bias);
 
