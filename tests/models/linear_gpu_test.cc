@@ -70,16 +70,22 @@ struct Grads {
   torch::Tensor y, dx, dw, db;
 };
 
-// One forward and backward of Linear (fused or not) on fresh leaves; gy bf16-representable.
-Grads RunLinear(bool fused, const torch::Tensor& x0, const torch::Tensor& w0,
+// Which of Linear's switches is on: none (torch::linear), the cuBLASLt weight and bias
+// gradients, or the bias-gradient kernel.
+enum class Switch { kNone, kLinearGrad, kBiasGrad };
+
+// One forward and backward of Linear under `on` on fresh leaves; gy bf16-representable.
+Grads RunLinear(Switch on, const torch::Tensor& x0, const torch::Tensor& w0,
                 const torch::Tensor& b0, const torch::Tensor& gy) {
-  FuseLinearGradScope scope(fused);
+  FuseLinearGradScope linear(on == Switch::kLinearGrad);
+  FuseBiasGradScope bias(on == Switch::kBiasGrad);
   torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
   torch::Tensor b = b0.defined() ? b0.clone().requires_grad_() : torch::Tensor();
   torch::Tensor y;
   {
     CudaBf16Autocast autocast;
-    EXPECT_EQ(LinearGradFuses(x, w, b), fused);
+    EXPECT_EQ(LinearGradFuses(x, w, b), on == Switch::kLinearGrad);
+    EXPECT_EQ(BiasGradFuses(x, w, b), on == Switch::kBiasGrad);
     y = Linear(x, w, b);
   }
   (y.to(torch::kFloat32) * gy).sum().backward();
@@ -98,7 +104,8 @@ TEST_P(LinearGpu, GradientsAtLeastAsCloseToExactAsAutocastsAten) {
   y_shape.back() = sh.out;
   const torch::Tensor gy = torch::randn(y_shape, cuda).to(torch::kBFloat16).to(torch::kFloat32);
 
-  const Grads fused = RunLinear(true, x0, w0, b0, gy), aten = RunLinear(false, x0, w0, b0, gy);
+  const Grads fused = RunLinear(Switch::kLinearGrad, x0, w0, b0, gy);
+  const Grads aten = RunLinear(Switch::kNone, x0, w0, b0, gy);
   ASSERT_TRUE(fused.dw.defined());
   EXPECT_EQ(fused.y.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(fused.dw.scalar_type(), torch::kFloat32);
@@ -330,20 +337,8 @@ TEST_P(LinearGpu, BiasGradKernelKeepsAutocastsGemms) {
   std::vector<int64_t> y_shape = sh.x;
   y_shape.back() = sh.out;
   const torch::Tensor gy = torch::randn(y_shape, cuda).to(torch::kBFloat16).to(torch::kFloat32);
-  auto run = [&](bool kernel) {
-    FuseBiasGradScope scope(kernel);
-    torch::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
-    torch::Tensor b = b0.clone().requires_grad_();
-    torch::Tensor y;
-    {
-      CudaBf16Autocast autocast;
-      EXPECT_EQ(BiasGradFuses(x, w, b), kernel);
-      y = Linear(x, w, b);
-    }
-    (y.to(torch::kFloat32) * gy).sum().backward();
-    return Grads{y.detach(), x.grad(), w.grad(), b.grad()};
-  };
-  const Grads k = run(true), aten = run(false);
+  const Grads k = RunLinear(Switch::kBiasGrad, x0, w0, b0, gy);
+  const Grads aten = RunLinear(Switch::kNone, x0, w0, b0, gy);
   EXPECT_EQ(k.y.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(k.dw.scalar_type(), torch::kFloat32);
   EXPECT_EQ(k.db.scalar_type(), torch::kFloat32);
