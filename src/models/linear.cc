@@ -113,10 +113,9 @@ struct LinearBf16Fn : public torch::autograd::Function<LinearBf16Fn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto how = static_cast<LinearGrads>(ctx->saved_data["grads"].toInt());
-    // The column-sum path's gradients are computed without history: a second derivative would
-    // be silently wrong.
-    TORCH_CHECK(how != LinearGrads::kColumnSum || !torch::GradMode::is_enabled(),
-                "Linear: double backward is not supported");
+    // Both modes compute their gradients without history: a second derivative would be
+    // silently wrong.
+    TORCH_CHECK(!torch::GradMode::is_enabled(), "Linear: double backward is not supported");
     const variable_list saved = ctx->get_saved_variables();
     const Tensor& x2d = saved[0];  // (N, in) bf16
     const Tensor& wb = saved[1];   // (out, in) bf16
@@ -168,6 +167,8 @@ struct GeluMlpFn : public torch::autograd::Function<GeluMlpFn> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    TORCH_CHECK(!torch::GradMode::is_enabled(),
+                "FusedGeluMlp: double backward is not supported");  // as LinearBf16Fn
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &x2d = saved[0], &w1b = saved[1], &z = saved[2], &h = saved[3], &w2b = saved[4];
     const int64_t rows = x2d.size(0), in = x2d.size(1), hidden = w1b.size(0);

@@ -378,5 +378,38 @@ TEST(BiasGradGpuGraph, ReplayedCaptureGivesTheEagerGradients) {
   EXPECT_LE(ScaledError(r.replayed.dx, r.eager.dx), 1.0 / 128);
 }
 
+// Every kernel path computes its gradients without history: asked for a second derivative
+// (create_graph), each refuses instead of returning a wrong one.
+TEST(LinearGpuLimits, DoubleBackwardIsRefusedOnEveryKernelPath) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const torch::Tensor x = torch::randn({4, 32}, cuda).requires_grad_();
+  const torch::Tensor w = torch::randn({32, 32}, cuda).requires_grad_();
+  const torch::Tensor b = torch::randn({32}, cuda).requires_grad_();
+  auto second_derivative = [&](const torch::Tensor& y) {
+    const torch::Tensor loss = (y.to(torch::kFloat32) * y.to(torch::kFloat32)).sum();
+    torch::autograd::grad({loss}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  };
+  for (Switch on : {Switch::kLinearGrad, Switch::kBiasGrad}) {
+    FuseLinearGradScope linear(on == Switch::kLinearGrad);
+    FuseBiasGradScope bias(on == Switch::kBiasGrad);
+    torch::Tensor y;
+    {
+      CudaBf16Autocast autocast;
+      ASSERT_TRUE(on == Switch::kLinearGrad ? LinearGradFuses(x, w, b) : BiasGradFuses(x, w, b));
+      y = Linear(x, w, b);
+    }
+    EXPECT_THROW(second_derivative(y), c10::Error) << static_cast<int>(on);
+  }
+  FuseLinearGradScope linear(true);
+  torch::Tensor y;
+  {
+    CudaBf16Autocast autocast;
+    ASSERT_TRUE(GeluMlpFuses(x, w, b, w, b));
+    y = FusedGeluMlp(x, w, b, w, b);
+  }
+  EXPECT_THROW(second_derivative(y), c10::Error) << "FusedGeluMlp";
+}
+
 }  // namespace
 }  // namespace mosaic::models
