@@ -14,10 +14,10 @@
 #             LayerNorm shapes (bench/fused_norm_benchmark)  -> $OUT/fused_norm.json
 #   newkernels  the kernels written 2026-12-07, off by default until measured: if FusedNormGpu.*
 #             (both kernel forms) pass, --vectorized-norm; if the BiasGrad gpu tests pass,
-#             --fused-bias-grad; the CLIP models with those on (NEW_KERNEL_MODELS); one A/B for
-#             both, each kernel's share read off the per-kernel breakdown (bench/kernel_breakdown.py:
-#             the layer norm and bias-grad reduction columns)
-#                                                             -> $OUT/newkernels/raw/*, suite.log
+#             --fused-bias-grad; then per CLIP model (NEW_KERNEL_MODELS) `mosaic bench` without
+#             eager and ablations under the defaults, each passing switch, and both, one after
+#             another (each kernel's share: bench/kernel_breakdown.py on the JSONs)
+#                                                 -> $OUT/newkernels/<cfg>-<model>.{json,log}
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
 #             clip-b16-bs128; no HF, no merge)              -> $OUT/unfused/raw/*, suite.log
@@ -69,7 +69,7 @@ BIN=build-gpu/cli/mosaic
 gpu_tests_pass() {
   local name=$1
   shift
-  (cd build-gpu && ctest "$@" --output-on-failure -j1 --timeout 300) >"$OUT/ctest-$name.log" 2>&1 \
+  (cd build-gpu && ctest "$@" --no-tests=error --output-on-failure -j1 --timeout 300) >"$OUT/ctest-$name.log" 2>&1 \
     && return 0
   tail -30 "$OUT/ctest-$name.log"
   return 1
@@ -116,22 +116,34 @@ for step in ${STEPS_TO_RUN:-tests}; do
         echo "[gpu] LinearGpu failed: no --fused-linear-grad bench (ctest-linear.log)" >&2
       fi ;;
     newkernels)
-      # Each new kernel's gpu tests gate its switch; the CLIP models then run with every switch
-      # whose tests passed (one A/B against the suite's defaults).
-      envs=()
+      # Each new kernel's gpu tests gate its switch; then, per CLIP model, `mosaic bench` (no
+      # eager, no ablations: graph temporal, streams and the planned plan) under the defaults,
+      # each passing switch alone and all of them, one after another on this GPU: the A/B.
+      cfgs=(base:)
       if gpu_tests_pass vecnorm -R 'FusedNormGpu|FusedAddNormStackGpu'; then
-        envs+=(MOSAIC_VECTORIZED_NORM=1)
+        cfgs+=(vec:MOSAIC_VECTORIZED_NORM=1)
       else
         echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
       fi
-      if gpu_tests_pass biasgrad -R 'BiasGrad'; then
-        envs+=(MOSAIC_FUSED_BIAS_GRAD=1)
+      if gpu_tests_pass biasgrad -R 'BiasGrad|LinearGpuLimits'; then
+        cfgs+=(bias:MOSAIC_FUSED_BIAS_GRAD=1)
       else
         echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
       fi
-      if ((${#envs[@]})); then
-        ab_suite newkernels "${envs[@]}" -- ${NEW_KERNEL_MODELS:-clip-b16 clip-b16-bs128}
-      fi ;;
+      ((${#cfgs[@]} == 3)) && cfgs+=(both:MOSAIC_VECTORIZED_NORM=1,MOSAIC_FUSED_BIAS_GRAD=1)
+      mkdir -p "$OUT/newkernels"
+      for m in ${NEW_KERNEL_MODELS:-clip-b16-bs128 clip-b16}; do
+        prof=()
+        [[ -f out/profiles/$m-$devspec.json ]] && prof=(--profile "out/profiles/$m-$devspec.json")
+        for c in "${cfgs[@]}"; do
+          name=${c%%:*} envs=${c#*:}
+          log=$OUT/newkernels/$name-$m.log
+          echo "== $name $m (${envs:-defaults})" >"$log"
+          env ${envs//,/ } "$BIN" bench -m "$m" --device "$devspec" --no-eager --no-ablations \
+            "${prof[@]}" -o "$OUT/newkernels/$name-$m.json" >>"$log" 2>&1
+          grep -E "^  (graph-temporal|graph-shared|mosaic) " "$log" | sed "s/^/[ab $name $m] /" >&2
+        done
+      done ;;
     kernels)
       build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 --benchmark_min_time=0.1 \
         --benchmark_report_aggregates_only=true --benchmark_out="$OUT/fused_norm.json" \

@@ -18,7 +18,7 @@ void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f) {
   sub->add_flag("--fused-linear-grad,!--no-fused-linear-grad", f->linear_grad,
                 "On CUDA under bf16, in every mode: take every block projection's weight and "
                 "bias gradients in one cuBLASLt GEMM (bias sum in the epilogue, fp32 out); off "
-                "by default (not yet run on a GPU)")
+                "by default (measured slower on an H200: docs/benchmarks.md)")
       ->envname("MOSAIC_FUSED_LINEAR_GRAD");
   sub->add_flag("--fused-bias-grad,!--no-fused-bias-grad", f->bias_grad,
                 "On CUDA under bf16, in every mode: take every block projection's bias gradient "
