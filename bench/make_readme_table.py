@@ -76,18 +76,16 @@ def table():
         out[0] += (" With the fused add + LayerNorm kernels in every strategy: {}; without "
                    "(`--no-fused-norm`, or measured before they were the default): {}.".format(
                        ", ".join(fused), ", ".join(unfused)))
-    vec = [m["model"] for m in d["models"] if m["settings"].get("vectorized_norm")]
-    if vec:
-        out[0] += (" With those kernels in their vectorized forms (`--vectorized-norm`): {}."
-                   .format(", ".join(vec)))
-    bias = [m["model"] for m in d["models"] if m["settings"].get("fused_bias_grad")]
-    if bias:
-        out[0] += (" With the bias gradients from one column-sum kernel (`--fused-bias-grad`): {}."
-                   .format(", ".join(bias)))
-    linear = [m["model"] for m in d["models"] if m["settings"].get("fused_linear_grad")]
-    if linear:
-        out[0] += (" With the weight and bias gradients from one cuBLASLt GEMM "
-                   "(`--fused-linear-grad`): {}.".format(", ".join(linear)))
+    for setting, what in (
+            ("vectorized_norm", "those kernels in their vectorized forms (`--vectorized-norm`)"),
+            ("fused_bias_grad", "the bias gradients from one column-sum kernel "
+                                "(`--fused-bias-grad`)"),
+            ("fused_linear_grad", "the weight and bias gradients from one cuBLASLt GEMM "
+                                  "(`--fused-linear-grad`)"),
+            ("patch_gemm", "the patch embedding as one GEMM (`--patch-gemm`)")):
+        on = [m["model"] for m in d["models"] if m["settings"].get(setting)]
+        if on:
+            out[0] += " With {}: {}.".format(what, ", ".join(on))
     out += [""]
     out += ["| model | eager temporal ms | graph temporal ms | shared streams ms | Mosaic ms | "
             "Mosaic vs graph temporal | vs eager | MFU | peak mem vs graph temporal | chosen plan |",

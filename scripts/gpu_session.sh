@@ -12,11 +12,11 @@
 #   suite     bench/run_suite.sh                              -> $OUT/results.json, suite.log
 #   kernels   the fused kernels against their ATen paths and their scalar forms, at the zoo's
 #             LayerNorm shapes (bench/fused_norm_benchmark)  -> $OUT/fused_norm.json
-#   newkernels  the kernels written 2026-12-07, off by default until measured: if FusedNormGpu.*
-#             (both kernel forms) pass, --vectorized-norm; if the BiasGrad gpu tests pass,
-#             --fused-bias-grad; then per CLIP model (NEW_KERNEL_MODELS) `mosaic bench` without
-#             eager and ablations under the defaults, each passing switch, and both, one after
-#             another (each kernel's share: bench/kernel_breakdown.py on the JSONs)
+#   newkernels  the switches written 2026-12-07, off by default until measured: each whose gpu
+#             tests pass (--vectorized-norm: FusedNormGpu.*; --fused-bias-grad: BiasGrad*;
+#             --patch-gemm: *PatchGemm*) joins an A/B per CLIP model (NEW_KERNEL_MODELS): the
+#             defaults (with eager temporal), each switch alone (NEW_KERNEL_EACH) and all of them
+#             (each kernel's share: bench/kernel_breakdown.py on the JSONs)
 #                                                 -> $OUT/newkernels/<cfg>-<model>.{json,log}
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
@@ -116,32 +116,47 @@ for step in ${STEPS_TO_RUN:-tests}; do
         echo "[gpu] LinearGpu failed: no --fused-linear-grad bench (ctest-linear.log)" >&2
       fi ;;
     newkernels)
-      # Each new kernel's gpu tests gate its switch; then, per CLIP model, `mosaic bench` (no
-      # eager, no ablations: graph temporal, streams and the planned plan) under the defaults,
-      # each passing switch alone and all of them, one after another on this GPU: the A/B.
-      cfgs=(base:)
+      # Each new switch's gpu tests gate it; then per CLIP model `mosaic bench` without the
+      # ablations under the defaults (with eager temporal: the eager baseline on this machine),
+      # and without eager under each passing switch alone (models in NEW_KERNEL_EACH) and all of
+      # them together, one after another on this GPU: the A/B.
+      switches=()
       if gpu_tests_pass vecnorm -R 'FusedNormGpu|FusedAddNormStackGpu'; then
-        cfgs+=(vec:MOSAIC_VECTORIZED_NORM=1)
+        switches+=(vec:MOSAIC_VECTORIZED_NORM=1)
       else
         echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
       fi
       if gpu_tests_pass biasgrad -R 'BiasGrad|LinearGpuLimits'; then
-        cfgs+=(bias:MOSAIC_FUSED_BIAS_GRAD=1)
+        switches+=(bias:MOSAIC_FUSED_BIAS_GRAD=1)
       else
         echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
       fi
-      ((${#cfgs[@]} == 3)) && cfgs+=(both:MOSAIC_VECTORIZED_NORM=1,MOSAIC_FUSED_BIAS_GRAD=1)
+      if gpu_tests_pass patch -R 'PatchGemm'; then
+        switches+=(patch:MOSAIC_PATCH_GEMM=1)
+      else
+        echo "[gpu] PatchGemm gpu tests failed: no --patch-gemm (ctest-patch.log)" >&2
+      fi
+      all=
+      for c in "${switches[@]}"; do all+=${all:+,}${c#*:}; done
       mkdir -p "$OUT/newkernels"
       for m in ${NEW_KERNEL_MODELS:-clip-b16-bs128 clip-b16}; do
         prof=()
         [[ -f out/profiles/$m-$devspec.json ]] && prof=(--profile "out/profiles/$m-$devspec.json")
+        each=0
+        [[ " ${NEW_KERNEL_EACH:-clip-b16-bs128} " == *" $m "* ]] && each=1
+        cfgs=(base:)
+        ((each)) && cfgs+=("${switches[@]}")
+        if [[ -n $all ]] && ((!each || ${#switches[@]} > 1)); then cfgs+=("all:$all"); fi
         for c in "${cfgs[@]}"; do
           name=${c%%:*} envs=${c#*:}
           log=$OUT/newkernels/$name-$m.log
+          flags=(--no-ablations)
+          [[ $name == base ]] || flags+=(--no-eager)
           echo "== $name $m (${envs:-defaults})" >"$log"
-          env ${envs//,/ } "$BIN" bench -m "$m" --device "$devspec" --no-eager --no-ablations \
+          env ${envs//,/ } "$BIN" bench -m "$m" --device "$devspec" "${flags[@]}" \
             "${prof[@]}" -o "$OUT/newkernels/$name-$m.json" >>"$log" 2>&1
-          grep -E "^  (graph-temporal|graph-shared|mosaic) " "$log" | sed "s/^/[ab $name $m] /" >&2
+          grep -E "^  (eager-temporal|graph-temporal|graph-shared|mosaic) " "$log" |
+            sed "s/^/[ab $name $m] /" >&2
         done
       done ;;
     kernels)

@@ -33,6 +33,7 @@
 #include "engine/step_timing.h"
 #include "models/fused_norm.h"
 #include "models/linear.h"
+#include "models/vit.h"
 #include "planner/planner.h"
 
 namespace mosaic::cli {
@@ -202,7 +203,8 @@ int Run(const BenchFlags& f) {
                      {"fused_norm", f.fused.norm},
                      {"vectorized_norm", f.fused.norm && f.fused.vectorized_norm},
                      {"fused_linear_grad", f.fused.linear_grad},
-                     {"fused_bias_grad", models::BiasGradKernelOn()}};
+                     {"fused_bias_grad", models::BiasGradKernelOn()},
+                     {"patch_gemm", models::PatchGemm()}};
   doc["bf16_peak_tflops"] = *peak;
   doc["flops_per_step"] = flops_per_step;
   doc["modes"] = Json::array();

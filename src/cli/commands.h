@@ -48,6 +48,7 @@ struct FusedKernelFlags {
   bool vectorized_norm = false;
   bool linear_grad = false;
   bool bias_grad = false;
+  bool patch_gemm = false;  // models/vit.h Note [patch embedding as one GEMM]
 };
 void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f);
 void ApplyFusedKernelFlags(const FusedKernelFlags& f);

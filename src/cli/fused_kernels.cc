@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 #include "models/fused_norm.h"
 #include "models/linear.h"
+#include "models/vit.h"
 
 namespace mosaic::cli {
 
@@ -25,6 +26,11 @@ void AddFusedKernelFlags(CLI::App* sub, FusedKernelFlags* f) {
                 "from one column-sum kernel (fp32 out, deterministic), the GEMMs staying ATen's; "
                 "off by default (not yet run on a GPU)")
       ->envname("MOSAIC_FUSED_BIAS_GRAD");
+  sub->add_flag("--patch-gemm,!--no-patch-gemm", f->patch_gemm,
+                "In every mode: run each ViT's patch embedding as one permuting copy and a GEMM "
+                "instead of cuDNN's conv (same parameters, same result); off by default (not yet "
+                "run on a GPU)")
+      ->envname("MOSAIC_PATCH_GEMM");
 }
 
 void ApplyFusedKernelFlags(const FusedKernelFlags& f) {
@@ -32,6 +38,7 @@ void ApplyFusedKernelFlags(const FusedKernelFlags& f) {
   models::SetVectorizedAddNorm(f.vectorized_norm);
   models::SetFuseLinearGrad(f.linear_grad);
   models::SetFuseBiasGrad(f.bias_grad);
+  models::SetPatchGemm(f.patch_gemm);
 }
 
 }  // namespace mosaic::cli

@@ -57,7 +57,7 @@ StatusOr<Profile> ParseProfile(const Json& doc) {
     std::string name;
     while (std::getline(names, name, '+'))
       r.ExpectOneOf("fused_kernels", name,
-                    {"add-norm", "vectorized-norm", "linear-grad", "bias-grad"});
+                    {"add-norm", "vectorized-norm", "linear-grad", "bias-grad", "patch-gemm"});
   }
   std::map<std::pair<std::string, TaskPhase>, size_t> seen;
   size_t count = r.ForEach("entries", [&](JsonReader e) {

@@ -70,9 +70,9 @@ struct Profile {
   std::string torch;
   std::string created;
   // The fused kernels the model ran with while measured (cli/fused_kernels.h): "none", or names
-  // from {"add-norm", "vectorized-norm", "linear-grad", "bias-grad"} joined by '+'. A profile
-  // without the key was measured without them (every profile before the key existed: `mosaic
-  // profile` did not apply them).
+  // from {"add-norm", "vectorized-norm", "linear-grad", "bias-grad", "patch-gemm"} joined by '+'.
+  // A profile without the key was measured without them (every profile before the key existed:
+  // `mosaic profile` did not apply them).
   // A plan for a run with other kernels is planned from other task times: `mosaic bench|train`
   // warn.
   std::string fused_kernels = "none";

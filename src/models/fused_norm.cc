@@ -8,6 +8,7 @@
 
 #include "kernels/layer_norm.h"
 #include "models/linear.h"
+#include "models/vit.h"
 
 namespace mosaic::models {
 namespace {
@@ -171,6 +172,7 @@ std::string FusedKernelsInUse() {
   if (FuseAddNorm()) names = VectorizedAddNorm() ? "add-norm+vectorized-norm" : "add-norm";
   if (FuseLinearGrad()) names += names.empty() ? "linear-grad" : "+linear-grad";
   if (BiasGradKernelOn()) names += names.empty() ? "bias-grad" : "+bias-grad";
+  if (PatchGemm()) names += names.empty() ? "patch-gemm" : "+patch-gemm";
   return names.empty() ? "none" : names;
 }
 

@@ -60,8 +60,8 @@ bool VectorizedAddNorm();
 
 // The process-wide fused kernels now on, as a profile records them (core/profile.h
 // Profile::fused_kernels): "none", or "+"-joined names out of "add-norm", "vectorized-norm" (the
-// add-norm kernels in their vectorized forms), "linear-grad" and "bias-grad" (models/linear.h),
-// in that order.
+// add-norm kernels in their vectorized forms), "linear-grad", "bias-grad" (models/linear.h) and
+// "patch-gemm" (models/vit.h), in that order.
 std::string FusedKernelsInUse();
 
 // Sets the fusion for a scope and restores the previous setting (tests).

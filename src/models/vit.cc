@@ -1,6 +1,16 @@
 #include "models/vit.h"
 
+#include <atomic>
+
+#include "models/linear.h"
+
 namespace mosaic::models {
+namespace {
+std::atomic<bool> patch_gemm{false};
+}  // namespace
+
+void SetPatchGemm(bool on) { patch_gemm.store(on); }
+bool PatchGemm() { return patch_gemm.load(); }
 
 VisionTransformerImpl::VisionTransformerImpl(const ModuleSpec& spec) : spec_(spec) {
   TORCH_CHECK(spec.kind == ModuleKind::kVit, "VisionTransformer needs a vit spec, got ",
@@ -48,8 +58,7 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
       spec_.name, ": images must be (B, C, ", spec_.image_size, ", ", spec_.image_size, "), got ",
       images.sizes());
   const int64_t B = images.size(0);
-  torch::Tensor x = patch_embed(images);  // (B, C, H/p, W/p)
-  x = x.flatten(2).transpose(1, 2);       // (B, N, C)
+  torch::Tensor x = EmbedPatches(images);  // (B, N, C)
   if (class_token.defined()) {
     torch::Tensor cls = class_token.expand({B, 1, x.size(2)}).to(x.scalar_type());  // (B, 1, C)
     x = torch::cat({cls, x}, 1);                                                    // (B, 1 + N, C)
@@ -81,6 +90,20 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   x = ln_post(x);
   if (proj) x = proj(x);  // (B, D) or (B, N, D)
   return x;
+}
+
+torch::Tensor VisionTransformerImpl::EmbedPatches(const torch::Tensor& images) {
+  if (!PatchGemm()) {
+    return patch_embed(images).flatten(2).transpose(1, 2);  // (B, C, H/p, W/p) -> (B, N, C)
+  }
+  // Note [patch embedding as one GEMM]
+  const int64_t B = images.size(0), ch = images.size(1), p = spec_.patch_size;
+  const int64_t rows = images.size(2) / p, cols = images.size(3) / p;
+  const torch::Tensor patches = images.reshape({B, ch, rows, p, cols, p})
+                                    .permute({0, 2, 4, 1, 3, 5})  // (B, rows, cols, ch, p, p)
+                                    .reshape({B, rows * cols, ch * p * p});  // (B, N, ch p p)
+  const torch::Tensor& bias = patch_embed->bias;  // undefined without patch_bias
+  return Linear(patches, patch_embed->weight.flatten(1), bias);  // (B, N, C)
 }
 
 }  // namespace mosaic::models

@@ -110,7 +110,7 @@ INSTANTIATE_TEST_SUITE_P(
                    "pairs[0].b.module: no entry for text bwd in this profile's entries"},
         BrokenCase{"UnknownFusedKernel", [](Json& d) { d["fused_kernels"] = "add-norm+gelu"; },
                    "fused_kernels: \"gelu\" is not one of add-norm | vectorized-norm | "
-                   "linear-grad | bias-grad"},
+                   "linear-grad | bias-grad | patch-gemm"},
         BrokenCase{"BadSource", [](Json& d) { d["source"] = "guessed"; },
                    "source: \"guessed\" is not one of measured | synthetic"}));
 

@@ -13,6 +13,7 @@
 #include "models/blocks.h"
 #include "models/fused_norm.h"
 #include "models/linear.h"
+#include "models/vit.h"
 
 namespace mosaic::models {
 namespace {
@@ -131,6 +132,11 @@ TEST(AddLayerNorm, FusedKernelNamesFollowTheSwitches) {
     EXPECT_EQ(FusedKernelsInUse(), "add-norm+vectorized-norm+linear-grad");
     SetFuseBiasGrad(bias);
     SetFuseLinearGrad(linear);
+    const bool patch = PatchGemm();
+    SetPatchGemm(true);
+    const std::string names = FusedKernelsInUse();
+    EXPECT_EQ(names.substr(names.size() - 11), "+patch-gemm") << names;
+    SetPatchGemm(patch);
   }
   SetVectorizedAddNorm(vectorized);
 }

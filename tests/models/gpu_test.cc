@@ -15,6 +15,7 @@
 #include "core/json_reader.h"
 #include "models/blocks.h"
 #include "models/multimodal_model.h"
+#include "models/vit.h"
 
 namespace mosaic::models {
 namespace {
@@ -220,6 +221,51 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
       EXPECT_EQ(with_grad, static_cast<int>(wrt.size())) << spec.name << "/" << name;
     }
   }
+}
+
+// Note [patch embedding as one GEMM] on the GPU under bf16 autocast, at clip-b16's patch shape:
+// the GEMM's patches and weight gradient against cuDNN's conv, both from the same bf16 operands
+// (a wrong pixel order would be off by the patches' whole scale, not by bf16 rounding).
+TEST(GpuModelsTest, PatchGemmMatchesTheConvUnderBf16Autocast) {
+  REQUIRE_CUDA();
+  torch::manual_seed(44);
+  ModuleSpec m;
+  m.name = "vision";
+  m.kind = ModuleKind::kVit;
+  m.width = 768;
+  m.depth = 1;
+  m.heads = 12;
+  m.mlp_dim = 3072;
+  m.image_size = 224;
+  m.patch_size = 16;
+  m.channels = 3;
+  m.patch_bias = false;
+  m.pool = Pooling::kCls;
+  VisionTransformer vit(m);
+  vit->to(torch::kCUDA);
+  const torch::Tensor images = torch::randn({4, 3, 224, 224}, torch::kCUDA);
+  const torch::Tensor g = torch::randn({4, 196, 768}, torch::kCUDA);
+  const bool before = PatchGemm();
+  auto run = [&](bool gemm) {
+    SetPatchGemm(gemm);
+    vit->zero_grad();
+    torch::Tensor y;
+    {
+      AutocastGuard autocast(torch::kCUDA, Precision::kBf16);
+      y = vit->EmbedPatches(images);  // (4, 196, 768)
+    }
+    EXPECT_EQ(y.scalar_type(), torch::kBFloat16) << "gemm " << gemm;
+    (y.to(torch::kFloat) * g).sum().backward();
+    return std::make_pair(y.detach().to(torch::kFloat), vit->patch_embed->weight.grad().clone());
+  };
+  const auto [y_conv, dw_conv] = run(false);
+  const auto [y_gemm, dw_gemm] = run(true);
+  SetPatchGemm(before);
+  auto scaled = [](const torch::Tensor& a, const torch::Tensor& ref) {
+    return ((a - ref).abs().max() / ref.abs().max()).item<double>();
+  };
+  EXPECT_LT(scaled(y_gemm, y_conv), 1.0 / 64);
+  EXPECT_LT(scaled(dw_gemm, dw_conv), 1.0 / 64);
 }
 
 TEST(GpuBlocksTest, FlashAttentionMatchesCpuMath) {

@@ -111,6 +111,46 @@ TEST(VitTest, GradientsMatchFiniteDifferences) {
   ExpectGradientsMatchFiniteDifferences(*vit, [&] { return Probe(vit(images)); });
 }
 
+// Note [patch embedding as one GEMM]: with SetPatchGemm(true) the same parameters give the
+// conv's output and gradients (in double, to rounding), with and without a patch bias, with
+// three channels and one; the switch is restored after.
+TEST(VitTest, PatchGemmEqualsTheConv) {
+  const bool before = PatchGemm();
+  for (bool bias : {true, false}) {
+    for (int64_t channels : {3, 1}) {
+      torch::manual_seed(11);
+      ModuleSpec m = TinyVit(Pooling::kCls, 6);
+      m.patch_bias = bias;
+      m.channels = channels;
+      VisionTransformer vit(m);
+      vit->to(torch::kDouble);
+      const int64_t side = m.image_size;
+      const torch::Tensor images = torch::randn({2, channels, side, side}, torch::kDouble);
+      auto run = [&](bool gemm) {
+        SetPatchGemm(gemm);
+        vit->zero_grad();
+        const torch::Tensor patches = vit->EmbedPatches(images);  // (B, N, C)
+        const torch::Tensor y = vit(images);
+        (y * y).sum().backward();
+        std::vector<torch::Tensor> out{patches.detach().clone(), y.detach().clone(),
+                                       vit->patch_embed->weight.grad().clone()};
+        if (bias) out.push_back(vit->patch_embed->bias.grad().clone());
+        return out;
+      };
+      const auto conv = run(false), gemm = run(true);
+      ASSERT_EQ(conv[0].sizes(), Shape({2, (side / m.patch_size) * (side / m.patch_size), 8}));
+      for (size_t i = 0; i < conv.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(gemm[i], conv[i], 1e-10, 1e-12))
+            << "output " << i << ", bias " << bias << ", channels " << channels << ": "
+            << (gemm[i] - conv[i]).abs().max().item<double>();
+      }
+      // Nonzero patches: a wrong pixel order inside a patch would not compare equal.
+      EXPECT_GT(conv[0].abs().max().item<double>(), 1e-3);
+    }
+  }
+  SetPatchGemm(before);
+}
+
 TEST(TextTest, ShapesForEachPooling) {
   torch::Tensor tokens = torch::randint(0, 11, {3, 6}, torch::kLong);
   EXPECT_EQ(TextTransformer(TinyText(Pooling::kCls, true, 5))(tokens).sizes(), Shape({3, 5}));

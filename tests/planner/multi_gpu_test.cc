@@ -136,7 +136,9 @@ TEST_P(Efficiency, NeverAboveOneAndRanked) {
         gpus += g.gpus;
       EXPECT_EQ(gpus, n) << l.name;
       EXPECT_DOUBLE_EQ(l.samples_per_s, r.global_batch / l.step.value() * 1e6);
-      if (i > 0) EXPECT_LE(r.layouts[i - 1].step.value(), l.step.value());
+      if (i > 0) {
+        EXPECT_LE(r.layouts[i - 1].step.value(), l.step.value());
+      }
     }
     EXPECT_EQ(r.plans.size(), r.layouts[0].groups.size());
   }
