@@ -229,18 +229,12 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
 TEST(GpuModelsTest, PatchGemmMatchesTheConvUnderBf16Autocast) {
   REQUIRE_CUDA();
   torch::manual_seed(44);
-  ModuleSpec m;
-  m.name = "vision";
-  m.kind = ModuleKind::kVit;
-  m.width = 768;
+  ModuleSpec m = LoadZoo("clip-b16").modules.at(0);  // the vision tower, one block of it
+  ASSERT_EQ(m.kind, ModuleKind::kVit);
+  ASSERT_EQ(m.image_size, 224);
+  ASSERT_EQ(m.patch_size, 16);
+  ASSERT_EQ(m.width, 768);
   m.depth = 1;
-  m.heads = 12;
-  m.mlp_dim = 3072;
-  m.image_size = 224;
-  m.patch_size = 16;
-  m.channels = 3;
-  m.patch_bias = false;
-  m.pool = Pooling::kCls;
   VisionTransformer vit(m);
   vit->to(torch::kCUDA);
   const torch::Tensor images = torch::randn({4, 3, 224, 224}, torch::kCUDA);
