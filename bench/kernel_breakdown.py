@@ -21,8 +21,9 @@ KINDS = [  # (kind, substrings of the kernel name), first match wins
     ("layer norm", ("layer_norm", "GammaBeta", "AddLayerNorm")),
     ("reduction (bias grads)", ("reduce_kernel", "ColumnSum", "SumSlicesKernel")),
     ("copy / cast", ("copy_kernel", "direct_copy")),
+    # before elementwise: their names hold "Functor" too (FusedAdamMathFunctor, ...)
+    ("multi-tensor (AdamW, clipping, zeroing, grad adds)", ("multi_tensor_apply",)),
     ("elementwise", ("elementwise", "Functor")),
-    ("optimizer", ("multi_tensor_apply", "FusedOptimizer")),
     ("other", ()),
 ]
 

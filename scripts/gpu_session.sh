@@ -16,8 +16,8 @@
 #             tests pass (--vectorized-norm: FusedNormGpu.*; --fused-bias-grad: BiasGrad*;
 #             --patch-gemm: *PatchGemm*) joins an A/B per CLIP model (NEW_KERNEL_MODELS): the
 #             defaults (with eager temporal), each switch alone (NEW_KERNEL_EACH) and all of them
-#             (each kernel's share: bench/kernel_breakdown.py on the JSONs)
-#                                                 -> $OUT/newkernels/<cfg>-<model>.{json,log}
+#             (bench/ab_summary.py: each configuration against base, and the kernel time by kind)
+#                                     -> $OUT/newkernels/<cfg>-<model>.{json,log}, summary.md
 #   unfused   the A/B of the fused add + LayerNorm kernels (on by default): the suite's CLIP
 #             models again with --no-fused-norm (UNFUSED_MODELS, default clip-b16
 #             clip-b16-bs128; no HF, no merge)              -> $OUT/unfused/raw/*, suite.log
@@ -158,7 +158,8 @@ for step in ${STEPS_TO_RUN:-tests}; do
           grep -E "^  (eager-temporal|graph-temporal|graph-shared|mosaic) " "$log" |
             sed "s/^/[ab $name $m] /" >&2
         done
-      done ;;
+      done
+      python3 bench/ab_summary.py "$OUT"/newkernels/*.json | tee "$OUT/newkernels/summary.md" ;;
     kernels)
       build-gpu/bench/fused_norm_benchmark --benchmark_repetitions=5 --benchmark_min_time=0.1 \
         --benchmark_report_aggregates_only=true --benchmark_out="$OUT/fused_norm.json" \
