@@ -8,7 +8,8 @@ kind (bench/kernel_breakdown.py's kinds) for graph temporal.
     python3 bench/ab_summary.py out/gpu/newkernels/*.json > ab.md
 
 A ratio above 1 means the configuration ran faster than base. Files of different GPUs or
-commits in one table are refused: their ratios would not be an A/B.
+commits in one table are refused: their ratios would not be an A/B (the commit is what
+`mosaic bench` recorded: MOSAIC_COMMIT, which gpu_session.sh's callers set).
 """
 import collections
 import json
@@ -26,6 +27,8 @@ def load(paths):
         config = os.path.basename(path).split("-", 1)[0]
         with open(path) as f:
             d = json.load(f)
+        if (d["model"], config) in runs:
+            raise ValueError("two results for {} under {}".format(d["model"], config))
         runs[(d["model"], config)] = d
     # per model, base first
     return collections.OrderedDict(sorted(runs.items(), key=lambda r: (r[0][0], r[0][1] != "base",
@@ -40,6 +43,11 @@ def kinds_ms(mode):
     return out
 
 
+def medians(d):
+    # a mode that failed (or could not be built) has no median: it shows as "-"
+    return {m["mode"]: m["median_ms"] for m in d["modes"] if "median_ms" in m}
+
+
 def table(runs):
     machines = {(d["gpu"], d.get("driver"), d.get("commit")) for d in runs.values()}
     if len(machines) > 1:
@@ -50,17 +58,17 @@ def table(runs):
     kind_lines = ["| model | config | " + " | ".join(k for k, _ in KINDS) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in KINDS) + " |"]
     for (model, config), d in runs.items():
-        medians = {m["mode"]: m["median_ms"] for m in d["modes"]}
+        ms_of = medians(d)
         base = runs.get((model, "base"))
-        base_medians = {m["mode"]: m["median_ms"] for m in base["modes"]} if base else {}
+        base_ms = medians(base) if base else {}
         on = [k for k, v in sorted(d["settings"].items()) if v is True and k != "fused_norm"]
-        cells = ["{:.2f}".format(medians[m]) if m in medians else "-" for m in MODES]
-        ratios = ["{:.3f}x".format(base_medians[m] / medians[m])
-                  if m in medians and m in base_medians else "-" for m in MODES]
+        cells = ["{:.2f}".format(ms_of[m]) if m in ms_of else "-" for m in MODES]
+        ratios = ["{:.3f}x".format(base_ms[m] / ms_of[m])
+                  if m in ms_of and m in base_ms else "-" for m in MODES]
         lines.append("| {} | {} | {} | {} | {} |".format(
             model, config, ", ".join(on) or "defaults", " | ".join(cells), " | ".join(ratios)))
         graph = next((m for m in d["modes"] if m["mode"] == "graph-temporal"), None)
-        if graph:
+        if graph and "sm_utilization" in graph:
             ms = kinds_ms(graph)
             kind_lines.append("| {} | {} | {} |".format(
                 model, config, " | ".join("{:.2f}".format(ms[k]) for k, _ in KINDS)))

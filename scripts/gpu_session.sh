@@ -13,8 +13,9 @@
 #   kernels   the fused kernels against their ATen paths and their scalar forms, at the zoo's
 #             LayerNorm shapes (bench/fused_norm_benchmark)  -> $OUT/fused_norm.json
 #   newkernels  the switches written 2026-12-07, off by default until measured: each whose gpu
-#             tests pass (--vectorized-norm: FusedNormGpu.*; --fused-bias-grad: BiasGrad*;
-#             --patch-gemm: *PatchGemm*) joins an A/B per CLIP model (NEW_KERNEL_MODELS): the
+#             tests pass (--vectorized-norm: FusedNormGpu.*; --fused-bias-grad: BiasGrad* and
+#             the double-backward refusal; --patch-gemm: *PatchGemm*) joins an A/B per CLIP
+#             model (NEW_KERNEL_MODELS), every run from the defaults whatever is exported: the
 #             defaults (with eager temporal), each switch alone (NEW_KERNEL_EACH) and all of them
 #             (bench/ab_summary.py: each configuration against base, and the kernel time by kind)
 #                                     -> $OUT/newkernels/<cfg>-<model>.{json,log}, summary.md
@@ -126,7 +127,7 @@ for step in ${STEPS_TO_RUN:-tests}; do
       else
         echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
       fi
-      if gpu_tests_pass biasgrad -R 'BiasGrad|LinearGpuLimits'; then
+      if gpu_tests_pass biasgrad -R 'BiasGrad|LinearGpuLimits.DoubleBackward'; then
         switches+=(bias:MOSAIC_FUSED_BIAS_GRAD=1)
       else
         echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
@@ -139,6 +140,10 @@ for step in ${STEPS_TO_RUN:-tests}; do
       all=
       for c in "${switches[@]}"; do all+=${all:+,}${c#*:}; done
       mkdir -p "$OUT/newkernels"
+      if [[ -z $all ]]; then
+        echo "[gpu] no new switch passed its gpu tests: no A/B" >&2
+        continue
+      fi
       for m in ${NEW_KERNEL_MODELS:-clip-b16-bs128 clip-b16}; do
         prof=()
         [[ -f out/profiles/$m-$devspec.json ]] && prof=(--profile "out/profiles/$m-$devspec.json")
@@ -153,9 +158,12 @@ for step in ${STEPS_TO_RUN:-tests}; do
           flags=(--no-ablations)
           [[ $name == base ]] || flags+=(--no-eager)
           echo "== $name $m (${envs:-defaults})" >"$log"
-          env ${envs//,/ } "$BIN" bench -m "$m" --device "$devspec" "${flags[@]}" \
+          # Every configuration starts from the defaults, whatever the caller exported.
+          env -u MOSAIC_VECTORIZED_NORM -u MOSAIC_FUSED_BIAS_GRAD -u MOSAIC_PATCH_GEMM \
+            -u MOSAIC_FUSED_LINEAR_GRAD -u MOSAIC_FUSED_NORM ${envs//,/ } \
+            "$BIN" bench -m "$m" --device "$devspec" "${flags[@]}" \
             "${prof[@]}" -o "$OUT/newkernels/$name-$m.json" >>"$log" 2>&1
-          grep -E "^  (eager-temporal|graph-temporal|graph-shared|mosaic) " "$log" |
+          grep -E "^  (eager-temporal|graph-temporal|graph-shared-streams|mosaic) +[0-9]" "$log" |
             sed "s/^/[ab $name $m] /" >&2
         done
       done

@@ -185,10 +185,10 @@ Status GraphedModule::CaptureBackward(int slot) {
     std::vector<torch::Tensor> grads =
         torch::autograd::grad({s.output}, wrt, {s.grad_output}, false, false, true);
     {
-      // One multi-tensor kernel adds every parameter's gradient into its buffer. One add per
-      // tensor was a captured kernel each, about 300 for clip-b16, most of them on biases and
-      // norm weights too small to fill the GPU (the H200's bs128 step ran 307 fp32 add
-      // kernels for 0.9 ms).
+      // One multi-tensor add (a few launches, each over many tensors) adds every parameter's
+      // gradient into its buffer. One add per tensor was a captured kernel each, about 300 for
+      // clip-b16, most of them on biases and norm weights too small to fill the GPU (the H200's
+      // bs128 step ran 307 fp32 add kernels for 0.9 ms).
       torch::NoGradGuard no_grad;
       std::vector<torch::Tensor> params = Trainable(), into, from;
       for (size_t i = 0; i < n_params; ++i) {

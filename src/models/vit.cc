@@ -97,7 +97,11 @@ torch::Tensor VisionTransformerImpl::EmbedPatches(const torch::Tensor& images) {
     return patch_embed(images).flatten(2).transpose(1, 2);  // (B, C, H/p, W/p) -> (B, N, C)
   }
   // Note [patch embedding as one GEMM]
-  const int64_t B = images.size(0), ch = images.size(1), p = spec_.patch_size;
+  const int64_t p = spec_.patch_size;
+  TORCH_CHECK(images.dim() == 4 && images.size(2) % p == 0 && images.size(3) % p == 0, spec_.name,
+              ": the patch GEMM needs (B, C, H, W) images with H and W multiples of the patch ",
+              p, ", got ", images.sizes());
+  const int64_t B = images.size(0), ch = images.size(1);
   const int64_t rows = images.size(2) / p, cols = images.size(3) / p;
   const torch::Tensor patches = images.reshape({B, ch, rows, p, cols, p})
                                     .permute({0, 2, 4, 1, 3, 5})  // (B, rows, cols, ch, p, p)

@@ -14,11 +14,15 @@
 
 #include "core/json_reader.h"
 #include "models/blocks.h"
+#include "models/linear.h"
 #include "models/multimodal_model.h"
 #include "models/vit.h"
+#include "test_util.h"
 
 namespace mosaic::models {
 namespace {
+
+using testing::SwitchScope;
 
 #define REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
@@ -152,7 +156,12 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
       {"name": "loss", "kind": "loss", "loss": "next_token"}],
     "edges": [["vision", "vision_proj"], ["audio", "audio_proj"], ["vision_proj", "llm"],
               ["audio_proj", "llm"], ["llm", "loss"]]})";
-  for (ModelSpec spec : {LoadZoo("clip-tiny"), *ParseModelSpec(Json::parse(omni))}) {
+  // clip-tiny twice: the second time with its patch embedding as one GEMM (--patch-gemm).
+  const std::vector<ModelSpec> specs{LoadZoo("clip-tiny"), *ParseModelSpec(Json::parse(omni)),
+                                     LoadZoo("clip-tiny")};
+  for (size_t k = 0; k < specs.size(); ++k) {
+    ModelSpec spec = specs[k];
+    const SwitchScope<PatchGemm, SetPatchGemm> patch_gemm(k == 2);
     spec.precision = Precision::kBf16;
     torch::Device cuda(torch::kCUDA, 0);
     torch::manual_seed(44);
@@ -224,8 +233,9 @@ TEST(GpuModelsTest, EveryModuleCapturesAsForwardAndBackwardGraphs) {
 }
 
 // Note [patch embedding as one GEMM] on the GPU under bf16 autocast, at clip-b16's patch shape:
-// the GEMM's patches and weight gradient against cuDNN's conv, both from the same bf16 operands
-// (a wrong pixel order would be off by the patches' whole scale, not by bf16 rounding).
+// the GEMM's patches and weight and bias gradients against cuDNN's conv, both from the same bf16
+// operands (a wrong pixel order would be off by the patches' whole scale, not by bf16 rounding),
+// with Linear on each of its paths: autocast's GEMMs, the bias-gradient kernel, cuBLASLt's.
 TEST(GpuModelsTest, PatchGemmMatchesTheConvUnderBf16Autocast) {
   REQUIRE_CUDA();
   torch::manual_seed(44);
@@ -234,14 +244,17 @@ TEST(GpuModelsTest, PatchGemmMatchesTheConvUnderBf16Autocast) {
   ASSERT_EQ(m.image_size, 224);
   ASSERT_EQ(m.patch_size, 16);
   ASSERT_EQ(m.width, 768);
+  ASSERT_TRUE(m.patch_bias);
   m.depth = 1;
   VisionTransformer vit(m);
   vit->to(torch::kCUDA);
   const torch::Tensor images = torch::randn({4, 3, 224, 224}, torch::kCUDA);
   const torch::Tensor g = torch::randn({4, 196, 768}, torch::kCUDA);
-  const bool before = PatchGemm();
+  struct Out {
+    torch::Tensor y, dw, db;
+  };
   auto run = [&](bool gemm) {
-    SetPatchGemm(gemm);
+    const SwitchScope<PatchGemm, SetPatchGemm> scope(gemm);
     vit->zero_grad();
     torch::Tensor y;
     {
@@ -249,17 +262,23 @@ TEST(GpuModelsTest, PatchGemmMatchesTheConvUnderBf16Autocast) {
       y = vit->EmbedPatches(images);  // (4, 196, 768)
     }
     EXPECT_EQ(y.scalar_type(), torch::kBFloat16) << "gemm " << gemm;
+    EXPECT_EQ(y.is_contiguous(), gemm) << "the path taken";
     (y.to(torch::kFloat) * g).sum().backward();
-    return std::make_pair(y.detach().to(torch::kFloat), vit->patch_embed->weight.grad().clone());
+    return Out{y.detach().to(torch::kFloat), vit->patch_embed->weight.grad().clone(),
+               vit->patch_embed->bias.grad().clone()};
   };
-  const auto [y_conv, dw_conv] = run(false);
-  const auto [y_gemm, dw_gemm] = run(true);
-  SetPatchGemm(before);
   auto scaled = [](const torch::Tensor& a, const torch::Tensor& ref) {
     return ((a - ref).abs().max() / ref.abs().max()).item<double>();
   };
-  EXPECT_LT(scaled(y_gemm, y_conv), 1.0 / 64);
-  EXPECT_LT(scaled(dw_gemm, dw_conv), 1.0 / 64);
+  const Out conv = run(false);
+  for (int path = 0; path < 3; ++path) {  // autocast's GEMMs, bias-grad kernel, cuBLASLt
+    const SwitchScope<FuseBiasGrad, SetFuseBiasGrad> bias(path == 1);
+    const SwitchScope<FuseLinearGrad, SetFuseLinearGrad> linear(path == 2);
+    const Out gemm = run(true);
+    EXPECT_LT(scaled(gemm.y, conv.y), 1.0 / 64) << "path " << path;
+    EXPECT_LT(scaled(gemm.dw, conv.dw), 1.0 / 64) << "path " << path;
+    EXPECT_LT(scaled(gemm.db, conv.db), 1.0 / 64) << "path " << path;
+  }
 }
 
 TEST(GpuBlocksTest, FlashAttentionMatchesCpuMath) {

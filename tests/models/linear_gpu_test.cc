@@ -17,6 +17,7 @@
 
 #include "kernels/bias_grad.h"
 #include "models/linear.h"
+#include "test_util.h"
 
 namespace mosaic::models {
 namespace {
@@ -28,16 +29,7 @@ double ScaledError(const torch::Tensor& a, const torch::Tensor& ref) {
          r.abs().max().clamp_min(1e-30).item<double>();
 }
 
-// Sets one of models/linear.h's process-wide switches for a scope, then restores it.
-template <bool (*kGet)(), void (*kSet)(bool)>
-class SwitchScope {
- public:
-  explicit SwitchScope(bool on) : previous_(kGet()) { kSet(on); }
-  ~SwitchScope() { kSet(previous_); }
-
- private:
-  bool previous_;
-};
+using testing::SwitchScope;
 using FuseLinearGradScope = SwitchScope<FuseLinearGrad, SetFuseLinearGrad>;
 using FuseBiasGradScope = SwitchScope<FuseBiasGrad, SetFuseBiasGrad>;
 

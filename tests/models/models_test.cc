@@ -115,7 +115,6 @@ TEST(VitTest, GradientsMatchFiniteDifferences) {
 // conv's output and gradients (in double, to rounding), with and without a patch bias, with
 // three channels and one; the switch is restored after.
 TEST(VitTest, PatchGemmEqualsTheConv) {
-  const bool before = PatchGemm();
   for (bool bias : {true, false}) {
     for (int64_t channels : {3, 1}) {
       torch::manual_seed(11);
@@ -127,9 +126,11 @@ TEST(VitTest, PatchGemmEqualsTheConv) {
       const int64_t side = m.image_size;
       const torch::Tensor images = torch::randn({2, channels, side, side}, torch::kDouble);
       auto run = [&](bool gemm) {
-        SetPatchGemm(gemm);
+        const SwitchScope<PatchGemm, SetPatchGemm> scope(gemm);
         vit->zero_grad();
         const torch::Tensor patches = vit->EmbedPatches(images);  // (B, N, C)
+        // The path taken: the conv's output is a transposed view, the GEMM's a fresh tensor.
+        EXPECT_EQ(patches.is_contiguous(), gemm);
         const torch::Tensor y = vit(images);
         (y * y).sum().backward();
         std::vector<torch::Tensor> out{patches.detach().clone(), y.detach().clone(),
@@ -148,7 +149,15 @@ TEST(VitTest, PatchGemmEqualsTheConv) {
       EXPECT_GT(conv[0].abs().max().item<double>(), 1e-3);
     }
   }
-  SetPatchGemm(before);
+  const SwitchScope<PatchGemm, SetPatchGemm> gemm(true);
+  VisionTransformer vit(TinyVit(Pooling::kCls));
+  try {
+    vit->EmbedPatches(torch::randn({2, 3, 10, 8}));
+    ADD_FAILURE() << "10 rows do not split into patches of 4";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiples of the patch 4"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(TextTest, ShapesForEachPooling) {
