@@ -11,6 +11,8 @@
 
 #include <utility>
 
+#include "models/switch_scope.h"
+
 namespace mosaic::models {
 
 // kKernel: the kernels, vectorized where the shape allows (Note [vectorized rows in registers]
@@ -65,15 +67,6 @@ bool VectorizedAddNorm();
 std::string FusedKernelsInUse();
 
 // Sets the fusion for a scope and restores the previous setting (tests).
-class FuseAddNormScope {
- public:
-  explicit FuseAddNormScope(bool on) : previous_(FuseAddNorm()) { SetFuseAddNorm(on); }
-  ~FuseAddNormScope() { SetFuseAddNorm(previous_); }
-  FuseAddNormScope(const FuseAddNormScope&) = delete;
-  FuseAddNormScope& operator=(const FuseAddNormScope&) = delete;
-
- private:
-  bool previous_;
-};
+using FuseAddNormScope = SwitchScope<FuseAddNorm, SetFuseAddNorm>;
 
 }  // namespace mosaic::models

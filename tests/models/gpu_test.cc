@@ -16,13 +16,11 @@
 #include "models/blocks.h"
 #include "models/linear.h"
 #include "models/multimodal_model.h"
+#include "models/switch_scope.h"
 #include "models/vit.h"
-#include "test_util.h"
 
 namespace mosaic::models {
 namespace {
-
-using testing::SwitchScope;
 
 #define REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"

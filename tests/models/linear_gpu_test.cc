@@ -17,7 +17,7 @@
 
 #include "kernels/bias_grad.h"
 #include "models/linear.h"
-#include "test_util.h"
+#include "models/switch_scope.h"
 
 namespace mosaic::models {
 namespace {
@@ -29,7 +29,6 @@ double ScaledError(const torch::Tensor& a, const torch::Tensor& ref) {
          r.abs().max().clamp_min(1e-30).item<double>();
 }
 
-using testing::SwitchScope;
 using FuseLinearGradScope = SwitchScope<FuseLinearGrad, SetFuseLinearGrad>;
 using FuseBiasGradScope = SwitchScope<FuseBiasGrad, SetFuseBiasGrad>;
 

@@ -7,6 +7,7 @@
 #include "models/audio.h"
 #include "models/llm.h"
 #include "models/projector.h"
+#include "models/switch_scope.h"
 #include "models/text.h"
 #include "models/vit.h"
 #include "test_util.h"

@@ -12,20 +12,6 @@
 
 namespace mosaic::models::testing {
 
-// Sets one of the models' process-wide switches (models/linear.h, models/vit.h) for a scope, then
-// restores it, also when an assertion leaves the test early.
-template <bool (*kGet)(), void (*kSet)(bool)>
-class SwitchScope {
- public:
-  explicit SwitchScope(bool on) : previous_(kGet()) { kSet(on); }
-  ~SwitchScope() { kSet(previous_); }
-  SwitchScope(const SwitchScope&) = delete;
-  SwitchScope& operator=(const SwitchScope&) = delete;
-
- private:
-  bool previous_;
-};
-
 // ctest runs test binaries side by side on few cores; OpenMP's spinning worker threads then made
 // a 2 s test take 50 s (measured on the 2-core CI machine). Tiny test models gain nothing from
 // intra-op threads.
