@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_test.h"
 #include "common/tensor_compare.h"
 #include "kernels/layer_norm.h"
 #include "models/blocks.h"
@@ -26,12 +27,7 @@ struct Shape {
   bool offset = false;   // x starts one element into its buffer (not 16-byte aligned)
 };
 
-class FusedNormGpu : public ::testing::TestWithParam<Shape> {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
-  }
-};
+class FusedNormGpu : public mosaic::testing::CudaParamTest<Shape> {};
 
 // The kernels (vectorized where the shape allows, and the scalar ones forced) against the ATen
 // path.

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cuda_test.h"
 #include "kernels/bias_grad.h"
 #include "models/linear.h"
 #include "models/switch_scope.h"
@@ -50,12 +51,7 @@ struct Shape {
   bool bias;
 };
 
-class LinearGpu : public ::testing::TestWithParam<Shape> {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
-  }
-};
+class LinearGpu : public mosaic::testing::CudaParamTest<Shape> {};
 
 struct Grads {
   torch::Tensor y, dx, dw, db;
@@ -257,12 +253,7 @@ struct SumShape {
   int64_t offset = 0;  // elements dy starts into its buffer (1: not 16-byte aligned)
 };
 
-class BiasGradGpuKernel : public ::testing::TestWithParam<SumShape> {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU";
-  }
-};
+class BiasGradGpuKernel : public mosaic::testing::CudaParamTest<SumShape> {};
 
 TEST_P(BiasGradGpuKernel, ColumnSumsMatchFp64AndRepeatBitForBit) {
   const SumShape sh = GetParam();
