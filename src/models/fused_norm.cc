@@ -168,11 +168,16 @@ void SetVectorizedAddNorm(bool on) { vectorized_add_norm.store(on); }
 bool VectorizedAddNorm() { return vectorized_add_norm.load(); }
 
 std::string FusedKernelsInUse() {
+  const std::pair<bool, const char*> kernels[] = {
+      {FuseAddNorm(), "add-norm"},
+      {FuseAddNorm() && VectorizedAddNorm(), "vectorized-norm"},
+      {FuseLinearGrad(), "linear-grad"},
+      {BiasGradKernelOn(), "bias-grad"},
+      {PatchGemm(), "patch-gemm"},
+  };
   std::string names;
-  if (FuseAddNorm()) names = VectorizedAddNorm() ? "add-norm+vectorized-norm" : "add-norm";
-  if (FuseLinearGrad()) names += names.empty() ? "linear-grad" : "+linear-grad";
-  if (BiasGradKernelOn()) names += names.empty() ? "bias-grad" : "+bias-grad";
-  if (PatchGemm()) names += names.empty() ? "patch-gemm" : "+patch-gemm";
+  for (const auto& [on, name] : kernels)
+    if (on) names += (names.empty() ? "" : "+") + std::string(name);
   return names.empty() ? "none" : names;
 }
 
