@@ -121,29 +121,24 @@ for step in ${STEPS_TO_RUN:-tests}; do
       # ablations under the defaults (with eager temporal: the eager baseline on this machine),
       # and without eager under each passing switch alone (models in NEW_KERNEL_EACH) and all of
       # them together, one after another on this GPU: the A/B.
-      switches=()
-      if gpu_tests_pass vecnorm -R 'FusedNormGpu|FusedAddNormStackGpu'; then
-        switches+=(vec:MOSAIC_VECTORIZED_NORM=1)
-      else
-        echo "[gpu] FusedNormGpu failed: no --vectorized-norm (ctest-vecnorm.log)" >&2
-      fi
-      if gpu_tests_pass biasgrad -R 'BiasGrad|LinearGpuLimits.DoubleBackward'; then
-        switches+=(bias:MOSAIC_FUSED_BIAS_GRAD=1)
-      else
-        echo "[gpu] BiasGrad gpu tests failed: no --fused-bias-grad (ctest-biasgrad.log)" >&2
-      fi
-      if gpu_tests_pass patch -R 'PatchGemm'; then
-        switches+=(patch:MOSAIC_PATCH_GEMM=1)
-      else
-        echo "[gpu] PatchGemm gpu tests failed: no --patch-gemm (ctest-patch.log)" >&2
+      switches=()  # name:VAR=1 of each switch whose gpu tests passed
+      for gate in 'vec;FusedNormGpu|FusedAddNormStackGpu;MOSAIC_VECTORIZED_NORM' \
+                  'bias;BiasGrad|LinearGpuLimits.DoubleBackward;MOSAIC_FUSED_BIAS_GRAD' \
+                  'patch;PatchGemm;MOSAIC_PATCH_GEMM'; do
+        IFS=';' read -r name regex var <<<"$gate"
+        if gpu_tests_pass "$name" -R "$regex"; then
+          switches+=("$name:$var=1")
+        else
+          echo "[gpu] $name gpu tests failed: no $var A/B (ctest-$name.log)" >&2
+        fi
+      done
+      if ((${#switches[@]} == 0)); then
+        echo "[gpu] no new switch passed its gpu tests: no A/B" >&2
+        continue
       fi
       all=
       for c in "${switches[@]}"; do all+=${all:+,}${c#*:}; done
       mkdir -p "$OUT/newkernels"
-      if [[ -z $all ]]; then
-        echo "[gpu] no new switch passed its gpu tests: no A/B" >&2
-        continue
-      fi
       for m in ${NEW_KERNEL_MODELS:-clip-b16-bs128 clip-b16}; do
         prof=()
         [[ -f out/profiles/$m-$devspec.json ]] && prof=(--profile "out/profiles/$m-$devspec.json")
@@ -151,7 +146,7 @@ for step in ${STEPS_TO_RUN:-tests}; do
         [[ " ${NEW_KERNEL_EACH:-clip-b16-bs128} " == *" $m "* ]] && each=1
         cfgs=(base:)
         ((each)) && cfgs+=("${switches[@]}")
-        if [[ -n $all ]] && ((!each || ${#switches[@]} > 1)); then cfgs+=("all:$all"); fi
+        ((!each || ${#switches[@]} > 1)) && cfgs+=("all:$all")
         for c in "${cfgs[@]}"; do
           name=${c%%:*} envs=${c#*:}
           log=$OUT/newkernels/$name-$m.log
