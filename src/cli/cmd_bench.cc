@@ -201,7 +201,7 @@ int Run(const BenchFlags& f) {
                      {"clip_grad", 1.0},
                      {"utilization_steps", f.utilization_steps},
                      {"fused_norm", f.fused.norm},
-                     {"vectorized_norm", f.fused.norm && f.fused.vectorized_norm},
+                     {"vectorized_norm", models::VectorizedAddNormOn()},
                      {"fused_linear_grad", f.fused.linear_grad},
                      {"fused_bias_grad", models::BiasGradKernelOn()},
                      {"patch_gemm", models::PatchGemm()}};

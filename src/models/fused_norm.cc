@@ -166,11 +166,12 @@ void SetFuseAddNorm(bool on) { fuse_add_norm.store(on); }
 bool FuseAddNorm() { return fuse_add_norm.load(); }
 void SetVectorizedAddNorm(bool on) { vectorized_add_norm.store(on); }
 bool VectorizedAddNorm() { return vectorized_add_norm.load(); }
+bool VectorizedAddNormOn() { return FuseAddNorm() && VectorizedAddNorm(); }
 
 std::string FusedKernelsInUse() {
   const std::pair<bool, const char*> kernels[] = {
       {FuseAddNorm(), "add-norm"},
-      {FuseAddNorm() && VectorizedAddNorm(), "vectorized-norm"},
+      {VectorizedAddNormOn(), "vectorized-norm"},
       {FuseLinearGrad(), "linear-grad"},
       {BiasGradKernelOn(), "bias-grad"},
       {PatchGemm(), "patch-gemm"},

@@ -59,6 +59,9 @@ bool FuseAddNorm();
 // --vectorized-norm` (MOSAIC_VECTORIZED_NORM=1) turn it on for the A/B.
 void SetVectorizedAddNorm(bool on);
 bool VectorizedAddNorm();
+// The vectorized forms in use: the fusion on and the setting above (what a profile and the bench
+// record as "vectorized-norm"), as BiasGradKernelOn is for models/linear.h.
+bool VectorizedAddNormOn();
 
 // The process-wide fused kernels now on, as a profile records them (core/profile.h
 // Profile::fused_kernels): "none", or "+"-joined names out of "add-norm", "vectorized-norm" (the
